@@ -1,0 +1,454 @@
+//! Model folders in Hugging Face layout: read (DistilBERT as is, BERT converted on load),
+//! check every tensor against the config, and save atomically.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Var;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::error::{Error, Result};
+use crate::hub::{self, CONFIG_FILE, ModelSource, TOKENIZER_FILES, WEIGHT_FILES};
+use crate::models::bert::{self, BertConfig};
+use crate::models::distilbert::{
+    Config, DistilBertForSequenceClassification, ENCODER_PREFIX, head_parameter_shapes,
+};
+use crate::pipeline::{PIPELINE_FILE, Pipeline};
+use crate::tokenizer::TextTokenizer;
+
+/// How a checkpoint is turned into a classifier.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Label names the classifier must have. When the checkpoint's head has a different
+    /// number of classes, or no head at all, a fresh head is made; otherwise the labels are
+    /// renamed. `None` keeps the checkpoint's labels.
+    pub labels: Option<Vec<String>>,
+    /// Seeds a fresh head's initialisation.
+    pub seed: u64,
+    /// Hub revision (branch, tag or commit); `main` when `None`.
+    pub revision: Option<String>,
+}
+
+/// Whether the classification head came from the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    Loaded,
+    /// Initialised here, normal(0, initializer_range), for the given reason.
+    Fresh(String),
+}
+
+/// A checked checkpoint: every parameter of `DistilBertForSequenceClassification`, f32, on
+/// the CPU, with its tokenizer and text pipeline.
+pub struct Checkpoint {
+    pub config: Config,
+    pub tensors: HashMap<String, Tensor>,
+    pub tokenizer: TextTokenizer,
+    /// `pipeline.json` of the folder, if it has one.
+    pub pipeline: Option<Pipeline>,
+    pub source: ModelSource,
+    /// The `model_type` the checkpoint was stored as (`distilbert` or `bert`).
+    pub original_model_type: String,
+    pub head: Head,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("source", &self.source)
+            .field("original_model_type", &self.original_model_type)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::artifact(path, format!("not valid JSON: {e}")))
+}
+
+/// Reads every tensor of a safetensors or PyTorch weights file, as f32.
+pub fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    let raw: Vec<(String, Tensor)> = if is_safetensors {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::artifact(path, format!("cannot read safetensors weights: {e}")))?
+            .into_iter()
+            .collect()
+    } else {
+        candle_core::pickle::read_all(path)
+            .map_err(|e| Error::artifact(path, format!("cannot read PyTorch weights: {e}")))?
+    };
+    raw.into_iter()
+        .filter(|(_, t)| t.dtype().is_float())
+        .map(|(name, t)| {
+            let t = t
+                .to_dtype(DType::F32)
+                .map_err(|e| Error::artifact(path, format!("tensor {name}: {e}")))?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// DistilBERT checkpoints name the encoder `distilbert.*` when saved from a task model and
+/// leave the prefix out when saved from `DistilBertModel`; old ones call LayerNorm
+/// parameters `gamma`/`beta`. Brings both to the task model's names.
+fn normalize_distilbert_names(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    let prefixed = format!("{ENCODER_PREFIX}.");
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let name = name
+                .strip_suffix(".gamma")
+                .map(|n| format!("{n}.weight"))
+                .or_else(|| name.strip_suffix(".beta").map(|n| format!("{n}.bias")))
+                .unwrap_or(name);
+            let name = if name.starts_with("embeddings.") || name.starts_with("transformer.") {
+                format!("{prefixed}{name}")
+            } else {
+                name
+            };
+            (name, t)
+        })
+        .collect()
+}
+
+fn fresh_head(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0f32, cfg.initializer_range as f32)
+        .map_err(|e| Error::Input(format!("initializer_range: {e}")))?;
+    head_parameter_shapes(cfg.dim, cfg.num_labels())
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                (0..n).map(|_| normal.sample(&mut rng)).collect()
+            };
+            Ok((name, Tensor::from_vec(data, shape, &Device::Cpu)?))
+        })
+        .collect()
+}
+
+impl Checkpoint {
+    /// Loads a local model folder or a Hugging Face Hub id.
+    pub fn load(model: &str, opts: &LoadOptions) -> Result<Self> {
+        let source = hub::resolve_model(model, opts.revision.as_deref())?;
+        Self::from_source(source, opts)
+    }
+
+    /// Loads the files of an already resolved model folder.
+    pub fn from_source(source: ModelSource, opts: &LoadOptions) -> Result<Self> {
+        let dir = source.path.clone();
+        let config_path = dir.join(CONFIG_FILE);
+        if !config_path.is_file() {
+            return Err(Error::artifact(
+                &config_path,
+                "missing: a model folder needs config.json (with model.safetensors or \
+                 pytorch_model.bin, and tokenizer.json or vocab.txt)",
+            ));
+        }
+        let weights_path = find(&dir, &WEIGHT_FILES).ok_or_else(|| {
+            Error::artifact(
+                dir.join(WEIGHT_FILES[0]),
+                "missing: the folder has neither model.safetensors nor pytorch_model.bin",
+            )
+        })?;
+        let tokenizer_json = find(&dir, &TOKENIZER_FILES[..1]);
+        let vocab = find(&dir, &TOKENIZER_FILES[1..]);
+        if tokenizer_json.is_none() && vocab.is_none() {
+            return Err(Error::artifact(
+                dir.join("tokenizer.json"),
+                "missing: the folder has neither tokenizer.json nor vocab.txt",
+            ));
+        }
+
+        let raw = read_json(&config_path)?;
+        let model_type = raw
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let parse_err = |e: serde_json::Error| {
+            Error::artifact(&config_path, format!("invalid {model_type} config: {e}"))
+        };
+        let (mut config, mut tensors) = match model_type.as_str() {
+            "distilbert" => {
+                let config: Config = serde_json::from_value(raw).map_err(parse_err)?;
+                let tensors = normalize_distilbert_names(read_weights(&weights_path)?);
+                (config, tensors)
+            }
+            "bert" => {
+                let bert_cfg: BertConfig = serde_json::from_value(raw).map_err(parse_err)?;
+                let config = bert::convert_config(&bert_cfg)
+                    .map_err(|e| Error::artifact(&config_path, e))?;
+                let (tensors, dropped) =
+                    bert::convert_tensors(read_weights(&weights_path)?, &config)
+                        .map_err(|e| Error::artifact(&weights_path, e))?;
+                tracing::info!(
+                    model = %source.id,
+                    dropped = ?dropped,
+                    "converted a BERT checkpoint to DistilBERT layout (token type 0 folded into positions)"
+                );
+                (config, tensors)
+            }
+            "" => {
+                return Err(Error::artifact(
+                    &config_path,
+                    "no model_type: expected \"model_type\": \"distilbert\" or \"bert\"",
+                ));
+            }
+            other => {
+                return Err(Error::artifact(
+                    &config_path,
+                    format!(
+                        "model_type `{other}` is not supported: this tool loads distilbert \
+                         and bert checkpoints (bert-base, MiniLM, TinyBERT, ...)"
+                    ),
+                ));
+            }
+        };
+        config
+            .validate()
+            .map_err(|e| Error::artifact(&config_path, e))?;
+
+        // The head: keep it when present and of the right size, else start a fresh one.
+        let wanted = opts.labels.clone().unwrap_or(
+            config
+                .labels()
+                .map_err(|e| Error::artifact(&config_path, e))?,
+        );
+        let has_head = head_parameter_shapes(config.dim, config.num_labels())
+            .iter()
+            .all(|(n, _)| tensors.contains_key(n));
+        let head = if model_type == "bert" {
+            Head::Fresh("a BERT checkpoint has no DistilBERT classification head".into())
+        } else if !has_head {
+            Head::Fresh("the checkpoint has no classification head (a base encoder)".into())
+        } else if wanted.len() != config.num_labels() {
+            Head::Fresh(format!(
+                "the checkpoint's head has {} classes, {} are wanted",
+                config.num_labels(),
+                wanted.len()
+            ))
+        } else {
+            Head::Loaded
+        };
+        config.set_labels(&wanted);
+        config.architectures = vec!["DistilBertForSequenceClassification".into()];
+        if let Head::Fresh(reason) = &head {
+            tracing::info!(
+                model = %source.id,
+                labels = ?wanted,
+                seed = opts.seed,
+                "initialising a fresh classification head: {reason}"
+            );
+            tensors.extend(fresh_head(&config, opts.seed)?);
+        }
+
+        // Every parameter present with its shape; anything else is dropped.
+        let mut checked = HashMap::new();
+        for (name, shape) in config.parameter_shapes() {
+            let t = tensors.remove(&name).ok_or_else(|| {
+                Error::artifact(&weights_path, format!("missing tensor `{name}`"))
+            })?;
+            if t.dims() != shape.as_slice() {
+                return Err(Error::artifact(
+                    &weights_path,
+                    format!(
+                        "tensor `{name}` has shape {:?}, but config.json implies {shape:?}",
+                        t.dims()
+                    ),
+                ));
+            }
+            checked.insert(name, t);
+        }
+        if !tensors.is_empty() {
+            let mut unused: Vec<_> = tensors.into_keys().collect();
+            unused.sort();
+            tracing::debug!(unused = ?unused, "tensors not used by the classifier");
+        }
+
+        let tokenizer = TextTokenizer::from_files(
+            tokenizer_json.as_deref(),
+            vocab.as_deref(),
+            find(&dir, &["tokenizer_config.json"]).as_deref(),
+        )?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::artifact(
+                tokenizer_json.or(vocab).expect("checked above"),
+                format!(
+                    "the tokenizer has {} tokens but the model's embedding table only {} rows",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+            ));
+        }
+        let pipeline = if dir.join(PIPELINE_FILE).is_file() {
+            Some(Pipeline::load_or_default(&dir)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            tensors: checked,
+            tokenizer,
+            pipeline,
+            source,
+            original_model_type: model_type,
+            head,
+        })
+    }
+
+    /// A builder over the checked tensors.
+    pub fn var_builder(&self) -> VarBuilder<'static> {
+        VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &Device::Cpu)
+    }
+
+    /// The model over trainable copies of these weights, with the variables in checkpoint
+    /// order. Sinusoidal position tables stay constant, as in `transformers`.
+    pub fn trainable(&self) -> Result<Trainable> {
+        let (mut params, mut frozen) = (Vec::new(), Vec::new());
+        let mut tensors = HashMap::new();
+        for (name, _) in self.config.parameter_shapes() {
+            let t = &self.tensors[&name];
+            let is_frozen =
+                self.config.sinusoidal_pos_embds && name.ends_with("position_embeddings.weight");
+            if is_frozen {
+                tensors.insert(name.clone(), t.clone());
+                frozen.push((name, t.clone()));
+            } else {
+                let var = Var::from_tensor(t)?;
+                tensors.insert(name.clone(), var.as_tensor().clone());
+                params.push((name, var));
+            }
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let model = DistilBertForSequenceClassification::load(vb, &self.config)?;
+        Ok(Trainable {
+            model,
+            params,
+            frozen,
+        })
+    }
+
+    /// The model over these (constant) weights, for inference.
+    pub fn model(&self) -> Result<DistilBertForSequenceClassification> {
+        Ok(DistilBertForSequenceClassification::load(
+            self.var_builder(),
+            &self.config,
+        )?)
+    }
+}
+
+/// A model whose weights are variables, for training.
+pub struct Trainable {
+    pub model: DistilBertForSequenceClassification,
+    /// `(checkpoint name, variable)` for every trainable parameter, in checkpoint order.
+    pub params: Vec<(String, Var)>,
+    /// Parameters that do not train (sinusoidal position tables).
+    pub frozen: Vec<(String, Tensor)>,
+}
+
+impl Trainable {
+    /// Every parameter's current value, trainable or not: what [`save`] takes.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .chain(self.frozen.iter().cloned())
+            .collect()
+    }
+}
+
+/// Everything that makes up a saved model folder.
+pub struct SaveRequest<'a> {
+    pub config: &'a Config,
+    /// `(checkpoint name, tensor)` for every parameter.
+    pub tensors: &'a [(String, Tensor)],
+    pub tokenizer: &'a TextTokenizer,
+    pub pipeline: &'a Pipeline,
+}
+
+/// Writes a model folder `transformers` loads as `DistilBertForSequenceClassification`:
+/// config.json, model.safetensors, tokenizer files and pipeline.json, all at once.
+pub fn save(dir: &Path, req: &SaveRequest) -> Result<()> {
+    let mut config = req.config.clone();
+    config.architectures = vec!["DistilBertForSequenceClassification".into()];
+    config.model_type = "distilbert".into();
+    config
+        .extra
+        .insert("problem_type".into(), "single_label_classification".into());
+    config
+        .validate()
+        .map_err(|e| Error::Input(format!("refusing to save: {e}")))?;
+    let expected: HashMap<String, Vec<usize>> = config.parameter_shapes().into_iter().collect();
+    for (name, t) in req.tensors {
+        match expected.get(name) {
+            Some(shape) if shape.as_slice() == t.dims() => {}
+            Some(shape) => {
+                return Err(Error::Input(format!(
+                    "refusing to save: tensor `{name}` has shape {:?}, config implies {shape:?}",
+                    t.dims()
+                )));
+            }
+            None => {
+                return Err(Error::Input(format!(
+                    "refusing to save: `{name}` is not a DistilBERT parameter"
+                )));
+            }
+        }
+    }
+    if req.tensors.len() != expected.len() {
+        return Err(Error::Input(format!(
+            "refusing to save: {} tensors given, the config needs {}",
+            req.tensors.len(),
+            expected.len()
+        )));
+    }
+    crate::atomic::replace_dir(dir, |tmp| {
+        let path = tmp.join(CONFIG_FILE);
+        let mut bytes = serde_json::to_vec_pretty(&config).expect("serializable");
+        bytes.push(b'\n');
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+        let weights: HashMap<&str, Tensor> = req
+            .tensors
+            .iter()
+            .map(|(n, t)| Ok((n.as_str(), t.to_dtype(DType::F32)?.contiguous()?)))
+            .collect::<Result<_>>()?;
+        let path = tmp.join(WEIGHT_FILES[0]);
+        candle_core::safetensors::save(&weights, &path)
+            .map_err(|e| Error::artifact(&path, format!("cannot write weights: {e}")))?;
+        let max_len = config.max_position_embeddings;
+        req.tokenizer.save(tmp, max_len)?;
+        req.pipeline.save(tmp)
+    })
+}
+
+/// Only for tests and benchmarks: a model with random weights of the given config.
+pub fn random_tensors(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0f32, cfg.initializer_range as f32).expect("valid std");
+    cfg.parameter_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> =
+                if name.contains("LayerNorm.weight") || name.contains("layer_norm.weight") {
+                    vec![1.0; n]
+                } else if name.ends_with(".bias") {
+                    vec![0.0; n]
+                } else {
+                    (0..n).map(|_| normal.sample(&mut rng)).collect()
+                };
+            Ok((name, Tensor::from_vec(data, shape, &Device::Cpu)?))
+        })
+        .collect()
+}

@@ -1,0 +1,193 @@
+//! Resolving a model argument to a folder on disk: a local folder as is, anything else as a
+//! Hugging Face Hub id fetched into the Hub cache by `hf-hub`.
+//!
+//! Honours `HF_HOME` (cache location), `HF_ENDPOINT`, `HF_TOKEN` (or the cached login token)
+//! and `HF_HUB_OFFLINE=1` (cache only, no network).
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::{ApiBuilder, ApiRepo};
+use hf_hub::{Cache, Repo, RepoType};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where a model came from: recorded in run summaries and shown by the api's /info.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSource {
+    /// What the user passed: a Hub id or a folder.
+    pub id: String,
+    /// The Hub commit the files came from; `None` for a local folder.
+    pub revision: Option<String>,
+    /// The folder the files were read from.
+    pub path: PathBuf,
+}
+
+/// Files a model folder may have; the first group is required (one of each alternative).
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+pub const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "vocab.txt"];
+pub const OPTIONAL_FILES: [&str; 3] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    crate::pipeline::PIPELINE_FILE,
+];
+
+/// How to reach the Hub; [`HubSettings::from_env`] reads the standard variables.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// The `hub` folder of the cache (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`).
+    pub cache_dir: PathBuf,
+    /// `HF_HUB_OFFLINE`: read the cache only.
+    pub offline: bool,
+    /// `HF_TOKEN`, else the token saved by `huggingface-cli login`.
+    pub token: Option<String>,
+}
+
+impl HubSettings {
+    pub fn from_env() -> Self {
+        let cache = Cache::from_env();
+        let offline = matches!(
+            std::env::var("HF_HUB_OFFLINE").as_deref(),
+            Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes") | Ok("ON") | Ok("on")
+        );
+        let token = std::env::var("HF_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| cache.token());
+        Self {
+            cache_dir: cache.path().clone(),
+            offline,
+            token,
+        }
+    }
+}
+
+fn looks_like_path(s: &str) -> bool {
+    s.starts_with('.') || s.starts_with('/') || s.starts_with('~') || s.contains('\\')
+}
+
+/// Resolves `model` (folder or Hub id, at `revision` or `main`) to a local folder.
+pub fn resolve_model(model: &str, revision: Option<&str>) -> Result<ModelSource> {
+    resolve_model_with(&HubSettings::from_env(), model, revision)
+}
+
+/// [`resolve_model`] with explicit Hub settings.
+pub fn resolve_model_with(
+    hub: &HubSettings,
+    model: &str,
+    revision: Option<&str>,
+) -> Result<ModelSource> {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok(ModelSource {
+            id: model.to_string(),
+            revision: None,
+            path: path.to_path_buf(),
+        });
+    }
+    if path.exists() {
+        return Err(Error::Input(format!(
+            "model `{model}` is a file: pass the folder that holds config.json and the weights"
+        )));
+    }
+    if looks_like_path(model) || model.is_empty() {
+        return Err(Error::Input(format!(
+            "model folder `{model}` does not exist: pass an existing folder or a Hugging Face Hub id \
+             such as distilbert-base-uncased"
+        )));
+    }
+    fetch(hub, model, revision.unwrap_or("main"))
+}
+
+/// Fetches one file of the repository into the cache, or says why it could not.
+type FileGetter = dyn Fn(&str) -> std::result::Result<PathBuf, String>;
+
+fn fetch(hub: &HubSettings, id: &str, revision: &str) -> Result<ModelSource> {
+    let cache = Cache::new(hub.cache_dir.clone());
+    let repo = Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string());
+    let hub_error = |reason: String| Error::Hub {
+        id: id.to_string(),
+        cache: cache.path().clone(),
+        reason,
+    };
+    let get: Box<FileGetter> = if hub.offline {
+        let cached = cache.repo(repo.clone());
+        Box::new(move |f: &str| {
+            cached
+                .get(f)
+                .ok_or_else(|| format!("{f} is not in the cache and HF_HUB_OFFLINE is set"))
+        })
+    } else {
+        let mut builder = ApiBuilder::from_cache(cache.clone());
+        if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let api = builder
+            .with_token(hub.token.clone())
+            .with_progress(true)
+            .build()
+            .map_err(|e| hub_error(e.to_string()))?;
+        let api_repo: ApiRepo = api.repo(repo.clone());
+        Box::new(move |f: &str| api_repo.get(f).map_err(|e| e.to_string()))
+    };
+
+    let config = get(CONFIG_FILE).map_err(hub_error)?;
+    let first_of = |files: &[&str]| -> std::result::Result<PathBuf, String> {
+        let mut reasons = Vec::new();
+        for f in files {
+            match get(f) {
+                Ok(p) => return Ok(p),
+                Err(e) => reasons.push(format!("{f}: {e}")),
+            }
+        }
+        Err(reasons.join("; "))
+    };
+    first_of(&WEIGHT_FILES).map_err(|e| hub_error(format!("no weights ({e})")))?;
+    first_of(&TOKENIZER_FILES).map_err(|e| hub_error(format!("no tokenizer ({e})")))?;
+    for f in OPTIONAL_FILES {
+        let _ = get(f);
+    }
+    let dir = config
+        .parent()
+        .expect("a cached file lives in a snapshot folder")
+        .to_path_buf();
+    let commit = dir.file_name().map(|c| c.to_string_lossy().into_owned());
+    Ok(ModelSource {
+        id: id.to_string(),
+        revision: commit,
+        path: dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_local_folder_is_named() {
+        let err = resolve_model("./no/such/model", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("./no/such/model") && err.contains("does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn offline_hub_id_names_id_cache_and_local_alternative() {
+        let cache = tempfile::tempdir().unwrap();
+        let hub = HubSettings {
+            cache_dir: cache.path().to_path_buf(),
+            offline: true,
+            token: None,
+        };
+        let err = resolve_model_with(&hub, "someone/some-model", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("someone/some-model"), "{err}");
+        assert!(err.contains(&cache.path().display().to_string()), "{err}");
+        assert!(err.contains("local model folder"), "{err}");
+    }
+}

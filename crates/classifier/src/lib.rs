@@ -1,0 +1,43 @@
+//! The sentiment classifier's core: a DistilBERT sequence classifier on candle that loads,
+//! runs, trains and saves Hugging Face checkpoints.
+//!
+//! - [`models`]: the architectures (`distilbert`, and `bert` converted on load).
+//! - [`ops`]: the differentiable tensor operations they are built from.
+//! - [`tokenizer`], [`cleaning`], [`pipeline`]: from raw text to token ids, identically at
+//!   training and serving time.
+//! - [`hub`], [`checkpoint`], [`atomic`]: model folders (local or Hub), read and written.
+//! - [`inference`]: a loaded model classifying any number of texts in bounded batches.
+//! - [`metrics`]: accuracy, precision, recall, F1 and the confusion matrix.
+//!
+//! No HTTP and no command line here: the binaries build on this crate.
+//!
+//! ```no_run
+//! let clf = classifier::Classifier::load("model_output")?;
+//! let preds = clf.predict(&["A wonderful film.", "Dull and far too long."])?;
+//! for p in preds {
+//!     println!("{} {:.3}", clf.labels()[p.class], p.confidence());
+//! }
+//! # Ok::<(), classifier::Error>(())
+//! ```
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod cleaning;
+pub mod error;
+pub mod hub;
+pub mod inference;
+pub mod metrics;
+pub mod models;
+pub mod ops;
+pub mod pipeline;
+pub mod threads;
+pub mod tokenizer;
+
+pub use checkpoint::{Checkpoint, LoadOptions};
+pub use cleaning::Cleaning;
+pub use error::{Error, Result};
+pub use inference::{BatchLimits, Classifier, Prediction};
+pub use metrics::ClassificationMetrics;
+pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+pub use pipeline::Pipeline;
+pub use tokenizer::{TextTokenizer, Truncation};

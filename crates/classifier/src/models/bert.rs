@@ -1,0 +1,161 @@
+//! BERT checkpoints (Devlin et al. 2018, <https://arxiv.org/abs/1810.04805>), converted on load
+//! into the DistilBERT layout: bert-base-uncased, MiniLM, TinyBERT and the like.
+//!
+//! For single-segment inputs a BERT encoder is a DistilBERT encoder: the token-type embedding
+//! of segment 0 is a constant added to every position, so it folds into the position table.
+//! The pooler (and any classifier on top of it) has no DistilBERT counterpart and is dropped;
+//! the caller then gives the model a fresh DistilBERT head.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+use serde::Deserialize;
+
+use super::distilbert::{self, Activation, ENCODER_PREFIX, LAYER_NORM_EPS};
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_init() -> f64 {
+    0.02
+}
+
+/// The fields of a BERT `config.json` that shape the encoder.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    #[serde(default = "default_init")]
+    pub initializer_range: f64,
+}
+
+/// The DistilBERT config with the same encoder, or why there is none.
+pub fn convert_config(bert: &BertConfig) -> Result<distilbert::Config, String> {
+    let activation = match bert.hidden_act.as_str() {
+        "gelu" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => {
+            return Err(format!(
+                "hidden_act `{other}` has no DistilBERT equivalent (only gelu and relu)"
+            ));
+        }
+    };
+    if (bert.layer_norm_eps - LAYER_NORM_EPS).abs() > 1e-15 {
+        return Err(format!(
+            "layer_norm_eps is {}, but DistilBERT fixes it at 1e-12: the encoder would not convert exactly",
+            bert.layer_norm_eps
+        ));
+    }
+    if let Some(kind) = &bert.position_embedding_type
+        && kind != "absolute"
+    {
+        return Err(format!(
+            "position_embedding_type `{kind}` is not supported (only absolute)"
+        ));
+    }
+    let mut cfg = distilbert::Config {
+        architectures: vec!["DistilBertForSequenceClassification".into()],
+        vocab_size: bert.vocab_size,
+        max_position_embeddings: bert.max_position_embeddings,
+        n_layers: bert.num_hidden_layers,
+        n_heads: bert.num_attention_heads,
+        dim: bert.hidden_size,
+        hidden_dim: bert.intermediate_size,
+        dropout: bert.hidden_dropout_prob,
+        attention_dropout: bert.attention_probs_dropout_prob,
+        activation,
+        initializer_range: bert.initializer_range,
+        pad_token_id: bert.pad_token_id,
+        ..Default::default()
+    };
+    cfg.extra.clear();
+    Ok(cfg)
+}
+
+/// Renames a BERT checkpoint's tensors into DistilBERT's, folding token type 0 into the
+/// position embeddings. Returns the tensors and the names that were dropped.
+pub fn convert_tensors(
+    tensors: HashMap<String, Tensor>,
+    cfg: &distilbert::Config,
+) -> Result<(HashMap<String, Tensor>, Vec<String>), String> {
+    let strip = |name: &str| name.strip_prefix("bert.").unwrap_or(name).to_string();
+    let mut src: HashMap<String, Tensor> =
+        tensors.into_iter().map(|(k, v)| (strip(&k), v)).collect();
+    let e = ENCODER_PREFIX;
+    let mut out = HashMap::new();
+
+    let position = src
+        .remove("embeddings.position_embeddings.weight")
+        .ok_or("missing tensor embeddings.position_embeddings.weight")?;
+    let position = match src.remove("embeddings.token_type_embeddings.weight") {
+        Some(types) => {
+            let type0 = types.get(0).map_err(|e| e.to_string())?;
+            position
+                .broadcast_add(&type0)
+                .map_err(|err| format!("embeddings.token_type_embeddings.weight: {err}"))?
+        }
+        None => position,
+    };
+    out.insert(
+        format!("{e}.embeddings.position_embeddings.weight"),
+        position,
+    );
+    for leaf in [
+        "word_embeddings.weight",
+        "LayerNorm.weight",
+        "LayerNorm.bias",
+    ] {
+        if let Some(t) = src.remove(&format!("embeddings.{leaf}")) {
+            out.insert(format!("{e}.embeddings.{leaf}"), t);
+        }
+    }
+    const LAYER_RENAMES: [(&str, &str); 8] = [
+        ("attention.self.query", "attention.q_lin"),
+        ("attention.self.key", "attention.k_lin"),
+        ("attention.self.value", "attention.v_lin"),
+        ("attention.output.dense", "attention.out_lin"),
+        ("attention.output.LayerNorm", "sa_layer_norm"),
+        ("intermediate.dense", "ffn.lin1"),
+        ("output.dense", "ffn.lin2"),
+        ("output.LayerNorm", "output_layer_norm"),
+    ];
+    for i in 0..cfg.n_layers {
+        for (from, to) in LAYER_RENAMES {
+            for leaf in ["weight", "bias"] {
+                if let Some(t) = src.remove(&format!("encoder.layer.{i}.{from}.{leaf}")) {
+                    out.insert(format!("{e}.transformer.layer.{i}.{to}.{leaf}"), t);
+                }
+            }
+        }
+    }
+    let mut dropped: Vec<String> = src.into_keys().collect();
+    dropped.sort();
+    Ok((out, dropped))
+}

@@ -1,0 +1,568 @@
+//! DistilBERT for sequence classification: Sanh et al. 2019, "DistilBERT, a distilled version
+//! of BERT" (<https://arxiv.org/abs/1910.01108>).
+//!
+//! Mirrors `transformers`' `DistilBertForSequenceClassification` tensor for tensor, so a
+//! Hugging Face checkpoint loads unchanged and what we save loads back into `transformers`:
+//! exact (erf) GELU, attention mask 1 = keep, LayerNorm eps 1e-12, dropout (`dropout`,
+//! `attention_dropout`, `seq_classif_dropout`) only in train mode, and a head of
+//! `pre_classifier` -> ReLU -> dropout -> `classifier` on the first token.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, IndexOp, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::ops::{self, Kernels};
+
+/// transformers hard-codes this epsilon for every DistilBERT LayerNorm.
+pub const LAYER_NORM_EPS: f64 = 1e-12;
+
+/// Name prefix of the encoder's tensors in a `DistilBertForSequenceClassification` checkpoint.
+pub const ENCODER_PREFIX: &str = "distilbert";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// Exact GELU (`transformers`' "gelu").
+    Gelu,
+    Relu,
+}
+
+fn default_vocab_size() -> usize {
+    30522
+}
+fn default_max_positions() -> usize {
+    512
+}
+fn default_n_layers() -> usize {
+    6
+}
+fn default_n_heads() -> usize {
+    12
+}
+fn default_dim() -> usize {
+    768
+}
+fn default_hidden_dim() -> usize {
+    3072
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_seq_classif_dropout() -> f64 {
+    0.2
+}
+fn default_initializer_range() -> f64 {
+    0.02
+}
+fn default_activation() -> Activation {
+    Activation::Gelu
+}
+fn default_model_type() -> String {
+    "distilbert".into()
+}
+
+/// `config.json` of a DistilBERT checkpoint; field names and defaults as `DistilBertConfig`.
+/// Keys this model does not use are kept in `extra` and written back on save.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    #[serde(default = "default_vocab_size")]
+    pub vocab_size: usize,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub sinusoidal_pos_embds: bool,
+    #[serde(default = "default_n_layers")]
+    pub n_layers: usize,
+    #[serde(default = "default_n_heads")]
+    pub n_heads: usize,
+    #[serde(default = "default_dim")]
+    pub dim: usize,
+    #[serde(default = "default_hidden_dim")]
+    pub hidden_dim: usize,
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_dropout: f64,
+    #[serde(default = "default_activation")]
+    pub activation: Activation,
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+    #[serde(default = "default_dropout")]
+    pub qa_dropout: f64,
+    #[serde(default = "default_seq_classif_dropout")]
+    pub seq_classif_dropout: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    /// Class index (as a string key, as `transformers` writes it) to label name.
+    #[serde(default)]
+    pub id2label: BTreeMap<String, String>,
+    #[serde(default)]
+    pub label2id: BTreeMap<String, usize>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for Config {
+    /// The `distilbert-base-uncased` architecture with two labels.
+    fn default() -> Self {
+        let mut cfg: Config = serde_json::from_str("{}").expect("all fields have defaults");
+        cfg.set_labels(&["LABEL_0".to_string(), "LABEL_1".to_string()]);
+        cfg
+    }
+}
+
+impl Config {
+    /// Label names in class-index order. `transformers` defaults to `LABEL_0`, `LABEL_1` when
+    /// a config names none.
+    pub fn labels(&self) -> std::result::Result<Vec<String>, String> {
+        if self.id2label.is_empty() {
+            return Ok(vec!["LABEL_0".into(), "LABEL_1".into()]);
+        }
+        let mut labels = vec![None; self.id2label.len()];
+        for (id, label) in &self.id2label {
+            let i: usize = id
+                .parse()
+                .map_err(|_| format!("id2label key `{id}` is not a class index"))?;
+            let slot = labels.get_mut(i).ok_or_else(|| {
+                format!(
+                    "id2label has {} entries but names class {i}: indices must be 0..{}",
+                    self.id2label.len(),
+                    self.id2label.len()
+                )
+            })?;
+            *slot = Some(label.clone());
+        }
+        Ok(labels.into_iter().map(|l| l.expect("filled")).collect())
+    }
+
+    pub fn num_labels(&self) -> usize {
+        if self.id2label.is_empty() {
+            2
+        } else {
+            self.id2label.len()
+        }
+    }
+
+    pub fn set_labels(&mut self, labels: &[String]) {
+        self.id2label = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), l.clone()))
+            .collect();
+        self.label2id = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect();
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_heads
+    }
+
+    /// Checks the dimensions fit together; the message names the offending fields.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.model_type != "distilbert" {
+            return Err(format!(
+                "model_type is `{}`, expected `distilbert`",
+                self.model_type
+            ));
+        }
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("dim", self.dim),
+            ("hidden_dim", self.hidden_dim),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if !self.dim.is_multiple_of(self.n_heads) {
+            return Err(format!(
+                "dim {} is not divisible by n_heads {}",
+                self.dim, self.n_heads
+            ));
+        }
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("attention_dropout", self.attention_dropout),
+            ("seq_classif_dropout", self.seq_classif_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("{name} must be in [0, 1), got {p}"));
+            }
+        }
+        let labels = self.labels()?;
+        if labels.len() < 2 {
+            return Err("a classifier needs at least two labels in id2label".into());
+        }
+        Ok(())
+    }
+
+    /// Every parameter of `DistilBertForSequenceClassification`: checkpoint name and shape,
+    /// in checkpoint order.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (d, h) = (self.dim, self.hidden_dim);
+        let e = ENCODER_PREFIX;
+        let mut out = vec![
+            (
+                format!("{e}.embeddings.word_embeddings.weight"),
+                vec![self.vocab_size, d],
+            ),
+            (
+                format!("{e}.embeddings.position_embeddings.weight"),
+                vec![self.max_position_embeddings, d],
+            ),
+            (format!("{e}.embeddings.LayerNorm.weight"), vec![d]),
+            (format!("{e}.embeddings.LayerNorm.bias"), vec![d]),
+        ];
+        for i in 0..self.n_layers {
+            let p = format!("{e}.transformer.layer.{i}");
+            for lin in ["q_lin", "k_lin", "v_lin", "out_lin"] {
+                out.push((format!("{p}.attention.{lin}.weight"), vec![d, d]));
+                out.push((format!("{p}.attention.{lin}.bias"), vec![d]));
+            }
+            out.push((format!("{p}.sa_layer_norm.weight"), vec![d]));
+            out.push((format!("{p}.sa_layer_norm.bias"), vec![d]));
+            out.push((format!("{p}.ffn.lin1.weight"), vec![h, d]));
+            out.push((format!("{p}.ffn.lin1.bias"), vec![h]));
+            out.push((format!("{p}.ffn.lin2.weight"), vec![d, h]));
+            out.push((format!("{p}.ffn.lin2.bias"), vec![d]));
+            out.push((format!("{p}.output_layer_norm.weight"), vec![d]));
+            out.push((format!("{p}.output_layer_norm.bias"), vec![d]));
+        }
+        out.extend(head_parameter_shapes(d, self.num_labels()));
+        out
+    }
+}
+
+/// The classification head's parameters (absent from a base encoder checkpoint).
+pub fn head_parameter_shapes(dim: usize, num_labels: usize) -> Vec<(String, Vec<usize>)> {
+    vec![
+        ("pre_classifier.weight".into(), vec![dim, dim]),
+        ("pre_classifier.bias".into(), vec![dim]),
+        ("classifier.weight".into(), vec![num_labels, dim]),
+        ("classifier.bias".into(), vec![num_labels]),
+    ]
+}
+
+/// Train mode turns dropout on; its masks derive from `seed` (one seed per forward pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Eval,
+    Train { seed: u64 },
+}
+
+impl Mode {
+    fn dropout(&self, x: &Tensor, p: f64, site: u64) -> Result<Tensor> {
+        match *self {
+            Mode::Eval => Ok(x.clone()),
+            Mode::Train { seed } => ops::dropout(x, p as f32, ops::site_seed(seed, site)),
+        }
+    }
+}
+
+/// Dropout sites, numbered so every mask in a forward pass has its own stream.
+const SITE_EMBEDDINGS: u64 = 0;
+fn site_attention(layer: usize) -> u64 {
+    1 + 2 * layer as u64
+}
+fn site_ffn(layer: usize) -> u64 {
+    2 + 2 * layer as u64
+}
+const SITE_HEAD: u64 = u64::MAX;
+
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+            bias: vb.get(out_dim, "bias")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, &self.bias)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn load(vb: VarBuilder, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
+        ops::layer_norm(x, &self.weight, &self.bias, LAYER_NORM_EPS, k)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Embeddings {
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    layer_norm: LayerNorm,
+    dropout: f64,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            word_embeddings: vb.get((cfg.vocab_size, cfg.dim), "word_embeddings.weight")?,
+            position_embeddings: vb.get(
+                (cfg.max_position_embeddings, cfg.dim),
+                "position_embeddings.weight",
+            )?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), cfg.dim)?,
+            dropout: cfg.dropout,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, mode: Mode, k: Kernels) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        let dim = self.word_embeddings.dim(1)?;
+        let words = self
+            .word_embeddings
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((b, s, dim))?;
+        let positions = self.position_embeddings.narrow(0, 0, s)?;
+        let x = words.broadcast_add(&positions)?;
+        let x = self.layer_norm.forward(&x, k)?;
+        mode.dropout(&x, self.dropout, SITE_EMBEDDINGS)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MultiHeadSelfAttention {
+    q_lin: Linear,
+    k_lin: Linear,
+    v_lin: Linear,
+    out_lin: Linear,
+    n_heads: usize,
+    head_dim: usize,
+    dropout: f64,
+}
+
+impl MultiHeadSelfAttention {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let d = cfg.dim;
+        Ok(Self {
+            q_lin: Linear::load(vb.pp("q_lin"), d, d)?,
+            k_lin: Linear::load(vb.pp("k_lin"), d, d)?,
+            v_lin: Linear::load(vb.pp("v_lin"), d, d)?,
+            out_lin: Linear::load(vb.pp("out_lin"), d, d)?,
+            n_heads: cfg.n_heads,
+            head_dim: cfg.head_dim(),
+            dropout: cfg.attention_dropout,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        mode: Mode,
+        site: u64,
+        k: Kernels,
+    ) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let split_heads = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, s, self.n_heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split_heads(self.q_lin.forward(x)?)?;
+        let key = split_heads(self.k_lin.forward(x)?)?;
+        let v = split_heads(self.v_lin.forward(x)?)?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let scores = (q.matmul(&key.t()?)? * scale)?;
+        let probs = ops::masked_softmax(&scores, bias, k)?;
+        let probs = mode.dropout(&probs, self.dropout, site)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, s, d))?;
+        self.out_lin.forward(&context)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Ffn {
+    lin1: Linear,
+    lin2: Linear,
+    activation: Activation,
+    dropout: f64,
+}
+
+impl Ffn {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            lin1: Linear::load(vb.pp("lin1"), cfg.dim, cfg.hidden_dim)?,
+            lin2: Linear::load(vb.pp("lin2"), cfg.hidden_dim, cfg.dim)?,
+            activation: cfg.activation,
+            dropout: cfg.dropout,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode, site: u64, k: Kernels) -> Result<Tensor> {
+        let h = self.lin1.forward(x)?;
+        let h = match self.activation {
+            Activation::Gelu => ops::gelu(&h, k)?,
+            Activation::Relu => h.relu()?,
+        };
+        let out = self.lin2.forward(&h)?;
+        mode.dropout(&out, self.dropout, site)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TransformerBlock {
+    attention: MultiHeadSelfAttention,
+    sa_layer_norm: LayerNorm,
+    ffn: Ffn,
+    output_layer_norm: LayerNorm,
+}
+
+impl TransformerBlock {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            attention: MultiHeadSelfAttention::load(vb.pp("attention"), cfg)?,
+            sa_layer_norm: LayerNorm::load(vb.pp("sa_layer_norm"), cfg.dim)?,
+            ffn: Ffn::load(vb.pp("ffn"), cfg)?,
+            output_layer_norm: LayerNorm::load(vb.pp("output_layer_norm"), cfg.dim)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        mode: Mode,
+        i: usize,
+        k: Kernels,
+    ) -> Result<Tensor> {
+        let attn = self
+            .attention
+            .forward(x, bias, mode, site_attention(i), k)?;
+        let x = self.sa_layer_norm.forward(&(attn + x)?, k)?;
+        let ffn = self.ffn.forward(&x, mode, site_ffn(i), k)?;
+        self.output_layer_norm.forward(&(ffn + x)?, k)
+    }
+}
+
+/// The encoder: embeddings and `n_layers` transformer blocks.
+#[derive(Debug, Clone)]
+pub struct DistilBertModel {
+    embeddings: Embeddings,
+    layers: Vec<TransformerBlock>,
+}
+
+impl DistilBertModel {
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let embeddings = Embeddings::load(vb.pp("embeddings"), cfg)?;
+        let vb_l = vb.pp("transformer").pp("layer");
+        let layers = (0..cfg.n_layers)
+            .map(|i| TransformerBlock::load(vb_l.pp(i), cfg))
+            .collect::<Result<_>>()?;
+        Ok(Self { embeddings, layers })
+    }
+
+    /// Last hidden state `(batch, seq, dim)` for `input_ids` and `attention_mask` (both
+    /// `(batch, seq)`, u32; mask 1 = token, 0 = padding).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: Mode,
+        k: Kernels,
+    ) -> Result<Tensor> {
+        let bias = ops::attention_bias(attention_mask)?;
+        let mut x = self.embeddings.forward(input_ids, mode, k)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &bias, mode, i, k)?;
+        }
+        Ok(x)
+    }
+}
+
+/// `DistilBertForSequenceClassification`: the encoder plus a two-layer head on the first token.
+#[derive(Debug, Clone)]
+pub struct DistilBertForSequenceClassification {
+    distilbert: DistilBertModel,
+    pre_classifier: Linear,
+    classifier: Linear,
+    seq_classif_dropout: f64,
+    kernels: Kernels,
+}
+
+impl DistilBertForSequenceClassification {
+    /// Loads from a builder whose names follow the checkpoint (`distilbert.embeddings...`,
+    /// `pre_classifier.weight`, ...).
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let num_labels = cfg.num_labels();
+        Ok(Self {
+            distilbert: DistilBertModel::load(vb.pp(ENCODER_PREFIX), cfg)?,
+            pre_classifier: Linear::load(vb.pp("pre_classifier"), cfg.dim, cfg.dim)?,
+            classifier: Linear::load(vb.pp("classifier"), cfg.dim, num_labels)?,
+            seq_classif_dropout: cfg.seq_classif_dropout,
+            kernels: Kernels::default(),
+        })
+    }
+
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// The encoder's last hidden state, `(batch, seq, dim)`.
+    pub fn encode(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        self.distilbert
+            .forward(input_ids, attention_mask, mode, self.kernels)
+    }
+
+    /// Logits `(batch, num_labels)`, f32.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let hidden = self.encode(input_ids, attention_mask, mode)?;
+        let first = hidden.i((.., 0))?.contiguous()?;
+        let pooled = self.pre_classifier.forward(&first)?.relu()?;
+        let pooled = mode.dropout(&pooled, self.seq_classif_dropout, SITE_HEAD)?;
+        self.classifier.forward(&pooled)?.to_dtype(DType::F32)
+    }
+}

@@ -1,0 +1,73 @@
+//! The tensor operations the transformer is built from, each differentiable.
+//!
+//! candle-nn's fused `layer_norm` and `softmax_last_dim` record no gradient (candle issues
+//! #3011, #3569): a model built on them trains only what lies after the last such op, while
+//! the loss still falls. The `Reference` kernels here are compositions of candle's primitive
+//! ops, so candle's autograd differentiates them; they are the oracle that faster kernels are
+//! tested against.
+
+mod dropout;
+
+pub use dropout::{dropout, site_seed};
+
+use candle_core::{D, DType, Result, Tensor};
+
+/// Which implementation of the model's operations to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// Compositions of candle primitives: slow, obviously correct, differentiable.
+    #[default]
+    Reference,
+}
+
+/// `x @ w^T + b` for `x` of shape `(..., in)`, `w` of shape `(out, in)`.
+///
+/// Leading dimensions are folded into one so the product is a single GEMM, forward and
+/// backward (candle's batched matmul would broadcast `w` and sum its gradient back).
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let (rows, inner) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
+    let y = x
+        .reshape((rows, inner))?
+        .matmul(&w.t()?)?
+        .broadcast_add(b)?;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("rank >= 1") = w.dim(0)?;
+    y.reshape(out_dims)
+}
+
+/// LayerNorm over the last dimension (biased variance, as PyTorch).
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, _k: Kernels) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(w)?.broadcast_add(b)
+}
+
+/// Softmax over the last dimension of `scores + bias`, `bias` broadcastable to `scores`.
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor, _k: Kernels) -> Result<Tensor> {
+    let x = scores.broadcast_add(bias)?;
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Exact GELU, `x * Phi(x)`, as `transformers`' "gelu" activation.
+pub fn gelu(x: &Tensor, _k: Kernels) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// Additive attention bias from a `(batch, seq)` 1 = keep / 0 = pad mask: 0 where kept, the
+/// most negative f32 where padded (as `transformers`), shaped `(batch, 1, 1, seq)`.
+pub fn attention_bias(mask: &Tensor) -> Result<Tensor> {
+    let (b, s) = mask.dims2()?;
+    let keep = mask.to_dtype(DType::F32)?;
+    let bias = ((keep - 1.0)? * -(f32::MIN as f64))?;
+    bias.reshape((b, 1, 1, s))
+}
+
+/// Cross-entropy of `logits` `(batch, classes)` against `labels` `(batch,)` u32, averaged.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    candle_nn::loss::cross_entropy(logits, labels)
+}

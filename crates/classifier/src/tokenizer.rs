@@ -1,0 +1,466 @@
+//! WordPiece tokenization for BERT-family models, with our own truncation and dynamic padding.
+//!
+//! Loads a `tokenizer.json` or builds the BERT WordPiece pipeline from a bare `vocab.txt`.
+//! Padding and truncation baked into a `tokenizer.json` are removed: a model folder's
+//! tokenizer often pads everything to 128 tokens, which would waste compute on short texts and
+//! cut long ones silently. Texts are encoded without special tokens, truncated by a
+//! [`Truncation`] strategy to fit `max_length` with `[CLS]`/`[SEP]`, and batches are padded to
+//! their longest member.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{ModelWrapper, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// Which tokens of a too-long text to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Truncation {
+    /// The first tokens (what `transformers` does by default).
+    #[default]
+    Head,
+    /// The last tokens.
+    Tail,
+    /// The first quarter and the last three quarters of the budget: for long reviews, whose
+    /// verdict is often at the end, Sun et al. 2019 ("How to Fine-Tune BERT for Text
+    /// Classification?") found head+tail best on IMDb.
+    HeadTail,
+}
+
+impl Truncation {
+    pub const ALL: [Truncation; 3] = [Truncation::Head, Truncation::Tail, Truncation::HeadTail];
+
+    /// Keeps at most `budget` of `ids`.
+    pub fn apply<'a>(&self, ids: &'a [u32], budget: usize) -> (&'a [u32], &'a [u32]) {
+        if ids.len() <= budget {
+            return (ids, &[]);
+        }
+        match self {
+            Truncation::Head => (&ids[..budget], &[]),
+            Truncation::Tail => (&ids[ids.len() - budget..], &[]),
+            Truncation::HeadTail => {
+                let head = budget / 4;
+                (&ids[..head], &ids[ids.len() - (budget - head)..])
+            }
+        }
+    }
+}
+
+impl fmt::Display for Truncation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Truncation::Head => "head",
+            Truncation::Tail => "tail",
+            Truncation::HeadTail => "head-tail",
+        })
+    }
+}
+
+impl FromStr for Truncation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "head" => Ok(Truncation::Head),
+            "tail" => Ok(Truncation::Tail),
+            "head-tail" | "head+tail" => Ok(Truncation::HeadTail),
+            _ => Err(format!(
+                "unknown truncation `{s}`: expected head, tail or head-tail"
+            )),
+        }
+    }
+}
+
+/// The special tokens of a BERT-family vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialTokens {
+    pub cls_token: String,
+    pub sep_token: String,
+    pub pad_token: String,
+    pub unk_token: String,
+    pub mask_token: String,
+}
+
+impl Default for SpecialTokens {
+    fn default() -> Self {
+        Self {
+            cls_token: "[CLS]".into(),
+            sep_token: "[SEP]".into(),
+            pad_token: "[PAD]".into(),
+            unk_token: "[UNK]".into(),
+            mask_token: "[MASK]".into(),
+        }
+    }
+}
+
+/// The parts of `tokenizer_config.json` we read and write.
+#[derive(Debug, Clone, Deserialize)]
+struct TokenizerConfigFile {
+    #[serde(default = "yes")]
+    do_lower_case: bool,
+    #[serde(flatten)]
+    special: PartialSpecialTokens,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct PartialSpecialTokens {
+    cls_token: Option<serde_json::Value>,
+    sep_token: Option<serde_json::Value>,
+    pad_token: Option<serde_json::Value>,
+    unk_token: Option<serde_json::Value>,
+    mask_token: Option<serde_json::Value>,
+}
+
+/// Special tokens are written either as strings or as `{"content": "[CLS]", ...}` objects.
+fn token_string(v: &Option<serde_json::Value>) -> Option<String> {
+    match v.as_ref()? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A BERT-family tokenizer ready to encode texts into model inputs.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    special: SpecialTokens,
+    do_lower_case: bool,
+    cls_id: u32,
+    sep_id: u32,
+    pad_id: u32,
+}
+
+impl fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("do_lower_case", &self.do_lower_case)
+            .finish()
+    }
+}
+
+/// Input ids and attention mask of one padded batch, both `(batch, seq)` u32.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub attention_mask: Tensor,
+}
+
+impl TextTokenizer {
+    /// Loads from a model folder's files: `tokenizer.json` if given, else `vocab.txt`;
+    /// `tokenizer_config.json` (optional) for lower-casing and special tokens.
+    pub fn from_files(
+        tokenizer_json: Option<&Path>,
+        vocab_txt: Option<&Path>,
+        tokenizer_config: Option<&Path>,
+    ) -> Result<Self> {
+        let (do_lower_case, special) = match tokenizer_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let cfg: TokenizerConfigFile = serde_json::from_str(&text).map_err(|e| {
+                    Error::artifact(path, format!("not a valid tokenizer_config.json: {e}"))
+                })?;
+                let d = SpecialTokens::default();
+                let s = &cfg.special;
+                let special = SpecialTokens {
+                    cls_token: token_string(&s.cls_token).unwrap_or(d.cls_token),
+                    sep_token: token_string(&s.sep_token).unwrap_or(d.sep_token),
+                    pad_token: token_string(&s.pad_token).unwrap_or(d.pad_token),
+                    unk_token: token_string(&s.unk_token).unwrap_or(d.unk_token),
+                    mask_token: token_string(&s.mask_token).unwrap_or(d.mask_token),
+                };
+                (cfg.do_lower_case, special)
+            }
+            None => (true, SpecialTokens::default()),
+        };
+        match (tokenizer_json, vocab_txt) {
+            (Some(path), _) => {
+                let inner = Tokenizer::from_file(path).map_err(|e| {
+                    Error::artifact(path, format!("not a valid tokenizer.json: {e}"))
+                })?;
+                Self::from_tokenizer(inner, special, do_lower_case, path)
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let vocab: Vec<&str> = text.lines().collect();
+                Self::from_vocab(&vocab, do_lower_case, special)
+                    .map_err(|e| Error::artifact(path, e.to_string()))
+            }
+            (None, None) => Err(Error::Input(
+                "no tokenizer: a model folder needs tokenizer.json or vocab.txt".into(),
+            )),
+        }
+    }
+
+    /// Builds BERT's WordPiece pipeline over `vocab` (token `i` has id `i`), as
+    /// `transformers`' `BertTokenizerFast` does from a `vocab.txt`.
+    pub fn from_vocab(vocab: &[&str], do_lower_case: bool, special: SpecialTokens) -> Result<Self> {
+        if vocab.iter().all(|t| t.trim().is_empty()) {
+            return Err(Error::Tokenizer(
+                "the vocabulary is empty: vocab.txt must list one token per line".into(),
+            ));
+        }
+        let map: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.trim_end_matches('\r').to_string(), i as u32))
+            .collect();
+        let get = |t: &str| {
+            map.get(t)
+                .copied()
+                .ok_or_else(|| Error::Tokenizer(format!("the vocabulary has no `{t}` token")))
+        };
+        let (cls, sep) = (get(&special.cls_token)?, get(&special.sep_token)?);
+        get(&special.unk_token)?;
+        let wordpiece = WordPiece::builder()
+            .vocab(map.into_iter().collect::<ahash::AHashMap<_, _>>())
+            .unk_token(special.unk_token.clone())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(100)
+            .build()
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut inner = Tokenizer::new(wordpiece);
+        inner
+            .with_normalizer(Some(BertNormalizer::new(true, true, None, do_lower_case)))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .with_pre_tokenizer(Some(BertPreTokenizer))
+            .with_post_processor(Some(BertProcessing::new(
+                (special.sep_token.clone(), sep),
+                (special.cls_token.clone(), cls),
+            )))
+            .with_decoder(Some(WordPieceDecoder::default()));
+        Self::from_tokenizer(inner, special, do_lower_case, Path::new("vocab.txt"))
+    }
+
+    fn from_tokenizer(
+        mut inner: Tokenizer,
+        special: SpecialTokens,
+        do_lower_case: bool,
+        origin: &Path,
+    ) -> Result<Self> {
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        if inner.get_vocab_size(true) == 0 {
+            return Err(Error::artifact(
+                origin,
+                "the tokenizer's vocabulary is empty",
+            ));
+        }
+        let id = |t: &str| {
+            inner.token_to_id(t).ok_or_else(|| {
+                Error::artifact(origin, format!("the vocabulary has no `{t}` token"))
+            })
+        };
+        let (cls_id, sep_id, pad_id) = (
+            id(&special.cls_token)?,
+            id(&special.sep_token)?,
+            id(&special.pad_token)?,
+        );
+        Ok(Self {
+            inner,
+            special,
+            do_lower_case,
+            cls_id,
+            sep_id,
+            pad_id,
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.special
+    }
+
+    /// Token ids of each text with `[CLS]`/`[SEP]`, at most `max_length` long.
+    pub fn encode_batch(
+        &self,
+        texts: &[&str],
+        max_length: usize,
+        truncation: Truncation,
+    ) -> Result<Vec<Vec<u32>>> {
+        if max_length < 3 {
+            return Err(Error::Input(format!(
+                "max_length {max_length} is too small: [CLS] and [SEP] alone take 2 tokens"
+            )));
+        }
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encodings
+            .iter()
+            .map(|enc| self.wrap(enc.get_ids(), max_length, truncation))
+            .collect())
+    }
+
+    /// The number of word pieces of `text` before truncation, without special tokens.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.len())
+    }
+
+    fn wrap(&self, ids: &[u32], max_length: usize, truncation: Truncation) -> Vec<u32> {
+        let (a, b) = truncation.apply(ids, max_length - 2);
+        let mut out = Vec::with_capacity(a.len() + b.len() + 2);
+        out.push(self.cls_id);
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
+        out.push(self.sep_id);
+        out
+    }
+
+    /// Pads `seqs` to the longest one.
+    pub fn pad(&self, seqs: &[&[u32]], device: &Device) -> Result<Batch> {
+        pad_batch(seqs, self.pad_id, device)
+    }
+
+    /// Writes `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and (for a
+    /// WordPiece model) `vocab.txt` into `dir`.
+    pub fn save(&self, dir: &Path, model_max_length: usize) -> Result<()> {
+        let write = |name: &str, bytes: &[u8]| -> Result<()> {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).map_err(|e| Error::io(path, e))
+        };
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        write("tokenizer.json", json.as_bytes())?;
+        let s = &self.special;
+        let special = serde_json::json!({
+            "cls_token": s.cls_token, "sep_token": s.sep_token, "pad_token": s.pad_token,
+            "unk_token": s.unk_token, "mask_token": s.mask_token,
+        });
+        let mut config = special.clone();
+        let obj = config.as_object_mut().expect("object");
+        obj.insert("do_lower_case".into(), self.do_lower_case.into());
+        obj.insert("model_max_length".into(), model_max_length.into());
+        obj.insert("tokenizer_class".into(), "DistilBertTokenizer".into());
+        obj.insert("clean_up_tokenization_spaces".into(), true.into());
+        obj.insert("tokenize_chinese_chars".into(), true.into());
+        obj.insert("strip_accents".into(), serde_json::Value::Null);
+        write("tokenizer_config.json", &to_pretty(&config))?;
+        write("special_tokens_map.json", &to_pretty(&special))?;
+        if let ModelWrapper::WordPiece(wp) = self.inner.get_model() {
+            use tokenizers::Model;
+            let mut vocab: Vec<(String, u32)> = wp.get_vocab().into_iter().collect();
+            vocab.sort_by_key(|(_, id)| *id);
+            let mut text = String::new();
+            for (token, _) in vocab {
+                text.push_str(&token);
+                text.push('\n');
+            }
+            write("vocab.txt", text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+fn to_pretty(v: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(v).expect("json values serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Pads `seqs` with `pad_id` to the longest one; mask 1 = token, 0 = padding.
+pub fn pad_batch(seqs: &[&[u32]], pad_id: u32, device: &Device) -> Result<Batch> {
+    let b = seqs.len();
+    let s = seqs.iter().map(|x| x.len()).max().unwrap_or(0);
+    let mut ids = vec![pad_id; b * s];
+    let mut mask = vec![0u32; b * s];
+    for (row, seq) in seqs.iter().enumerate() {
+        ids[row * s..row * s + seq.len()].copy_from_slice(seq);
+        mask[row * s..row * s + seq.len()].fill(1);
+    }
+    Ok(Batch {
+        input_ids: Tensor::from_vec(ids, (b, s), device)?,
+        attention_mask: Tensor::from_vec(mask, (b, s), device)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> TextTokenizer {
+        let vocab = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "##s", "the", "!",
+        ];
+        TextTokenizer::from_vocab(&vocab, true, SpecialTokens::default()).unwrap()
+    }
+
+    #[test]
+    fn encodes_lowercased_wordpieces_with_specials() {
+        let ids = tiny()
+            .encode_batch(&["The GOOD movies!", "zzz"], 64, Truncation::Head)
+            .unwrap();
+        assert_eq!(ids[0], vec![2, 9, 5, 7, 8, 10, 3]);
+        assert_eq!(ids[1], vec![2, 1, 3]);
+    }
+
+    #[test]
+    fn truncation_strategies_keep_the_right_tokens() {
+        let ids: Vec<u32> = (0..10).collect();
+        assert_eq!(Truncation::Head.apply(&ids, 4), (&ids[..4], &[][..]));
+        assert_eq!(Truncation::Tail.apply(&ids, 4), (&ids[6..], &[][..]));
+        assert_eq!(Truncation::HeadTail.apply(&ids, 8), (&ids[..2], &ids[4..]));
+        assert_eq!(Truncation::HeadTail.apply(&ids, 20), (&ids[..], &[][..]));
+        let t = tiny();
+        let enc = t
+            .encode_batch(&["good bad good bad good bad"], 5, Truncation::Tail)
+            .unwrap();
+        assert_eq!(enc[0], vec![2, 6, 5, 6, 3]);
+        for s in ["head", "tail", "head-tail", "head+tail", "HEAD_TAIL"] {
+            assert!(s.parse::<Truncation>().is_ok(), "{s}");
+        }
+        assert!("middle".parse::<Truncation>().is_err());
+    }
+
+    #[test]
+    fn pads_to_longest_with_mask() {
+        let b = pad_batch(&[&[2, 5, 3], &[2, 3]], 0, &Device::Cpu).unwrap();
+        assert_eq!(
+            b.input_ids.to_vec2::<u32>().unwrap(),
+            vec![vec![2, 5, 3], vec![2, 3, 0]]
+        );
+        assert_eq!(
+            b.attention_mask.to_vec2::<u32>().unwrap(),
+            vec![vec![1, 1, 1], vec![1, 1, 0]]
+        );
+    }
+
+    #[test]
+    fn empty_vocab_is_a_clear_error() {
+        let err = TextTokenizer::from_vocab(&["", " "], true, SpecialTokens::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+}

@@ -1,0 +1,386 @@
+//! The model core against `transformers` (committed fixtures from
+//! `tests/fixtures/make_fixtures.py`): parity, training, saving, and bad model folders.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use classifier::checkpoint::{self, Head, SaveRequest};
+use classifier::models::distilbert::Mode;
+use classifier::{Checkpoint, Classifier, LoadOptions, Pipeline, Truncation};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Expected {
+    texts: Vec<String>,
+    input_ids: Vec<Vec<u32>>,
+    attention_mask: Vec<Vec<u32>>,
+    distilbert_logits: Vec<Vec<f32>>,
+    bert_first_token_hidden: Vec<Vec<f32>>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn expected() -> Expected {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load(name: &str, opts: &LoadOptions) -> Checkpoint {
+    Checkpoint::load(fixtures().join(name).to_str().unwrap(), opts).unwrap()
+}
+
+fn hf_batch(e: &Expected) -> (Tensor, Tensor) {
+    let (b, s) = (e.input_ids.len(), e.input_ids[0].len());
+    let ids = Tensor::from_vec(e.input_ids.concat(), (b, s), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(e.attention_mask.concat(), (b, s), &Device::Cpu).unwrap();
+    (ids, mask)
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Our token ids equal transformers' for every fixture text, padding removed.
+fn assert_same_tokens(ids: &[Vec<u32>], e: &Expected) {
+    for (i, (ours, (theirs, mask))) in ids
+        .iter()
+        .zip(e.input_ids.iter().zip(&e.attention_mask))
+        .enumerate()
+    {
+        let n = mask.iter().filter(|m| **m == 1).count();
+        assert_eq!(ours, &theirs[..n], "tokens of text {i}: {:?}", e.texts[i]);
+    }
+}
+
+#[test]
+fn distilbert_logits_match_transformers() {
+    let e = expected();
+    let ckpt = load("tiny-distilbert", &LoadOptions::default());
+    assert_eq!(ckpt.head, Head::Loaded);
+    let clf = Classifier::from_checkpoint(ckpt).unwrap();
+    assert_eq!(clf.labels(), ["negative", "positive"]);
+
+    let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
+    assert_same_tokens(&clf.encode(&texts).unwrap(), &e);
+
+    let (ids, mask) = hf_batch(&e);
+    let logits = clf.model().forward(&ids, &mask, Mode::Eval).unwrap();
+    let diff = max_abs_diff(&logits.to_vec2().unwrap(), &e.distilbert_logits);
+    assert!(diff < 1e-4, "max |logit difference| {diff}");
+}
+
+#[test]
+fn bert_checkpoint_converts_exactly() {
+    let e = expected();
+    let ckpt = load("tiny-bert", &LoadOptions::default());
+    assert_eq!(ckpt.original_model_type, "bert");
+    assert!(
+        matches!(ckpt.head, Head::Fresh(_)),
+        "BERT has no DistilBERT head"
+    );
+    let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
+    // tiny-bert has only vocab.txt: the WordPiece pipeline we build must tokenize alike.
+    let ids = ckpt
+        .tokenizer
+        .encode_batch(&texts, 64, Truncation::Head)
+        .unwrap();
+    assert_same_tokens(&ids, &e);
+
+    let model = ckpt.model().unwrap();
+    let (ids, mask) = hf_batch(&e);
+    let hidden = model.encode(&ids, &mask, Mode::Eval).unwrap();
+    let first = hidden.i((.., 0)).unwrap().to_vec2::<f32>().unwrap();
+    let diff = max_abs_diff(&first, &e.bert_first_token_hidden);
+    assert!(diff < 1e-4, "max |hidden difference| {diff}");
+}
+
+#[test]
+fn fresh_head_is_seeded() {
+    let opts = |seed| LoadOptions {
+        seed,
+        ..Default::default()
+    };
+    let a = load("tiny-bert", &opts(1));
+    let b = load("tiny-bert", &opts(1));
+    let c = load("tiny-bert", &opts(2));
+    let w = |c: &Checkpoint| {
+        c.tensors["classifier.weight"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(w(&a), w(&b));
+    assert_ne!(w(&a), w(&c));
+    let std = {
+        let v = w(&a);
+        (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt()
+    };
+    assert!(
+        (0.01..0.04).contains(&std),
+        "normal(0, 0.02) init, got std {std}"
+    );
+}
+
+#[test]
+fn relabelling_keeps_a_head_of_the_same_size_and_replaces_a_mismatched_one() {
+    let same = load(
+        "tiny-distilbert",
+        &LoadOptions {
+            labels: Some(vec!["bad".into(), "good".into()]),
+            ..Default::default()
+        },
+    );
+    assert_eq!(same.head, Head::Loaded);
+    assert_eq!(same.config.labels().unwrap(), ["bad", "good"]);
+    let three = load(
+        "tiny-distilbert",
+        &LoadOptions {
+            labels: Some(vec!["neg".into(), "neutral".into(), "pos".into()]),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(three.head, Head::Fresh(_)));
+    assert_eq!(three.tensors["classifier.weight"].dims(), [3, 32]);
+}
+
+#[test]
+fn every_weight_gets_a_finite_nonzero_gradient() {
+    let ckpt = load("tiny-distilbert", &LoadOptions::default());
+    let trainable = ckpt.trainable().unwrap();
+    let e = expected();
+    let (ids, mask) = hf_batch(&e);
+    let logits = trainable
+        .model
+        .forward(&ids, &mask, Mode::Train { seed: 3 })
+        .unwrap();
+    let labels = Tensor::from_vec(
+        (0..e.texts.len() as u32).map(|i| i % 2).collect::<Vec<_>>(),
+        e.texts.len(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let loss = classifier::ops::cross_entropy(&logits, &labels).unwrap();
+    let grads = loss.backward().unwrap();
+    assert_eq!(trainable.params.len(), ckpt.config.parameter_shapes().len());
+    for (name, var) in &trainable.params {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            g.iter().all(|x| x.is_finite()),
+            "{name}: non-finite gradient"
+        );
+        assert!(g.iter().any(|x| *x != 0.0), "{name}: all-zero gradient");
+    }
+}
+
+#[test]
+fn dropout_only_in_train_mode_and_reproducible() {
+    let ckpt = load("tiny-distilbert", &LoadOptions::default());
+    let model = ckpt.model().unwrap();
+    let (ids, mask) = hf_batch(&expected());
+    let run = |mode| {
+        model
+            .forward(&ids, &mask, mode)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    assert_eq!(run(Mode::Eval), run(Mode::Eval));
+    let t1 = run(Mode::Train { seed: 1 });
+    assert_eq!(t1, run(Mode::Train { seed: 1 }));
+    assert_ne!(t1, run(Mode::Train { seed: 2 }));
+    assert!(max_abs_diff(&t1, &run(Mode::Eval)) > 1e-3);
+}
+
+#[test]
+fn save_then_load_gives_identical_logits() {
+    let ckpt = load("tiny-bert", &LoadOptions::default());
+    let e = expected();
+    let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
+    let before = Classifier::from_checkpoint(load("tiny-bert", &LoadOptions::default()))
+        .unwrap()
+        .predict(&texts)
+        .unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("model_output");
+    let tensors: Vec<(String, Tensor)> = ckpt.tensors.clone().into_iter().collect();
+    let pipeline = Pipeline {
+        max_length: 48,
+        truncation: Truncation::HeadTail,
+        ..Pipeline::default()
+    };
+    checkpoint::save(
+        &dir,
+        &SaveRequest {
+            config: &ckpt.config,
+            tensors: &tensors,
+            tokenizer: &ckpt.tokenizer,
+            pipeline: &pipeline,
+        },
+    )
+    .unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+        "pipeline.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} not saved");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "distilbert");
+    assert_eq!(
+        config["architectures"][0],
+        "DistilBertForSequenceClassification"
+    );
+
+    let reloaded = Classifier::load_dir(&dir).unwrap();
+    assert_eq!(reloaded.pipeline(), &pipeline);
+    let after = reloaded.predict(&texts).unwrap();
+    assert_eq!(
+        before, after,
+        "a saved model must predict exactly as before"
+    );
+}
+
+#[test]
+fn batched_predictions_equal_one_at_a_time() {
+    let e = expected();
+    let clf = Classifier::from_checkpoint(load("tiny-distilbert", &LoadOptions::default()))
+        .unwrap()
+        .with_limits(classifier::BatchLimits {
+            max_batch_size: 4,
+            max_batch_tokens: 64,
+        })
+        .unwrap();
+    let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
+    let together = clf.predict(&texts).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        let alone = &clf.predict(&[t]).unwrap()[0];
+        assert_eq!(alone.class, together[i].class);
+        for (a, b) in alone.probabilities.iter().zip(&together[i].probabilities) {
+            assert!((a - b).abs() < 1e-5, "text {i}: {a} vs {b}");
+        }
+    }
+}
+
+/// Copies a fixture folder so a test can break it.
+fn broken_copy(name: &str, edit: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(fixtures().join(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    edit(&dir);
+    (tmp, dir)
+}
+
+fn load_err(dir: &Path) -> String {
+    Checkpoint::load(dir.to_str().unwrap(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string()
+}
+
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>)) {
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    edit(&mut tensors);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+}
+
+#[test]
+fn missing_config_is_named() {
+    let (_t, dir) = broken_copy("tiny-distilbert", |d| {
+        std::fs::remove_file(d.join("config.json")).unwrap()
+    });
+    let err = load_err(&dir);
+    assert!(
+        err.contains("config.json") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_tensor_is_named_with_its_file() {
+    let (_t, dir) = broken_copy("tiny-distilbert", |d| {
+        rewrite_weights(d, |t| {
+            t.remove("distilbert.transformer.layer.1.ffn.lin2.weight");
+        })
+    });
+    let err = load_err(&dir);
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("missing tensor `distilbert.transformer.layer.1.ffn.lin2.weight`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn misshapen_tensor_is_named_with_both_shapes() {
+    let (_t, dir) = broken_copy("tiny-distilbert", |d| {
+        rewrite_weights(d, |t| {
+            t.insert(
+                "distilbert.transformer.layer.0.attention.q_lin.weight".into(),
+                Tensor::zeros((32, 31), DType::F32, &Device::Cpu).unwrap(),
+            );
+        })
+    });
+    let err = load_err(&dir);
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("q_lin.weight") && err.contains("[32, 31]") && err.contains("[32, 32]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_weights_file_is_an_error_not_a_panic() {
+    let (_t, dir) = broken_copy("tiny-distilbert", |d| {
+        std::fs::write(d.join("model.safetensors"), b"not a safetensors file").unwrap()
+    });
+    let err = load_err(&dir);
+    assert!(
+        err.contains("model.safetensors") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_model_type_is_named() {
+    let (_t, dir) = broken_copy("tiny-distilbert", |d| {
+        let p = d.join("config.json");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replace("\"distilbert\"", "\"gpt2\"")).unwrap();
+    });
+    let err = load_err(&dir);
+    assert!(
+        err.contains("config.json") && err.contains("model_type `gpt2`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_vocab_is_named() {
+    let (_t, dir) = broken_copy("tiny-bert", |d| {
+        std::fs::write(d.join("vocab.txt"), "").unwrap()
+    });
+    let err = load_err(&dir);
+    assert!(err.contains("vocab.txt") && err.contains("empty"), "{err}");
+}
