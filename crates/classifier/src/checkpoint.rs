@@ -312,31 +312,9 @@ impl Checkpoint {
         VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &Device::Cpu)
     }
 
-    /// The model over trainable copies of these weights, with the variables in checkpoint
-    /// order. Sinusoidal position tables stay constant, as in `transformers`.
+    /// The model over trainable copies of these weights.
     pub fn trainable(&self) -> Result<Trainable> {
-        let (mut params, mut frozen) = (Vec::new(), Vec::new());
-        let mut tensors = HashMap::new();
-        for (name, _) in self.config.parameter_shapes() {
-            let t = &self.tensors[&name];
-            let is_frozen =
-                self.config.sinusoidal_pos_embds && name.ends_with("position_embeddings.weight");
-            if is_frozen {
-                tensors.insert(name.clone(), t.clone());
-                frozen.push((name, t.clone()));
-            } else {
-                let var = Var::from_tensor(t)?;
-                tensors.insert(name.clone(), var.as_tensor().clone());
-                params.push((name, var));
-            }
-        }
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        let model = DistilBertForSequenceClassification::load(vb, &self.config)?;
-        Ok(Trainable {
-            model,
-            params,
-            frozen,
-        })
+        Trainable::new(&self.config, &self.tensors)
     }
 
     /// The model over these (constant) weights, for inference.
@@ -358,6 +336,33 @@ pub struct Trainable {
 }
 
 impl Trainable {
+    /// Variables initialised from `tensors` (every parameter of `config`), in checkpoint
+    /// order. Sinusoidal position tables stay constant, as in `transformers`.
+    pub fn new(config: &Config, tensors: &HashMap<String, Tensor>) -> Result<Self> {
+        let (mut params, mut frozen) = (Vec::new(), Vec::new());
+        let mut vb_tensors = HashMap::new();
+        for (name, _) in config.parameter_shapes() {
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| Error::Input(format!("no value for parameter `{name}`")))?;
+            if config.sinusoidal_pos_embds && name.ends_with("position_embeddings.weight") {
+                vb_tensors.insert(name.clone(), t.clone());
+                frozen.push((name, t.clone()));
+            } else {
+                let var = Var::from_tensor(t)?;
+                vb_tensors.insert(name.clone(), var.as_tensor().clone());
+                params.push((name, var));
+            }
+        }
+        let vb = VarBuilder::from_tensors(vb_tensors, DType::F32, &Device::Cpu);
+        let model = DistilBertForSequenceClassification::load(vb, config)?;
+        Ok(Self {
+            model,
+            params,
+            frozen,
+        })
+    }
+
     /// Every parameter's current value, trainable or not: what [`save`] takes.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         self.params

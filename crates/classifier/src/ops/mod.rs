@@ -6,6 +6,7 @@
 //! ops, so candle's autograd differentiates them; they are the oracle that faster kernels are
 //! tested against.
 
+pub mod cpu;
 mod dropout;
 
 pub use dropout::{dropout, site_seed};

@@ -1,0 +1,436 @@
+//! `sentiment-bench`: inference and training speed of the classifier at DistilBERT-base size
+//! (random weights; speed does not depend on their values), optionally beside PyTorch on the
+//! same shapes, printed as one table with ratios.
+//!
+//! Every workload runs in a fresh child process, ours and PyTorch's alike, so each reports its
+//! own peak RSS and none inherits another's heap.
+//!
+//! ```sh
+//! cargo run --release -p bench                                  # ours only
+//! cargo run --release -p bench -- --python venv/bin/python      # beside PyTorch
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+use clap::Parser;
+use classifier::checkpoint::{Trainable, random_tensors};
+use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+use serde::{Deserialize, Serialize};
+use train::optim::{AdamW, AdamWConfig};
+
+/// Benchmark inference and training of DistilBERT-base on the CPU.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Timed iterations per workload; the median is reported.
+    #[arg(long, env = "BENCH_ITERS", default_value_t = 10)]
+    iters: usize,
+    /// Untimed iterations before timing.
+    #[arg(long, env = "BENCH_WARMUP", default_value_t = 2)]
+    warmup: usize,
+    /// CPU threads (default: all available cores); PyTorch gets the same number.
+    #[arg(long, env = "NUM_THREADS")]
+    threads: Option<usize>,
+    /// A Python with torch and transformers: also run the PyTorch baseline
+    /// (crates/bench/python/torch_bench.py) on the same shapes, back to back.
+    #[arg(long, env = "BENCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Run only these workloads (comma-separated names from the table).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write the table (markdown) to this file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Internal: run one workload in this process and print its result.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Infer,
+    Train,
+    Gemm,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    name: &'static str,
+    kind: Kind,
+    batch: usize,
+    seq: usize,
+}
+
+const WORKLOADS: [Workload; 5] = [
+    Workload {
+        name: "infer-b1-s32",
+        kind: Kind::Infer,
+        batch: 1,
+        seq: 32,
+    },
+    Workload {
+        name: "infer-b1-s128",
+        kind: Kind::Infer,
+        batch: 1,
+        seq: 128,
+    },
+    Workload {
+        name: "infer-b32-s128",
+        kind: Kind::Infer,
+        batch: 32,
+        seq: 128,
+    },
+    Workload {
+        name: "train-b8-s128",
+        kind: Kind::Train,
+        batch: 8,
+        seq: 128,
+    },
+    Workload {
+        name: "gemm-2048",
+        kind: Kind::Gemm,
+        batch: 1,
+        seq: 2048,
+    },
+];
+
+/// One workload's figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Measured {
+    /// Median milliseconds per iteration.
+    median_ms: f64,
+    /// Sequences (inference), examples (training) or GFLOP (GEMM) per second.
+    throughput: f64,
+    peak_rss_mb: Option<f64>,
+    /// Median milliseconds of each phase of a training step.
+    #[serde(default)]
+    phases_ms: Vec<(String, f64)>,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn inputs(batch: usize, seq: usize, vocab: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let ids: Vec<u32> = (0..batch * seq)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % vocab as u64) as u32
+        })
+        .collect();
+    let ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
+    let mask = Tensor::ones((batch, seq), DType::U32, &Device::Cpu)?;
+    Ok((ids, mask))
+}
+
+fn base_model() -> Result<(Config, HashMap<String, Tensor>)> {
+    let cfg = Config::default();
+    let tensors = random_tensors(&cfg, 0)?.into_iter().collect();
+    Ok((cfg, tensors))
+}
+
+fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
+    let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
+    let mut times = Vec::new();
+    match w.kind {
+        Kind::Gemm => {
+            let n = w.seq;
+            let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+            let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+            for i in 0..warmup + iters {
+                let t = Instant::now();
+                let c = a.matmul(&b)?;
+                drop(c);
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            let m = median(times);
+            return Ok(Measured {
+                median_ms: m * 1e3,
+                throughput: 2.0 * (n as f64).powi(3) / m / 1e9,
+                ..Default::default()
+            });
+        }
+        Kind::Infer => {
+            let (cfg, tensors) = base_model()?;
+            let vb = constant_builder(tensors);
+            let model = DistilBertForSequenceClassification::load(vb, &cfg)?;
+            let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 1)?;
+            for i in 0..warmup + iters {
+                let t = Instant::now();
+                let logits = model.forward(&ids, &mask, Mode::Eval)?;
+                logits.to_vec2::<f32>()?;
+                if i >= warmup {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        Kind::Train => {
+            let (cfg, tensors) = base_model()?;
+            let trainable = Trainable::new(&cfg, &tensors)?;
+            drop(tensors);
+            let mut opt = AdamW::new(trainable.params.clone(), AdamWConfig::default());
+            let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 2)?;
+            let labels = Tensor::from_vec(
+                (0..w.batch as u32).map(|i| i % 2).collect::<Vec<_>>(),
+                w.batch,
+                &Device::Cpu,
+            )?;
+            phases = vec![
+                ("forward", vec![]),
+                ("backward", vec![]),
+                ("optimizer", vec![]),
+            ];
+            for i in 0..warmup + iters {
+                let t0 = Instant::now();
+                let logits =
+                    trainable
+                        .model
+                        .forward(&ids, &mask, Mode::Train { seed: i as u64 })?;
+                let loss = classifier::ops::cross_entropy(&logits, &labels)?;
+                loss.to_scalar::<f32>()?;
+                let t1 = Instant::now();
+                let grads = loss.backward()?;
+                let t2 = Instant::now();
+                opt.accumulate(&grads, w.batch as f64)?;
+                drop(grads);
+                opt.step(5e-5)?;
+                let t3 = Instant::now();
+                if i >= warmup {
+                    times.push((t3 - t0).as_secs_f64());
+                    phases[0].1.push((t1 - t0).as_secs_f64());
+                    phases[1].1.push((t2 - t1).as_secs_f64());
+                    phases[2].1.push((t3 - t2).as_secs_f64());
+                }
+            }
+        }
+    }
+    let m = median(times);
+    Ok(Measured {
+        median_ms: m * 1e3,
+        throughput: w.batch as f64 / m,
+        peak_rss_mb: None,
+        phases_ms: phases
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), median(t) * 1e3))
+            .collect(),
+    })
+}
+
+/// A builder over plain tensors (no gradients): what inference uses.
+fn constant_builder(tensors: HashMap<String, Tensor>) -> candle_nn::VarBuilder<'static> {
+    candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)
+}
+
+/// Runs `cmd`, returning its stdout and its peak RSS in MB (from wait4's rusage).
+fn run_measured(cmd: &mut Command) -> Result<(String, Option<f64>)> {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let pid = child.id() as libc_pid;
+    let mut stdout = child.stdout.context("no stdout")?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out)?;
+    let (status, rss) = wait_rusage(pid)?;
+    if status != 0 {
+        bail!("{cmd:?} failed with status {status}");
+    }
+    Ok((out, rss))
+}
+
+#[allow(non_camel_case_types)]
+type libc_pid = i32;
+
+#[cfg(unix)]
+fn wait_rusage(pid: libc_pid) -> Result<(i32, Option<f64>)> {
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `pid` is our own child, not yet reaped; the out-pointers are valid for writes.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
+    if rc < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: wait4 succeeded, so it filled `usage`.
+    let usage = unsafe { usage.assume_init() };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    // ru_maxrss is in KiB on Linux.
+    Ok((code, Some(usage.ru_maxrss as f64 / 1024.0)))
+}
+
+#[cfg(not(unix))]
+fn wait_rusage(_pid: libc_pid) -> Result<(i32, Option<f64>)> {
+    bail!("child measurement needs a Unix system")
+}
+
+fn ours(args: &Args, w: Workload) -> Result<Measured> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["--worker", w.name])
+        .args(["--iters", &args.iters.to_string()])
+        .args(["--warmup", &args.warmup.to_string()]);
+    if let Some(t) = args.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    let (out, rss) = run_measured(&mut cmd)?;
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("worker printed no RESULT line")?;
+    let mut m: Measured = serde_json::from_str(line)?;
+    m.peak_rss_mb = rss;
+    Ok(m)
+}
+
+fn torch(args: &Args, python: &Path, w: Workload) -> Result<Measured> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/torch_bench.py");
+    let mode = match w.kind {
+        Kind::Infer => "infer",
+        Kind::Train => "train",
+        Kind::Gemm => "gemm",
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut cmd = Command::new(python);
+    cmd.arg(&script)
+        .args([mode, "fp32"])
+        .args([w.batch.to_string(), w.seq.to_string()])
+        .args([args.warmup.to_string(), args.iters.to_string()])
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .env("BENCH_THREADS", threads.to_string());
+    let (out, rss) = run_measured(&mut cmd)?;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .context("torch_bench.py printed no RESULT line")?;
+    let field = |key: &str| -> Result<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .with_context(|| format!("no {key} in `{line}`"))?
+            .parse()
+            .with_context(|| format!("bad {key} in `{line}`"))
+    };
+    let (median_ms, throughput) = match w.kind {
+        Kind::Infer => (field("median_ms")?, field("seq_per_s")?),
+        Kind::Train => (field("median_step_ms")?, field("ex_per_s")?),
+        Kind::Gemm => (field("median_ms")?, field("GFLOP/s")?),
+    };
+    Ok(Measured {
+        median_ms,
+        throughput,
+        peak_rss_mb: rss,
+        phases_ms: vec![],
+    })
+}
+
+fn unit(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Infer => "seq/s",
+        Kind::Train => "ex/s",
+        Kind::Gemm => "GFLOP/s",
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let threads = classifier::threads::init_threads(args.threads)?;
+    if let Some(name) = &args.worker {
+        let w = WORKLOADS
+            .iter()
+            .find(|w| w.name == name)
+            .with_context(|| format!("unknown workload {name}"))?;
+        let m = run_worker(*w, args.warmup, args.iters)?;
+        println!("RESULT {}", serde_json::to_string(&m)?);
+        return Ok(());
+    }
+    for name in &args.only {
+        if !WORKLOADS.iter().any(|w| w.name == name) {
+            let names: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
+            bail!(
+                "unknown workload `{name}`; choose from {}",
+                names.join(", ")
+            );
+        }
+    }
+    let selected: Vec<Workload> = WORKLOADS
+        .iter()
+        .copied()
+        .filter(|w| args.only.is_empty() || args.only.iter().any(|o| o == w.name))
+        .collect();
+
+    let mut table = String::new();
+    table.push_str(&format!(
+        "threads={threads} iters={} warmup={} (medians)\n\n",
+        args.iters, args.warmup
+    ));
+    let with_torch = args.python.is_some();
+    table.push_str("| workload | ours ms | ours | ours peak RSS |");
+    if with_torch {
+        table.push_str(" PyTorch fp32 ms | PyTorch fp32 | PyTorch peak RSS | speed ours/PyTorch |");
+    }
+    table.push('\n');
+    table.push_str(if with_torch {
+        "|---|---|---|---|---|---|---|---|\n"
+    } else {
+        "|---|---|---|---|\n"
+    });
+    for w in selected {
+        eprintln!("running {} ...", w.name);
+        let o = ours(&args, w)?;
+        if !o.phases_ms.is_empty() {
+            let parts: Vec<String> = o
+                .phases_ms
+                .iter()
+                .map(|(n, ms)| format!("{n} {ms:.0} ms"))
+                .collect();
+            eprintln!("  {}: {}", w.name, parts.join(", "));
+        }
+        let rss = |m: &Measured| m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0} MB"));
+        table.push_str(&format!(
+            "| {} | {:.1} | {:.2} {} | {} |",
+            w.name,
+            o.median_ms,
+            o.throughput,
+            unit(w.kind),
+            rss(&o)
+        ));
+        if let Some(py) = &args.python {
+            let t = torch(&args, py, w)?;
+            table.push_str(&format!(
+                " {:.1} | {:.2} {} | {} | {:.2}x |",
+                t.median_ms,
+                t.throughput,
+                unit(w.kind),
+                rss(&t),
+                o.throughput / t.throughput
+            ));
+        }
+        table.push('\n');
+    }
+    println!("{table}");
+    if let Some(path) = &args.output {
+        std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! AdamW with gradient accumulation and global-norm clipping, fused over flat f32 buffers.
+//!
+//! candle-nn's optimizer builds a dozen temporary tensors per parameter per step (1.6-2 s for
+//! DistilBERT's 67M weights). Here each parameter owns three flat buffers (accumulated
+//! gradient, first and second moments), gradients are added into them in parallel, and one
+//! pass per parameter applies decay, moments, bias correction and the update in place.
+//!
+//! The maths is `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments, eps
+//! added to the corrected root) after `torch.nn.utils.clip_grad_norm_`.
+
+use candle_core::{Result, Var};
+use classifier::ops::cpu::{update_f32, with_f32};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Elements per parallel work item: large enough to amortise scheduling, small enough to
+/// spread one big matrix over every core.
+const CHUNK: usize = 1 << 15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; `None` for no clipping.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// Biases and LayerNorm parameters are not decayed (the usual BERT fine-tuning recipe).
+pub fn decays(name: &str) -> bool {
+    !(name.ends_with(".bias") || name.contains("LayerNorm") || name.contains("layer_norm"))
+}
+
+struct Param {
+    name: String,
+    var: Var,
+    decay: bool,
+    grad: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Global L2 norm of the averaged gradient, before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+}
+
+pub struct AdamW {
+    params: Vec<Param>,
+    cfg: AdamWConfig,
+    /// Optimizer steps taken.
+    step: u64,
+    /// Sum of the weights of gradients accumulated since the last step.
+    pending_weight: f64,
+}
+
+impl AdamW {
+    pub fn new(params: Vec<(String, Var)>, cfg: AdamWConfig) -> Self {
+        let params = params
+            .into_iter()
+            .map(|(name, var)| {
+                let n = var.elem_count();
+                Param {
+                    decay: decays(&name),
+                    name,
+                    var,
+                    grad: vec![0.0; n],
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                }
+            })
+            .collect();
+        Self {
+            params,
+            cfg,
+            step: 0,
+            pending_weight: 0.0,
+        }
+    }
+
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+
+    /// Adds `weight` x the gradients in `grads` to the accumulators. A micro-batch of `n`
+    /// examples with a mean loss passes `weight = n`, so that [`AdamW::step`], which divides
+    /// by the total weight, applies the mean over every example of the step.
+    pub fn accumulate(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        weight: f64,
+    ) -> Result<()> {
+        let w = weight as f32;
+        for p in &mut self.params {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                candle_core::bail!(
+                    "no gradient reached `{}`: the graph from the loss does not use it",
+                    p.name
+                );
+            };
+            with_f32(g, |g| {
+                p.grad
+                    .par_chunks_mut(CHUNK)
+                    .zip(g.par_chunks(CHUNK))
+                    .for_each(|(acc, g)| {
+                        for (a, g) in acc.iter_mut().zip(g) {
+                            *a += w * g;
+                        }
+                    })
+            })?;
+        }
+        self.pending_weight += weight;
+        Ok(())
+    }
+
+    /// Applies the accumulated gradients with learning rate `lr` and clears them.
+    pub fn step(&mut self, lr: f64) -> Result<StepStats> {
+        if self.pending_weight <= 0.0 {
+            candle_core::bail!("optimizer step without accumulated gradients");
+        }
+        let inv_w = 1.0 / self.pending_weight;
+        let sum_sq: f64 = self
+            .params
+            .iter()
+            .map(|p| {
+                p.grad
+                    .par_chunks(CHUNK)
+                    .map(|c| c.iter().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>())
+                    .sum::<f64>()
+            })
+            .sum();
+        let grad_norm = sum_sq.sqrt() * inv_w;
+        let clip = match self.cfg.max_grad_norm {
+            Some(max) => (max / (grad_norm + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        let scale = (inv_w * clip) as f32;
+
+        self.step += 1;
+        let c = self.cfg;
+        let t = self.step as i32;
+        let bias1 = 1.0 - c.beta1.powi(t);
+        let bias2 = 1.0 - c.beta2.powi(t);
+        let step_size = (lr / bias1) as f32;
+        let inv_sqrt_bias2 = (1.0 / bias2.sqrt()) as f32;
+        let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
+        for p in &mut self.params {
+            let keep = if p.decay {
+                (1.0 - lr * c.weight_decay) as f32
+            } else {
+                1.0
+            };
+            let (grad, m, v) = (&mut p.grad, &mut p.m, &mut p.v);
+            update_f32(p.var.as_tensor(), |w| {
+                w.par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks_mut(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .for_each(|(((w, g), m), v)| {
+                        for i in 0..w.len() {
+                            let gi = g[i] * scale;
+                            g[i] = 0.0;
+                            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                            let denom = v[i].sqrt() * inv_sqrt_bias2 + eps;
+                            w[i] = w[i] * keep - step_size * m[i] / denom;
+                        }
+                    })
+            })?;
+        }
+        self.pending_weight = 0.0;
+        Ok(StepStats { grad_norm, lr })
+    }
+
+    /// The optimizer state for a checkpoint: step count and every parameter's moments.
+    pub fn state(&self) -> OptimizerState {
+        OptimizerState {
+            step: self.step,
+            moments: self
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), p.m.clone(), p.v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Restores a checkpointed state; parameters must match by name and size.
+    pub fn load_state(&mut self, state: OptimizerState) -> std::result::Result<(), String> {
+        if state.moments.len() != self.params.len() {
+            return Err(format!(
+                "the checkpoint has moments for {} parameters, the model has {}",
+                state.moments.len(),
+                self.params.len()
+            ));
+        }
+        for (p, (name, m, v)) in self.params.iter_mut().zip(state.moments) {
+            if p.name != name || m.len() != p.m.len() || v.len() != p.v.len() {
+                return Err(format!(
+                    "checkpoint moments for `{name}` do not fit parameter `{}`",
+                    p.name
+                ));
+            }
+            p.m = m;
+            p.v = v;
+            p.grad.fill(0.0);
+        }
+        self.step = state.step;
+        self.pending_weight = 0.0;
+        Ok(())
+    }
+}
+
+/// AdamW's resumable state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    pub step: u64,
+    /// `(parameter name, first moment, second moment)`.
+    pub moments: Vec<(String, Vec<f32>, Vec<f32>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// One step on f(w) = sum(w^2)/2 (gradient w), checked against the formula by hand.
+    #[test]
+    fn first_step_matches_torch_adamw() {
+        let w0 = [0.5f32, -1.0, 2.0];
+        let var = Var::from_tensor(&Tensor::new(&w0, &Device::Cpu).unwrap()).unwrap();
+        let mut opt = AdamW::new(
+            vec![("layer.weight".into(), var.clone())],
+            AdamWConfig {
+                max_grad_norm: None,
+                ..Default::default()
+            },
+        );
+        let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+        opt.accumulate(&loss.backward().unwrap(), 1.0).unwrap();
+        let lr = 0.1;
+        opt.step(lr).unwrap();
+        let got = var.as_tensor().to_vec1::<f32>().unwrap();
+        for (g, w) in got.iter().zip(w0) {
+            // t=1: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps).
+            let expected = w * (1.0 - 0.1 * 0.01) - 0.1 * w / (w.abs() + 1e-8);
+            assert!((g - expected).abs() < 1e-6, "{g} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn clipping_scales_the_mean_gradient_to_the_max_norm() {
+        let var = Var::from_tensor(&Tensor::new(&[3.0f32, 4.0], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = AdamW::new(vec![("x.bias".into(), var.clone())], AdamWConfig::default());
+        let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+        let grads = loss.backward().unwrap();
+        // Two micro-batches of weight 1 with the same gradient: the mean is (3, 4).
+        opt.accumulate(&grads, 1.0).unwrap();
+        opt.accumulate(&grads, 1.0).unwrap();
+        let stats = opt.step(1e-3).unwrap();
+        assert!((stats.grad_norm - 5.0).abs() < 1e-6, "{}", stats.grad_norm);
+        // m = (1 - beta1) * g * (1 / 5): the gradient entered with norm 1.
+        let (_, m, _) = &opt.state().moments[0];
+        assert!(
+            (m[0] - 0.1 * 0.6).abs() < 1e-6 && (m[1] - 0.1 * 0.8).abs() < 1e-6,
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn decay_groups() {
+        assert!(decays("distilbert.transformer.layer.0.ffn.lin1.weight"));
+        assert!(!decays("distilbert.transformer.layer.0.ffn.lin1.bias"));
+        assert!(!decays("distilbert.embeddings.LayerNorm.weight"));
+        assert!(!decays(
+            "distilbert.transformer.layer.0.sa_layer_norm.weight"
+        ));
+    }
+}
