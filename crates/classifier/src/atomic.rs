@@ -41,6 +41,14 @@ pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Res
         .map_err(|e| Error::io(staging_parent, e))?;
     fill(staging.path())?;
     sync_dir_files(staging.path())?;
+    // tempfile creates folders 0700; a model folder is read by other users (the api runs as
+    // its own user in its own container).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(staging.path(), e))?;
+    }
 
     if mount_point {
         return replace_files(staging.path(), target);

@@ -161,14 +161,7 @@ impl Checkpoint {
                 "missing: the folder has neither model.safetensors nor pytorch_model.bin",
             )
         })?;
-        let tokenizer_json = find(&dir, &TOKENIZER_FILES[..1]);
-        let vocab = find(&dir, &TOKENIZER_FILES[1..]);
-        if tokenizer_json.is_none() && vocab.is_none() {
-            return Err(Error::artifact(
-                dir.join("tokenizer.json"),
-                "missing: the folder has neither tokenizer.json nor vocab.txt",
-            ));
-        }
+        let tokenizer = TextTokenizer::from_dir(&dir)?;
 
         let raw = read_json(&config_path)?;
         let model_type = raw
@@ -276,14 +269,9 @@ impl Checkpoint {
             tracing::debug!(unused = ?unused, "tensors not used by the classifier");
         }
 
-        let tokenizer = TextTokenizer::from_files(
-            tokenizer_json.as_deref(),
-            vocab.as_deref(),
-            find(&dir, &["tokenizer_config.json"]).as_deref(),
-        )?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::artifact(
-                tokenizer_json.or(vocab).expect("checked above"),
+                find(&dir, &TOKENIZER_FILES).expect("the tokenizer loaded from one"),
                 format!(
                     "the tokenizer has {} tokens but the model's embedding table only {} rows",
                     tokenizer.vocab_size(),

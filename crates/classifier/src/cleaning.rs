@@ -162,6 +162,30 @@ mod tests {
         );
     }
 
+    /// Processed data is stored cleaned and the api cleans raw text again: cleaning twice
+    /// must change nothing, or serving would see text unlike training's.
+    #[test]
+    fn cleaning_is_idempotent() {
+        let texts = [
+            "Loved it!<br />See https://x.co/a @bob #Best film",
+            "a@b.com wrote: #1 MOVIE!!! www.site.org/x?y=1 \u{301}e",
+            "<BR>  tabs\tand\nnewlines  ",
+            "@@mention ## hash # #",
+        ];
+        for cfg in [
+            Cleaning::default(),
+            Cleaning {
+                strip_punctuation: true,
+                ..Cleaning::default()
+            },
+        ] {
+            for t in texts {
+                let once = cfg.clean(t);
+                assert_eq!(cfg.clean(&once), once, "{t:?} with {cfg:?}");
+            }
+        }
+    }
+
     #[test]
     fn missing_keys_take_defaults() {
         let c: Cleaning = serde_json::from_str(r#"{"lowercase": false}"#).unwrap();

@@ -67,16 +67,31 @@ fn looks_like_path(s: &str) -> bool {
     s.starts_with('.') || s.starts_with('/') || s.starts_with('~') || s.contains('\\')
 }
 
-/// Resolves `model` (folder or Hub id, at `revision` or `main`) to a local folder.
-pub fn resolve_model(model: &str, revision: Option<&str>) -> Result<ModelSource> {
-    resolve_model_with(&HubSettings::from_env(), model, revision)
+/// What of a model repository to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// Config, weights and tokenizer.
+    Model,
+    /// Only the tokenizer files.
+    Tokenizer,
 }
 
-/// [`resolve_model`] with explicit Hub settings.
+/// Resolves `model` (folder or Hub id, at `revision` or `main`) to a local folder.
+pub fn resolve_model(model: &str, revision: Option<&str>) -> Result<ModelSource> {
+    resolve_model_with(&HubSettings::from_env(), model, revision, Files::Model)
+}
+
+/// Resolves `model` to a local folder that has at least its tokenizer.
+pub fn resolve_tokenizer(model: &str, revision: Option<&str>) -> Result<ModelSource> {
+    resolve_model_with(&HubSettings::from_env(), model, revision, Files::Tokenizer)
+}
+
+/// [`resolve_model`] with explicit Hub settings and file selection.
 pub fn resolve_model_with(
     hub: &HubSettings,
     model: &str,
     revision: Option<&str>,
+    files: Files,
 ) -> Result<ModelSource> {
     let path = Path::new(model);
     if path.is_dir() {
@@ -97,13 +112,13 @@ pub fn resolve_model_with(
              such as distilbert-base-uncased"
         )));
     }
-    fetch(hub, model, revision.unwrap_or("main"))
+    fetch(hub, model, revision.unwrap_or("main"), files)
 }
 
 /// Fetches one file of the repository into the cache, or says why it could not.
 type FileGetter = dyn Fn(&str) -> std::result::Result<PathBuf, String>;
 
-fn fetch(hub: &HubSettings, id: &str, revision: &str) -> Result<ModelSource> {
+fn fetch(hub: &HubSettings, id: &str, revision: &str, files: Files) -> Result<ModelSource> {
     let cache = Cache::new(hub.cache_dir.clone());
     let repo = Repo::with_revision(id.to_string(), RepoType::Model, revision.to_string());
     let hub_error = |reason: String| Error::Hub {
@@ -132,7 +147,6 @@ fn fetch(hub: &HubSettings, id: &str, revision: &str) -> Result<ModelSource> {
         Box::new(move |f: &str| api_repo.get(f).map_err(|e| e.to_string()))
     };
 
-    let config = get(CONFIG_FILE).map_err(hub_error)?;
     let first_of = |files: &[&str]| -> std::result::Result<PathBuf, String> {
         let mut reasons = Vec::new();
         for f in files {
@@ -143,12 +157,21 @@ fn fetch(hub: &HubSettings, id: &str, revision: &str) -> Result<ModelSource> {
         }
         Err(reasons.join("; "))
     };
-    first_of(&WEIGHT_FILES).map_err(|e| hub_error(format!("no weights ({e})")))?;
-    first_of(&TOKENIZER_FILES).map_err(|e| hub_error(format!("no tokenizer ({e})")))?;
+    let anchor = match files {
+        Files::Model => {
+            let config = get(CONFIG_FILE).map_err(hub_error)?;
+            first_of(&WEIGHT_FILES).map_err(|e| hub_error(format!("no weights ({e})")))?;
+            first_of(&TOKENIZER_FILES).map_err(|e| hub_error(format!("no tokenizer ({e})")))?;
+            config
+        }
+        Files::Tokenizer => {
+            first_of(&TOKENIZER_FILES).map_err(|e| hub_error(format!("no tokenizer ({e})")))?
+        }
+    };
     for f in OPTIONAL_FILES {
         let _ = get(f);
     }
-    let dir = config
+    let dir = anchor
         .parent()
         .expect("a cached file lives in a snapshot folder")
         .to_path_buf();
@@ -183,7 +206,7 @@ mod tests {
             offline: true,
             token: None,
         };
-        let err = resolve_model_with(&hub, "someone/some-model", None)
+        let err = resolve_model_with(&hub, "someone/some-model", None, Files::Model)
             .unwrap_err()
             .to_string();
         assert!(err.contains("someone/some-model"), "{err}");

@@ -7,7 +7,9 @@
 //!   training and serving time.
 //! - [`hub`], [`checkpoint`], [`atomic`]: model folders (local or Hub), read and written.
 //! - [`inference`]: a loaded model classifying any number of texts in bounded batches.
+//! - [`dataset`]: the processed `text,label,source` CSV files.
 //! - [`metrics`]: accuracy, precision, recall, F1 and the confusion matrix.
+//! - [`runtime`]: CPU threads and peak memory.
 //!
 //! No HTTP and no command line here: the binaries build on this crate.
 //!
@@ -23,6 +25,7 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod cleaning;
+pub mod dataset;
 pub mod error;
 pub mod hub;
 pub mod inference;
@@ -30,7 +33,7 @@ pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
-pub mod threads;
+pub mod runtime;
 pub mod tokenizer;
 
 pub use checkpoint::{Checkpoint, LoadOptions};

@@ -162,6 +162,24 @@ pub struct Batch {
 }
 
 impl TextTokenizer {
+    /// Loads the tokenizer of a model folder: `tokenizer.json`, else `vocab.txt`, with
+    /// `tokenizer_config.json` when present.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        let (json, vocab) = (file("tokenizer.json"), file("vocab.txt"));
+        if json.is_none() && vocab.is_none() {
+            return Err(Error::artifact(
+                dir.join("tokenizer.json"),
+                "missing: the folder has neither tokenizer.json nor vocab.txt",
+            ));
+        }
+        Self::from_files(
+            json.as_deref(),
+            vocab.as_deref(),
+            file("tokenizer_config.json").as_deref(),
+        )
+    }
+
     /// Loads from a model folder's files: `tokenizer.json` if given, else `vocab.txt`;
     /// `tokenizer_config.json` (optional) for lower-casing and special tokens.
     pub fn from_files(

@@ -1,5 +1,7 @@
-//! CPU thread count for everything that runs in parallel: candle's matmuls, our kernels,
-//! tokenization. All of them use rayon's global pool; candle sizes its GEMM work by
+//! Process resources: the CPU thread count for everything that runs in parallel (candle's
+//! matmuls, our kernels, tokenization) and the peak memory the process has used.
+//!
+//! All parallel work uses rayon's global pool; candle sizes its GEMM work by
 //! `RAYON_NUM_THREADS`, so both are set together, once, at start-up.
 
 use crate::error::{Error, Result};
@@ -25,5 +27,27 @@ pub fn init_threads(requested: Option<usize>) -> Result<usize> {
             "cannot start {n} threads (a pool of {} exists): {e}",
             rayon::current_num_threads()
         ))),
+    }
+}
+
+/// The most memory (resident set) this process has held so far, in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage writes into the valid, zeroed out-pointer.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: getrusage succeeded.
+        let usage = unsafe { usage.assume_init() };
+        // Linux reports KiB; macOS bytes.
+        let unit = if cfg!(target_os = "macos") { 1 } else { 1024 };
+        Some(usage.ru_maxrss as u64 * unit)
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
