@@ -70,6 +70,44 @@ pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Res
     }
 }
 
+/// Writes `path` through `write`, which receives a temporary path in the same folder; the
+/// finished file is renamed into place (mode 0644), so readers see the old file or the new
+/// one, never a part.
+pub fn write_file<E: From<Error>>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    write(tmp.path())?;
+    // tempfile creates 0600; these files are read by other users (e.g. other containers).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON to `path` with [`write_file`].
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    write_file(path, |tmp| {
+        let mut bytes = serde_json::to_vec_pretty(value).expect("serializable values");
+        bytes.push(b'\n');
+        fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e))
+    })
+}
+
 #[cfg(unix)]
 const EBUSY: i32 = libc::EBUSY;
 #[cfg(not(unix))]
@@ -166,6 +204,7 @@ fn replace_files(staging: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Syncs every file of `dir` to disk and makes it world-readable.
 fn sync_dir_files(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
         let path = entry.path();
@@ -173,6 +212,13 @@ fn sync_dir_files(dir: &Path) -> Result<()> {
             fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io(&path, e))?;
+            // Some writers (safetensors) create 0600; the folder is read by other users.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                    .map_err(|e| Error::io(&path, e))?;
+            }
         }
     }
     Ok(())

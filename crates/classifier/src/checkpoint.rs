@@ -351,6 +351,19 @@ impl Trainable {
         })
     }
 
+    /// The model over the variables' current values without gradient tracking: what
+    /// evaluation runs, sharing the variables' memory.
+    pub fn frozen_model(&self, config: &Config) -> Result<DistilBertForSequenceClassification> {
+        let tensors: HashMap<String, Tensor> = self
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        Ok(DistilBertForSequenceClassification::load(vb, config)?
+            .with_kernels(self.model.kernels()))
+    }
+
     /// Every parameter's current value, trainable or not: what [`save`] takes.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         self.params

@@ -90,16 +90,27 @@ impl Classifier {
 
     pub fn from_checkpoint(ckpt: Checkpoint) -> Result<Self> {
         let model = ckpt.model()?;
-        let mut pipeline = ckpt.pipeline.clone().unwrap_or_default();
-        pipeline.max_length = pipeline.max_length.min(ckpt.config.max_position_embeddings);
-        let labels = ckpt.config.labels().map_err(Error::Input)?;
+        let pipeline = ckpt.pipeline.clone().unwrap_or_default();
+        Self::from_parts(model, ckpt.tokenizer, pipeline, ckpt.config, ckpt.source)
+    }
+
+    /// Wraps an already built model (e.g. the one being trained, for evaluation).
+    pub fn from_parts(
+        model: DistilBertForSequenceClassification,
+        tokenizer: TextTokenizer,
+        mut pipeline: Pipeline,
+        config: Config,
+        source: ModelSource,
+    ) -> Result<Self> {
+        pipeline.max_length = pipeline.max_length.min(config.max_position_embeddings);
+        let labels = config.labels().map_err(Error::Input)?;
         Ok(Self {
             model,
-            tokenizer: ckpt.tokenizer,
+            tokenizer,
             pipeline,
             labels,
-            config: ckpt.config,
-            source: ckpt.source,
+            config,
+            source,
             limits: BatchLimits::default(),
             device: Device::Cpu,
         })

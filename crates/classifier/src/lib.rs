@@ -34,6 +34,7 @@ pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod runtime;
+pub mod testing;
 pub mod tokenizer;
 
 pub use checkpoint::{Checkpoint, LoadOptions};

@@ -10,10 +10,11 @@ pub mod split;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use classifier::atomic::{write_file, write_json};
 use classifier::dataset::{Example, LABELS, write_examples};
 use classifier::{Cleaning, TextTokenizer};
 use rand::SeedableRng;
@@ -458,14 +459,10 @@ pub fn run(args: &Args) -> Result<Report> {
     kept.clear();
 
     let out = &args.output_dir;
-    write_atomic(&out.join("train.csv"), |p| Ok(write_examples(p, &train)?))?;
-    write_atomic(&out.join("test.csv"), |p| Ok(write_examples(p, &test)?))?;
-    write_atomic(&out.join("small_test.csv"), |p| {
-        Ok(write_examples(p, &small)?)
-    })?;
-    write_atomic(&out.join(CLEANING_FILE), |p| {
-        Ok(std::fs::write(p, serde_json::to_vec_pretty(&cleaning)?)?)
-    })?;
+    write_file(&out.join("train.csv"), |p| write_examples(p, &train))?;
+    write_file(&out.join("test.csv"), |p| write_examples(p, &test))?;
+    write_file(&out.join("small_test.csv"), |p| write_examples(p, &small))?;
+    write_json(&out.join(CLEANING_FILE), &cleaning)?;
 
     let report = Report {
         created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -480,9 +477,7 @@ pub fn run(args: &Args) -> Result<Report> {
         small_test_rows: small.len(),
         lengths,
     };
-    write_atomic(&out.join(REPORT_FILE), |p| {
-        Ok(std::fs::write(p, serde_json::to_vec_pretty(&report)?)?)
-    })?;
+    write_json(&out.join(REPORT_FILE), &report)?;
     Ok(report)
 }
 
@@ -582,23 +577,4 @@ fn measure_lengths(args: &Args, texts: &[&str]) -> LengthReport {
             truncated as f64 / lens.len() as f64
         },
     }
-}
-
-/// Writes through a temporary file in the same folder, renamed into place when complete.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".preprocess-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    write(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
-    // tempfile creates 0600; these files are read by other users (e.g. other containers).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(path)
-        .with_context(|| format!("cannot move the finished file to {}", path.display()))?;
-    Ok(())
 }

@@ -1,7 +1,22 @@
 //! Fine-tuning the DistilBERT sentiment classifier on the CPU.
 //!
-//! - [`optim`]: fused AdamW with gradient accumulation and clipping.
-//! - [`schedule`]: linear warm-up and decay.
+//! - [`config`]: the command line (every flag with its env var).
+//! - [`data`]: sampling and length-grouped micro-batches.
+//! - [`optim`], [`schedule`]: fused AdamW with accumulation and clipping; linear warm-up
+//!   and decay.
+//! - [`trainer`]: the loop, evaluation, best-epoch saving.
+//! - [`evaluate`]: metrics overall and per source.
+//! - [`resume`]: checkpoints that `--resume` continues from.
+//! - [`runlog`]: metrics.jsonl, metrics.json, run_summary.json.
 
+pub mod config;
+pub mod data;
+pub mod evaluate;
 pub mod optim;
+pub mod resume;
+pub mod runlog;
 pub mod schedule;
+pub mod trainer;
+
+pub use config::Args;
+pub use trainer::{Outcome, run};

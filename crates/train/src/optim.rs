@@ -139,14 +139,16 @@ impl AdamW {
             candle_core::bail!("optimizer step without accumulated gradients");
         }
         let inv_w = 1.0 / self.pending_weight;
+        // Chunk sums are collected in order and added sequentially: rayon's own reduction
+        // tree depends on work stealing, and a resumed run must reproduce every bit.
         let sum_sq: f64 = self
             .params
             .iter()
-            .map(|p| {
+            .flat_map(|p| {
                 p.grad
                     .par_chunks(CHUNK)
                     .map(|c| c.iter().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>())
-                    .sum::<f64>()
+                    .collect::<Vec<f64>>()
             })
             .sum();
         let grad_norm = sum_sq.sqrt() * inv_w;

@@ -1,0 +1,175 @@
+//! The `train` command line: every flag, its env var and default.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use classifier::Truncation;
+use serde::{Deserialize, Serialize};
+
+/// Fine-tune a DistilBERT (or BERT-family) sentiment classifier on the CPU.
+///
+/// Reads data/processed/{train,test}.csv (written by `preprocess`), trains with gradient
+/// accumulation, evaluates on the test split after every epoch, keeps the best epoch by F1
+/// in model_output/ (Hugging Face layout), and writes results/metrics.json,
+/// results/run_summary.json and results/runs/<run-id>/metrics.jsonl.
+#[derive(Parser, Debug, Clone)]
+#[command(version)]
+pub struct Args {
+    /// Base model: a Hugging Face Hub id or a local model folder (DistilBERT or BERT family,
+    /// e.g. an all-MiniLM-L6-v2 folder).
+    #[arg(long, env = "MODEL_NAME", default_value = "distilbert-base-uncased")]
+    pub base_model: String,
+
+    /// Hub revision (branch, tag or commit) of the base model.
+    #[arg(long, env = "MODEL_REVISION")]
+    pub revision: Option<String>,
+
+    /// Folder with train.csv and test.csv from `preprocess`.
+    #[arg(long, env = "DATA_DIR", default_value = "data/processed")]
+    pub data_dir: PathBuf,
+
+    /// Where the fine-tuned model goes (replaced atomically whenever an epoch beats the best).
+    #[arg(long, env = "MODEL_PATH", default_value = "model_output")]
+    pub output_dir: PathBuf,
+
+    /// Where metrics.json, run_summary.json, runs/<run-id>/ and the resume checkpoint go.
+    #[arg(long, env = "RESULTS_DIR", default_value = "results")]
+    pub results_dir: PathBuf,
+
+    /// Passes over the training data.
+    #[arg(long, env = "EPOCHS", default_value_t = 2)]
+    pub epochs: usize,
+
+    /// Examples per forward/backward pass (micro-batch).
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 8)]
+    pub batch_size: usize,
+
+    /// Micro-batches whose gradients are summed into one optimizer step; the effective batch
+    /// is batch-size x grad-accum.
+    #[arg(long, env = "GRAD_ACCUM_STEPS", default_value_t = 8)]
+    pub grad_accum: usize,
+
+    /// Peak learning rate (AdamW).
+    #[arg(long, env = "LEARNING_RATE", default_value_t = 5e-5)]
+    pub lr: f64,
+
+    /// Decoupled weight decay, not applied to biases and LayerNorm weights.
+    #[arg(long, env = "WEIGHT_DECAY", default_value_t = 0.01)]
+    pub weight_decay: f64,
+
+    /// Share of optimizer steps spent warming the learning rate up linearly.
+    #[arg(long, env = "WARMUP_RATIO", default_value_t = 0.06)]
+    pub warmup_ratio: f64,
+
+    /// Clip the global gradient norm to this (0 = no clipping).
+    #[arg(long, env = "MAX_GRAD_NORM", default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+
+    /// Tokens per text, [CLS] and [SEP] included (at most the model's positions).
+    #[arg(long, env = "MAX_LENGTH", default_value_t = classifier::pipeline::DEFAULT_MAX_LENGTH)]
+    pub max_length: usize,
+
+    /// Which tokens of a longer text to keep: head, tail or head-tail (first quarter + last
+    /// three quarters; best for long reviews per Sun et al. 2019). Serving uses the same.
+    #[arg(long, env = "TRUNCATION", default_value = "head-tail")]
+    pub truncation: Truncation,
+
+    /// Train on a seeded, stratified sample of this many examples (0 = all).
+    #[arg(long, env = "TRAIN_SAMPLES", default_value_t = 2000)]
+    pub train_samples: usize,
+
+    /// Evaluate on a seeded, stratified sample of this many test examples (0 = all).
+    #[arg(long, env = "EVAL_SAMPLES", default_value_t = 1000)]
+    pub eval_samples: usize,
+
+    /// Seed for sampling, batch order, dropout and a fresh classification head.
+    #[arg(long, env = "SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// CPU threads (default: all available cores).
+    #[arg(long, env = "NUM_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Log a line (and a metrics.jsonl record) every this many optimizer steps.
+    #[arg(long, env = "LOG_EVERY", default_value_t = 10)]
+    pub log_every: u64,
+
+    /// Save a resumable checkpoint every this many optimizer steps (0 = only when
+    /// interrupted). Ctrl-C / SIGTERM always save one.
+    #[arg(long, env = "CHECKPOINT_EVERY", default_value_t = 25)]
+    pub checkpoint_every: u64,
+
+    /// Continue the interrupted run whose checkpoint is in results/checkpoint.
+    #[arg(long, env = "RESUME")]
+    pub resume: bool,
+}
+
+/// The settings that decide what a run computes; a resume must match them exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    pub base_model: String,
+    pub revision: Option<String>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub effective_batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub max_grad_norm: f64,
+    pub adam_betas: (f64, f64),
+    pub adam_eps: f64,
+    pub max_length: usize,
+    pub truncation: Truncation,
+    pub train_samples: usize,
+    pub eval_samples: usize,
+    pub seed: u64,
+}
+
+impl Args {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--grad-accum", self.grad_accum),
+        ];
+        for (name, v) in positive {
+            anyhow::ensure!(v > 0, "{name} must be at least 1");
+        }
+        anyhow::ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "--lr must be positive"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.warmup_ratio),
+            "--warmup-ratio must be in [0, 1)"
+        );
+        anyhow::ensure!(self.max_grad_norm >= 0.0, "--max-grad-norm must be >= 0");
+        anyhow::ensure!(self.max_length >= 8, "--max-length must be at least 8");
+        Ok(())
+    }
+
+    /// What this run will compute with, after the model caps `max_length`.
+    pub fn hyperparameters(&self, max_length: usize) -> Hyperparameters {
+        let adam = crate::optim::AdamWConfig::default();
+        Hyperparameters {
+            base_model: self.base_model.clone(),
+            revision: self.revision.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            effective_batch_size: self.batch_size * self.grad_accum,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            warmup_ratio: self.warmup_ratio,
+            max_grad_norm: self.max_grad_norm,
+            adam_betas: (adam.beta1, adam.beta2),
+            adam_eps: adam.eps,
+            max_length,
+            truncation: self.truncation,
+            train_samples: self.train_samples,
+            eval_samples: self.eval_samples,
+            seed: self.seed,
+        }
+    }
+}

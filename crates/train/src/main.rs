@@ -1,0 +1,56 @@
+//! `train` binary: see the library for what it does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+use clap::Parser;
+
+fn main() -> Result<()> {
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    let args = train::Args::parse();
+    let threads = classifier::runtime::init_threads(args.threads)?;
+    tracing::info!(threads, "CPU threads");
+
+    // First Ctrl-C / SIGTERM: checkpoint and stop cleanly. Second: stop at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: saving a checkpoint after this micro-batch (again to quit now)");
+    })?;
+
+    match train::run(&args, &stop)? {
+        train::Outcome::Completed(summary) => {
+            println!(
+                "done in {:.0}s ({:.1} training examples/s); best epoch {:?}; model in {}, metrics in {}",
+                summary.wall_time_s,
+                summary.train_examples_per_s,
+                summary.best_epoch,
+                summary.outputs.model_dir.display(),
+                summary.outputs.metrics.display()
+            );
+            Ok(())
+        }
+        train::Outcome::Interrupted { checkpoint } => {
+            eprintln!(
+                "stopped; resume with `train --resume` (checkpoint in {})",
+                checkpoint.display()
+            );
+            std::process::exit(130)
+        }
+    }
+}

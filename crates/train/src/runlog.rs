@@ -1,0 +1,163 @@
+//! What a run leaves behind: `results/runs/<run-id>/metrics.jsonl` (a line per logging step
+//! and per evaluation), `results/metrics.json` and `results/run_summary.json`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Hyperparameters;
+use crate::evaluate::Evaluation;
+
+/// One line of metrics.jsonl.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Record {
+    Train {
+        step: u64,
+        epoch: f64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        examples_per_s: f64,
+    },
+    Eval {
+        step: u64,
+        epoch: usize,
+        #[serde(flatten)]
+        metrics: Evaluation,
+    },
+}
+
+/// Appends records to a run's metrics.jsonl, flushing each so a crash loses nothing.
+pub struct RunLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl RunLog {
+    pub fn open(results: &Path, run_id: &str) -> Result<Self> {
+        let dir = results.join("runs").join(run_id);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("metrics.jsonl");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self {
+            path,
+            out: BufWriter::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")?;
+        self.out
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// One finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub optimizer_steps: u64,
+    /// Mean training loss over the epoch's micro-batches.
+    pub train_loss: f64,
+    pub eval: Evaluation,
+}
+
+/// `results/metrics.json`: the kept (best) epoch's evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsFile {
+    #[serde(flatten)]
+    pub eval: Evaluation,
+    pub epoch: usize,
+    pub labels: Vec<String>,
+    /// What the metrics were computed on.
+    pub split: String,
+    pub model_dir: PathBuf,
+}
+
+/// `results/run_summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub base_model: BaseModel,
+    pub hyperparameters: Hyperparameters,
+    pub data: DataStats,
+    pub epochs: Vec<EpochRecord>,
+    pub best_epoch: Option<usize>,
+    pub wall_time_s: f64,
+    pub train_time_s: f64,
+    pub train_examples_per_s: f64,
+    pub optimizer_steps: u64,
+    pub peak_rss_mb: Option<f64>,
+    pub threads: usize,
+    pub resumed: u32,
+    pub versions: Versions,
+    pub outputs: Outputs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseModel {
+    pub id: String,
+    /// Hub commit, when it came from the Hub.
+    pub revision: Option<String>,
+    pub model_type: String,
+    /// `loaded` or `fresh` (with why).
+    pub head: String,
+    pub parameters: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataStats {
+    pub data_dir: PathBuf,
+    pub train_rows_available: usize,
+    pub train_rows: usize,
+    pub eval_rows_available: usize,
+    pub eval_rows: usize,
+    pub train_class_balance: [usize; 2],
+    pub eval_class_balance: [usize; 2],
+    pub train_sources: Vec<String>,
+    /// Mean tokens per training text after truncation, and the share truncated.
+    pub mean_train_tokens: f64,
+    pub fraction_truncated: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versions {
+    pub sentiment_rs: String,
+    pub candle: String,
+    pub tokenizers: String,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Self {
+            sentiment_rs: env!("CARGO_PKG_VERSION").into(),
+            candle: env!("DEP_VERSION_CANDLE_CORE").into(),
+            tokenizers: env!("DEP_VERSION_TOKENIZERS").into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outputs {
+    pub model_dir: PathBuf,
+    pub metrics: PathBuf,
+    pub run_log: PathBuf,
+}

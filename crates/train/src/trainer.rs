@@ -1,0 +1,603 @@
+//! The training loop: micro-batches, gradient accumulation, schedule, evaluation after every
+//! epoch, the best epoch kept in the model folder, checkpoints, and the run's records.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor};
+use classifier::checkpoint::{self, Head, SaveRequest, Trainable};
+use classifier::dataset::{Example, LABELS, read_examples};
+use classifier::models::distilbert::Mode;
+use classifier::{Checkpoint, Classifier, Cleaning, LoadOptions, Pipeline};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Args, Hyperparameters};
+use crate::data::{epoch_batches, stratified_sample};
+use crate::evaluate::{Evaluation, score};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::resume::{self, TrainState};
+use crate::runlog::{
+    BaseModel, DataStats, EpochRecord, MetricsFile, Outputs, Record, RunLog, RunSummary, Versions,
+};
+use crate::schedule::LinearSchedule;
+
+/// The file preprocess writes beside the processed CSVs to record their cleaning.
+pub const CLEANING_FILE: &str = "cleaning.json";
+
+/// Examples evaluated between checks for an interrupt.
+const EVAL_CHUNK: usize = 256;
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Completed(Box<RunSummary>),
+    /// Stopped by a signal; the checkpoint lets `--resume` carry on.
+    Interrupted {
+        checkpoint: PathBuf,
+    },
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn dropout_seed(seed: u64, epoch: usize, micro_batch: usize) -> u64 {
+    classifier::ops::site_seed(
+        seed ^ 0xD409_0D70,
+        ((epoch as u64) << 32) | micro_batch as u64,
+    )
+}
+
+fn class_balance(examples: &[Example]) -> [usize; 2] {
+    let pos = examples.iter().filter(|e| e.label == 1).count();
+    [examples.len() - pos, pos]
+}
+
+fn load_cleaning(data_dir: &Path) -> Result<Cleaning> {
+    let path = data_dir.join(CLEANING_FILE);
+    if !path.is_file() {
+        tracing::warn!(
+            "{} not found: the data was not made by `preprocess`, so the model will serve text uncleaned",
+            path.display()
+        );
+        return Ok(Cleaning::none());
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a cleaning file", path.display()))
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Everything a run needs, prepared once.
+struct Run<'a> {
+    args: &'a Args,
+    hyper: Hyperparameters,
+    ckpt_dir: PathBuf,
+    train: Vec<Example>,
+    train_ids: Vec<Vec<u32>>,
+    eval: Vec<Example>,
+    eval_ids: Vec<Vec<u32>>,
+    base: Checkpoint,
+    pipeline: Pipeline,
+    model: Trainable,
+    optimizer: AdamW,
+    schedule: LinearSchedule,
+    micro_batches_per_epoch: usize,
+}
+
+/// Trains as `args` say. `stop` is polled between micro-batches: once set, the run saves a
+/// checkpoint and returns [`Outcome::Interrupted`].
+pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
+    args.validate()?;
+    let wall = Instant::now();
+    let train_path = args.data_dir.join("train.csv");
+    let eval_path = args.data_dir.join("test.csv");
+    let train_all = read_examples(&train_path)?;
+    let eval_all = read_examples(&eval_path)?;
+    let (train_available, eval_available) = (train_all.len(), eval_all.len());
+    let train = stratified_sample(train_all, args.train_samples, args.seed);
+    let eval = stratified_sample(eval_all, args.eval_samples, args.seed ^ 1);
+    if train.is_empty() || eval.is_empty() {
+        bail!(
+            "{} or {} has no rows",
+            train_path.display(),
+            eval_path.display()
+        );
+    }
+    if class_balance(&train).contains(&0) {
+        bail!(
+            "{} has only one class ({:?} negative/positive): a classifier needs both",
+            train_path.display(),
+            class_balance(&train)
+        );
+    }
+    let cleaning = load_cleaning(&args.data_dir)?;
+
+    tracing::info!(model = %args.base_model, "loading the base model");
+    let base = Checkpoint::load(
+        &args.base_model,
+        &LoadOptions {
+            labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
+            seed: args.seed,
+            revision: args.revision.clone(),
+        },
+    )
+    .with_context(|| format!("loading base model `{}`", args.base_model))?;
+    let max_length = args.max_length.min(base.config.max_position_embeddings);
+    if max_length < args.max_length {
+        tracing::warn!(
+            "--max-length {} exceeds the model's {} positions; using {max_length}",
+            args.max_length,
+            base.config.max_position_embeddings
+        );
+    }
+    let hyper = args.hyperparameters(max_length);
+    let pipeline = Pipeline {
+        cleaning,
+        max_length,
+        truncation: args.truncation,
+    };
+    let encode = |examples: &[Example]| {
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        base.tokenizer
+            .encode_batch(&texts, max_length, args.truncation)
+    };
+    let (train_ids, eval_ids) = (encode(&train)?, encode(&eval)?);
+
+    let model = base.trainable()?;
+    let optimizer = AdamW::new(
+        model.params.clone(),
+        AdamWConfig {
+            weight_decay: args.weight_decay,
+            max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
+            ..AdamWConfig::default()
+        },
+    );
+    let micro_batches_per_epoch = train.len().div_ceil(args.batch_size);
+    let steps_per_epoch = micro_batches_per_epoch.div_ceil(args.grad_accum) as u64;
+    let schedule = LinearSchedule::new(
+        args.lr,
+        args.warmup_ratio,
+        steps_per_epoch * args.epochs as u64,
+    );
+    let run = Run {
+        args,
+        hyper,
+        ckpt_dir: args.results_dir.join("checkpoint"),
+        train,
+        train_ids,
+        eval,
+        eval_ids,
+        base,
+        pipeline,
+        model,
+        optimizer,
+        schedule,
+        micro_batches_per_epoch,
+    };
+    let data = DataStats {
+        data_dir: args.data_dir.clone(),
+        train_rows_available: train_available,
+        train_rows: run.train.len(),
+        eval_rows_available: eval_available,
+        eval_rows: run.eval.len(),
+        train_class_balance: class_balance(&run.train),
+        eval_class_balance: class_balance(&run.eval),
+        train_sources: {
+            let mut s: Vec<String> = run.train.iter().map(|e| e.source.clone()).collect();
+            s.sort();
+            s.dedup();
+            s
+        },
+        mean_train_tokens: run.train_ids.iter().map(Vec::len).sum::<usize>() as f64
+            / run.train_ids.len() as f64,
+        fraction_truncated: run
+            .train_ids
+            .iter()
+            .filter(|i| i.len() >= max_length)
+            .count() as f64
+            / run.train_ids.len() as f64,
+    };
+    run.train_loop(stop, wall, data)
+}
+
+impl Run<'_> {
+    fn fresh_state(&self) -> TrainState {
+        let started_at = now();
+        TrainState {
+            run_id: started_at.replace(':', "-"),
+            started_at,
+            hyperparameters: self.hyper.clone(),
+            train_rows: self.train.len(),
+            eval_rows: self.eval.len(),
+            epoch: 0,
+            next_batch: 0,
+            optimizer_step: 0,
+            best_epoch: None,
+            best_f1: None,
+            history: Vec::new(),
+            train_seconds: 0.0,
+            wall_seconds: 0.0,
+            examples_seen: 0,
+            resumed: 0,
+        }
+    }
+
+    fn forward_backward(
+        &self,
+        batch: &[usize],
+        seed: u64,
+    ) -> Result<(f32, candle_core::backprop::GradStore)> {
+        let seqs: Vec<&[u32]> = batch
+            .iter()
+            .map(|&i| self.train_ids[i].as_slice())
+            .collect();
+        let inputs = self.base.tokenizer.pad(&seqs, &Device::Cpu)?;
+        let labels: Vec<u32> = batch.iter().map(|&i| self.train[i].label as u32).collect();
+        let labels = Tensor::from_vec(labels, batch.len(), &Device::Cpu)?;
+        let logits = self.model.model.forward(
+            &inputs.input_ids,
+            &inputs.attention_mask,
+            Mode::Train { seed },
+        )?;
+        let loss = classifier::ops::cross_entropy(&logits, &labels)?;
+        let value = loss.to_scalar::<f32>()?;
+        Ok((value, loss.backward()?))
+    }
+
+    /// Times one forward/backward pass on a typical micro-batch and extrapolates.
+    fn estimate(&self, state: &TrainState) -> Result<Duration> {
+        let batches = epoch_batches(&self.lengths(), self.args.batch_size, self.args.seed, 0);
+        let cost = |b: &Vec<usize>| {
+            b.len()
+                * b.iter()
+                    .map(|&i| self.train_ids[i].len())
+                    .max()
+                    .unwrap_or(0)
+        };
+        let mut sorted: Vec<&Vec<usize>> = batches.iter().collect();
+        sorted.sort_by_key(|b| cost(b));
+        let probe = sorted[sorted.len() / 2];
+        let t = Instant::now();
+        let _ = self.forward_backward(probe, 0)?;
+        let per_token = t.elapsed().as_secs_f64() / cost(probe).max(1) as f64;
+        let epoch_tokens: usize = batches.iter().map(cost).sum();
+        let eval_tokens: usize = self.eval_ids.iter().map(Vec::len).sum();
+        let epochs_left = (self.args.epochs - state.epoch) as f64;
+        let done = state.next_batch as f64 / self.micro_batches_per_epoch as f64;
+        // Inference costs about a third of a training pass per token.
+        let secs = per_token
+            * ((epochs_left - done) * epoch_tokens as f64 + epochs_left * eval_tokens as f64 / 3.0);
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    fn lengths(&self) -> Vec<usize> {
+        self.train_ids.iter().map(Vec::len).collect()
+    }
+
+    fn classifier(&self) -> Result<Classifier> {
+        let model = self.model.frozen_model(&self.base.config)?;
+        Ok(Classifier::from_parts(
+            model,
+            self.base.tokenizer.clone(),
+            self.pipeline.clone(),
+            self.base.config.clone(),
+            self.base.source.clone(),
+        )?)
+    }
+
+    /// Evaluates in chunks, giving up (None) if `stop` is set meanwhile.
+    fn evaluate(&self, stop: &AtomicBool) -> Result<Option<Evaluation>> {
+        let clf = self.classifier()?;
+        let mut preds = Vec::with_capacity(self.eval.len());
+        for chunk in self.eval_ids.chunks(EVAL_CHUNK) {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            preds.extend(clf.predict_ids(chunk)?);
+        }
+        Ok(Some(score(&preds, &self.eval)))
+    }
+
+    fn save_model(&self) -> Result<()> {
+        checkpoint::save(
+            &self.args.output_dir,
+            &SaveRequest {
+                config: &self.base.config,
+                tensors: &self.model.named_tensors(),
+                tokenizer: &self.base.tokenizer,
+                pipeline: &self.pipeline,
+            },
+        )
+        .with_context(|| format!("saving the model to {}", self.args.output_dir.display()))
+    }
+
+    fn checkpoint(&self, state: &TrainState) -> Result<()> {
+        resume::save(&self.ckpt_dir, state, &self.model, &self.optimizer)
+            .with_context(|| format!("saving a checkpoint to {}", self.ckpt_dir.display()))
+    }
+
+    fn train_loop(mut self, stop: &AtomicBool, wall: Instant, data: DataStats) -> Result<Outcome> {
+        let args = self.args;
+        let mut state = if args.resume {
+            let mut s = resume::restore(
+                &self.ckpt_dir,
+                &self.hyper,
+                self.train.len(),
+                self.eval.len(),
+                &self.model,
+                &mut self.optimizer,
+            )?;
+            s.resumed += 1;
+            tracing::info!(
+                epoch = s.epoch + 1,
+                step = s.optimizer_step,
+                "resuming run {}",
+                s.run_id
+            );
+            s
+        } else {
+            if resume::exists(&self.ckpt_dir) {
+                tracing::warn!(
+                    "starting a new run; the unfinished one in {} will be overwritten (pass --resume to continue it)",
+                    self.ckpt_dir.display()
+                );
+            }
+            self.fresh_state()
+        };
+        let mut log = RunLog::open(&args.results_dir, &state.run_id)?;
+
+        let total_steps = self.schedule.total_steps;
+        let estimate = self.estimate(&state)?;
+        let msg = format!(
+            "training {} examples x {} epochs = {} optimizer steps of {} ({} x {} accumulated), evaluating {} examples per epoch; estimated time {}",
+            self.train.len(),
+            args.epochs,
+            total_steps,
+            self.hyper.effective_batch_size,
+            args.batch_size,
+            args.grad_accum,
+            self.eval.len(),
+            human(estimate)
+        );
+        println!("{msg}");
+        tracing::info!("{msg}");
+
+        let per_epoch = self.micro_batches_per_epoch as u64;
+        let progress = ProgressBar::new(per_epoch * args.epochs as u64);
+        progress.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} micro-batches {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template"),
+        );
+        progress.set_position(state.epoch as u64 * per_epoch + state.next_batch as u64);
+        let lengths = self.lengths();
+        let seconds_before = state.train_seconds;
+        let wall_before = state.wall_seconds;
+        let mut train_timer = Duration::ZERO;
+
+        for epoch in state.epoch..args.epochs {
+            let batches = epoch_batches(&lengths, args.batch_size, args.seed, epoch);
+            let groups: Vec<&[Vec<usize>]> = batches.chunks(args.grad_accum).collect();
+            let first_group = state.next_batch / args.grad_accum;
+            let (mut epoch_loss, mut epoch_n) = (0.0f64, 0usize);
+            let (mut window_loss, mut window_n, mut window_start) =
+                (0.0f64, 0usize, Instant::now());
+            for (g, group) in groups.iter().enumerate().skip(first_group) {
+                let t = Instant::now();
+                for (k, batch) in group.iter().enumerate() {
+                    if stop.load(Ordering::Relaxed) {
+                        // Weights and moments are as of the last optimizer step: resume at the
+                        // start of this accumulation group.
+                        state.next_batch = g * args.grad_accum;
+                        state.train_seconds =
+                            seconds_before + (train_timer + t.elapsed()).as_secs_f64();
+                        state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
+                        return self.interrupted(&state, &progress);
+                    }
+                    let mb = g * args.grad_accum + k;
+                    let (loss, grads) =
+                        self.forward_backward(batch, dropout_seed(args.seed, epoch, mb))?;
+                    if !loss.is_finite() {
+                        bail!(
+                            "the training loss became {loss} at epoch {} step {}: lower --lr (now {})",
+                            epoch + 1,
+                            state.optimizer_step + 1,
+                            args.lr
+                        );
+                    }
+                    self.optimizer.accumulate(&grads, batch.len() as f64)?;
+                    drop(grads);
+                    epoch_loss += f64::from(loss) * batch.len() as f64;
+                    epoch_n += batch.len();
+                    window_loss += f64::from(loss) * batch.len() as f64;
+                    window_n += batch.len();
+                    progress.inc(1);
+                }
+                let lr = self.schedule.lr(self.optimizer.steps_taken() + 1);
+                let stats = self.optimizer.step(lr)?;
+                train_timer += t.elapsed();
+                state.optimizer_step = self.optimizer.steps_taken();
+                state.next_batch = (g + 1) * args.grad_accum;
+                state.examples_seen += group.iter().map(Vec::len).sum::<usize>() as u64;
+                let step = state.optimizer_step;
+                if step % args.log_every.max(1) == 0 || g + 1 == groups.len() {
+                    let ex_per_s = window_n as f64 / window_start.elapsed().as_secs_f64();
+                    let loss = window_loss / window_n.max(1) as f64;
+                    let frac_epoch = epoch as f64 + (g + 1) as f64 / groups.len() as f64;
+                    progress.set_message(format!(
+                        "epoch {}/{} loss {loss:.4} lr {lr:.2e} {ex_per_s:.1} ex/s",
+                        epoch + 1,
+                        args.epochs
+                    ));
+                    progress.suspend(|| {
+                        tracing::info!(
+                            "step {step}/{total_steps} epoch {frac_epoch:.2} loss {loss:.4} lr {lr:.3e} grad_norm {:.3} {ex_per_s:.1} ex/s",
+                            stats.grad_norm
+                        )
+                    });
+                    log.write(&Record::Train {
+                        step,
+                        epoch: frac_epoch,
+                        loss,
+                        lr,
+                        grad_norm: stats.grad_norm,
+                        examples_per_s: ex_per_s,
+                    })?;
+                    (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
+                }
+                if args.checkpoint_every > 0
+                    && step % args.checkpoint_every == 0
+                    && g + 1 < groups.len()
+                {
+                    state.train_seconds = seconds_before + train_timer.as_secs_f64();
+                    state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
+                    self.checkpoint(&state)?;
+                }
+            }
+
+            // End of the epoch: evaluate, keep the best, checkpoint past this point.
+            state.train_seconds = seconds_before + train_timer.as_secs_f64();
+            let eval_start = Instant::now();
+            let Some(eval) = progress.suspend(|| self.evaluate(stop))? else {
+                state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
+                return self.interrupted(&state, &progress);
+            };
+            let m = &eval.overall;
+            progress.suspend(|| {
+                tracing::info!(
+                    "epoch {} on {} test examples: accuracy {:.4} precision {:.4} recall {:.4} f1 {:.4} macro_f1 {:.4} loss {:.4} ({:.0}s)",
+                    epoch + 1,
+                    m.examples,
+                    m.accuracy,
+                    m.precision,
+                    m.recall,
+                    m.f1_score,
+                    m.macro_f1,
+                    m.loss.unwrap_or(f64::NAN),
+                    eval_start.elapsed().as_secs_f64()
+                );
+                for (source, s) in &eval.per_source {
+                    tracing::info!("  {source}: accuracy {:.4} f1 {:.4} ({} examples)", s.accuracy, s.f1_score, s.examples);
+                }
+            });
+            log.write(&Record::Eval {
+                step: state.optimizer_step,
+                epoch: epoch + 1,
+                metrics: eval.clone(),
+            })?;
+            state.history.push(EpochRecord {
+                epoch: epoch + 1,
+                optimizer_steps: state.optimizer_step,
+                train_loss: if epoch_n > 0 {
+                    epoch_loss / epoch_n as f64
+                } else {
+                    f64::NAN
+                },
+                eval: eval.clone(),
+            });
+            if state
+                .best_f1
+                .is_none_or(|best| eval.overall.f1_score > best)
+            {
+                state.best_f1 = Some(eval.overall.f1_score);
+                state.best_epoch = Some(epoch + 1);
+                self.save_model()?;
+                classifier::atomic::write_json(
+                    &args.results_dir.join("metrics.json"),
+                    &MetricsFile {
+                        eval,
+                        epoch: epoch + 1,
+                        labels: LABELS.iter().map(|s| s.to_string()).collect(),
+                        split: format!(
+                            "test ({} of {} rows)",
+                            self.eval.len(),
+                            data.eval_rows_available
+                        ),
+                        model_dir: args.output_dir.clone(),
+                    },
+                )?;
+                progress.suspend(|| {
+                    tracing::info!(
+                        "epoch {} is the best so far: saved {}",
+                        epoch + 1,
+                        args.output_dir.display()
+                    )
+                });
+            }
+            state.epoch = epoch + 1;
+            state.next_batch = 0;
+            if state.epoch < args.epochs {
+                state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
+                self.checkpoint(&state)?;
+            }
+        }
+        progress.finish_and_clear();
+
+        let summary = RunSummary {
+            run_id: state.run_id.clone(),
+            status: "completed".into(),
+            started_at: state.started_at.clone(),
+            finished_at: now(),
+            base_model: BaseModel {
+                id: self.base.source.id.clone(),
+                revision: self.base.source.revision.clone(),
+                model_type: self.base.original_model_type.clone(),
+                head: match &self.base.head {
+                    Head::Loaded => "loaded".into(),
+                    Head::Fresh(why) => format!("fresh: {why}"),
+                },
+                parameters: self.model.params.iter().map(|(_, v)| v.elem_count()).sum(),
+            },
+            hyperparameters: self.hyper.clone(),
+            data,
+            epochs: state.history.clone(),
+            best_epoch: state.best_epoch,
+            wall_time_s: wall_before + wall.elapsed().as_secs_f64(),
+            train_time_s: state.train_seconds,
+            train_examples_per_s: state.examples_seen as f64 / state.train_seconds.max(1e-9),
+            optimizer_steps: state.optimizer_step,
+            peak_rss_mb: classifier::runtime::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
+            threads: rayon::current_num_threads(),
+            resumed: state.resumed,
+            versions: Versions::default(),
+            outputs: Outputs {
+                model_dir: args.output_dir.clone(),
+                metrics: args.results_dir.join("metrics.json"),
+                run_log: log.path().to_path_buf(),
+            },
+        };
+        classifier::atomic::write_json(&args.results_dir.join("run_summary.json"), &summary)?;
+        if resume::exists(&self.ckpt_dir) {
+            let _ = std::fs::remove_dir_all(&self.ckpt_dir);
+        }
+        Ok(Outcome::Completed(Box::new(summary)))
+    }
+
+    fn interrupted(&self, state: &TrainState, progress: &ProgressBar) -> Result<Outcome> {
+        progress.abandon();
+        self.checkpoint(state)?;
+        tracing::warn!(
+            "interrupted at epoch {} step {}: checkpoint saved to {}; continue with `train --resume` and the same flags",
+            state.epoch + 1,
+            state.optimizer_step,
+            self.ckpt_dir.display()
+        );
+        Ok(Outcome::Interrupted {
+            checkpoint: self.ckpt_dir.clone(),
+        })
+    }
+}

@@ -1,0 +1,487 @@
+//! The trainer end to end with tiny generated models: preprocess -> train -> model_output,
+//! learning, accumulation, and resuming after SIGTERM / SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use clap::Parser;
+use classifier::checkpoint::Trainable;
+use classifier::dataset::{Example, LABELS, POSITIVE, read_examples, write_examples};
+use classifier::models::distilbert::Mode;
+use classifier::testing::{TinySize, vocab_for, write_tiny_model};
+use classifier::{Checkpoint, ClassificationMetrics, Classifier, LoadOptions};
+use train::optim::{AdamW, AdamWConfig};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A tiny model whose vocabulary covers `texts`.
+fn tiny_model(dir: &Path, texts: &[&str], size: TinySize) -> PathBuf {
+    let model = dir.join("tiny-base");
+    write_tiny_model(&model, &vocab_for(texts), size, 11).unwrap();
+    model
+}
+
+fn train_args(model: &Path, work: &Path, extra: &[&str]) -> train::Args {
+    let mut argv: Vec<String> = vec![
+        "train".into(),
+        "--base-model".into(),
+        model.display().to_string(),
+        "--data-dir".into(),
+        work.join("data").display().to_string(),
+        "--output-dir".into(),
+        work.join("model_output").display().to_string(),
+        "--results-dir".into(),
+        work.join("results").display().to_string(),
+        "--train-samples".into(),
+        "0".into(),
+        "--eval-samples".into(),
+        "0".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    train::Args::parse_from(argv)
+}
+
+fn completed(outcome: train::Outcome) -> train::runlog::RunSummary {
+    match outcome {
+        train::Outcome::Completed(s) => *s,
+        train::Outcome::Interrupted { .. } => panic!("the run was interrupted"),
+    }
+}
+
+#[test]
+fn preprocess_train_and_metrics_match_model_outputs_own_predictions() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let report = preprocess::run(&preprocess::Args::parse_from([
+        "preprocess",
+        "--source",
+        &format!(
+            "{},name=snippets,group=movie_name",
+            fixtures().join("snippets.csv").display()
+        ),
+        "--source",
+        &format!(
+            "{},name=tweets,text=tweet,label=sentiment,labels=0/4",
+            fixtures().join("tweets.jsonl").display()
+        ),
+        "--output-dir",
+        &work.join("data").display().to_string(),
+        "--tokenizer",
+        "./none",
+    ]))
+    .unwrap();
+    assert!(report.rows_kept > 250);
+    let train_rows = read_examples(&work.join("data/train.csv")).unwrap();
+    let texts: Vec<&str> = train_rows.iter().map(|e| e.text.as_str()).collect();
+    let model = tiny_model(work, &texts, TinySize::default());
+
+    let summary = completed(
+        train::run(
+            &train_args(
+                &model,
+                work,
+                &[
+                    "--epochs",
+                    "2",
+                    "--batch-size",
+                    "8",
+                    "--grad-accum",
+                    "2",
+                    "--lr",
+                    "1e-3",
+                ],
+            ),
+            &AtomicBool::new(false),
+        )
+        .unwrap(),
+    );
+    assert_eq!(summary.epochs.len(), 2);
+    assert_eq!(summary.hyperparameters.effective_batch_size, 16);
+    assert!(summary.data.train_sources.contains(&"tweets".to_string()));
+
+    // Recompute the metrics from what model_output itself predicts on test.csv.
+    let clf = Classifier::load_dir(&work.join("model_output")).unwrap();
+    assert_eq!(clf.labels(), LABELS);
+    assert_eq!(clf.pipeline().truncation, classifier::Truncation::HeadTail);
+    let test = read_examples(&work.join("data/test.csv")).unwrap();
+    let texts: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
+    let predicted: Vec<usize> = clf
+        .predict(&texts)
+        .unwrap()
+        .iter()
+        .map(|p| p.class)
+        .collect();
+    let truth: Vec<usize> = test.iter().map(|e| e.label).collect();
+    let recomputed = ClassificationMetrics::compute(&truth, &predicted, 2, POSITIVE);
+
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("results/metrics.json")).unwrap())
+            .unwrap();
+    for key in ["accuracy", "precision", "recall", "f1_score", "macro_f1"] {
+        let (a, b) = (
+            saved[key].as_f64().unwrap(),
+            serde_json::to_value(&recomputed).unwrap()[key]
+                .as_f64()
+                .unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-12,
+            "{key}: metrics.json {a}, recomputed {b}"
+        );
+    }
+    assert_eq!(
+        saved["confusion_matrix"],
+        serde_json::to_value(&recomputed.confusion_matrix).unwrap()
+    );
+    assert_eq!(saved["examples"].as_u64().unwrap() as usize, test.len());
+    assert!(saved["per_source"]["tweets"]["accuracy"].is_f64());
+
+    // The run log: train lines and one eval line per epoch.
+    let log = std::fs::read_to_string(&summary.outputs.run_log).unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.iter().filter(|r| r["type"] == "eval").count(), 2);
+    let train_line = records.iter().find(|r| r["type"] == "train").unwrap();
+    for key in ["step", "epoch", "loss", "lr", "grad_norm", "examples_per_s"] {
+        assert!(train_line.get(key).is_some(), "metrics.jsonl lacks {key}");
+    }
+    let summary_file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.join("results/run_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary_file["hyperparameters"]["batch_size"], 8);
+    assert!(summary_file["peak_rss_mb"].as_f64().unwrap() > 0.0);
+    assert!(
+        !work.join("results/checkpoint").exists(),
+        "a finished run leaves no checkpoint"
+    );
+}
+
+/// Positive texts contain a positive cue word, negative ones a negative cue; the rest is
+/// filler. A model that learns anything gets this right.
+fn cue_task(n: usize, seed: u64) -> Vec<Example> {
+    let pos = ["great", "wonderful", "superb", "loved"];
+    let neg = ["awful", "boring", "terrible", "hated"];
+    let filler = [
+        "the", "film", "plot", "was", "actors", "scene", "and", "it", "story", "music",
+    ];
+    let mut state = seed | 1;
+    let mut next = move |m: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % m as u64) as usize
+    };
+    (0..n)
+        .map(|i| {
+            let label = i % 2;
+            let len = 4 + next(8);
+            let mut words: Vec<&str> = (0..len).map(|_| filler[next(filler.len())]).collect();
+            let cue = if label == 1 {
+                pos[next(4)]
+            } else {
+                neg[next(4)]
+            };
+            let at = next(words.len() + 1);
+            words.insert(at, cue);
+            Example {
+                text: words.join(" "),
+                label,
+                source: "cues".into(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_model_learns_a_simple_task() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let data = work.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_examples(&data.join("train.csv"), &cue_task(320, 1)).unwrap();
+    write_examples(&data.join("test.csv"), &cue_task(100, 2)).unwrap();
+    let all: Vec<Example> = cue_task(320, 1);
+    let texts: Vec<&str> = all.iter().map(|e| e.text.as_str()).collect();
+    let model = tiny_model(work, &texts, TinySize::default());
+    let summary = completed(
+        train::run(
+            &train_args(
+                &model,
+                work,
+                &[
+                    "--epochs",
+                    "4",
+                    "--batch-size",
+                    "8",
+                    "--grad-accum",
+                    "1",
+                    "--lr",
+                    "2e-3",
+                    "--log-every",
+                    "5",
+                ],
+            ),
+            &AtomicBool::new(false),
+        )
+        .unwrap(),
+    );
+    let first = &summary.epochs[0];
+    let last = summary.epochs.last().unwrap();
+    for e in &summary.epochs {
+        println!(
+            "epoch {} loss {:.4} accuracy {:.3}",
+            e.epoch, e.train_loss, e.eval.overall.accuracy
+        );
+    }
+    assert!(
+        last.train_loss < 0.7 * first.train_loss,
+        "training loss should fall: {} -> {}",
+        first.train_loss,
+        last.train_loss
+    );
+    assert!(
+        last.eval.overall.accuracy > 0.9,
+        "accuracy {}",
+        last.eval.overall.accuracy
+    );
+    assert!(first.eval.overall.accuracy < last.eval.overall.accuracy);
+}
+
+/// One optimizer step over 4 micro-batches of 2 equals one over a batch of 8 (dropout off;
+/// the micro-batches are padded differently, which the mask must make irrelevant).
+#[test]
+fn accumulating_four_micro_batches_equals_one_big_batch() {
+    let work = tempfile::tempdir().unwrap();
+    let data = cue_task(8, 5);
+    let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
+    let model_dir = tiny_model(work.path(), &texts, TinySize::default());
+    let ckpt = Checkpoint::load(model_dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let ids = ckpt
+        .tokenizer
+        .encode_batch(&texts, 64, classifier::Truncation::Head)
+        .unwrap();
+
+    let step = |groups: &[&[usize]]| -> Vec<Vec<f32>> {
+        let model = Trainable::new(&ckpt.config, &ckpt.tensors).unwrap();
+        let mut opt = AdamW::new(model.params.clone(), AdamWConfig::default());
+        for g in groups {
+            let seqs: Vec<&[u32]> = g.iter().map(|&i| ids[i].as_slice()).collect();
+            let b = ckpt.tokenizer.pad(&seqs, &Device::Cpu).unwrap();
+            let labels = Tensor::from_vec(
+                g.iter().map(|&i| data[i].label as u32).collect::<Vec<_>>(),
+                g.len(),
+                &Device::Cpu,
+            )
+            .unwrap();
+            let logits = model
+                .model
+                .forward(&b.input_ids, &b.attention_mask, Mode::Eval)
+                .unwrap();
+            let loss = classifier::ops::cross_entropy(&logits, &labels).unwrap();
+            opt.accumulate(&loss.backward().unwrap(), g.len() as f64)
+                .unwrap();
+        }
+        opt.step(1e-3).unwrap();
+        model
+            .params
+            .iter()
+            .map(|(_, v)| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let big = step(&[&[0, 1, 2, 3, 4, 5, 6, 7]]);
+    let small = step(&[&[0, 1], &[2, 3], &[4, 5], &[6, 7]]);
+    let worst = big
+        .iter()
+        .flatten()
+        .zip(small.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "max weight difference {worst}");
+    let moved = big
+        .iter()
+        .flatten()
+        .zip(ckpt.trainable().unwrap().params.iter().flat_map(|(_, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        }))
+        .any(|(a, b)| (a - b).abs() > 1e-5);
+    assert!(moved, "the step must change the weights");
+}
+
+fn spawn_train(model: &Path, work: &Path, resume: bool) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_train"));
+    cmd.args(["--base-model", model.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(work.join("data"))
+        .arg("--output-dir")
+        .arg(work.join("model_output"))
+        .arg("--results-dir")
+        .arg(work.join("results"))
+        .args([
+            "--train-samples",
+            "0",
+            "--eval-samples",
+            "0",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--grad-accum",
+            "2",
+        ])
+        .args([
+            "--lr",
+            "1e-3",
+            "--checkpoint-every",
+            "1",
+            "--log-every",
+            "1000",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd.spawn().unwrap()
+}
+
+fn wait_for(path: &Path, child: &mut std::process::Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {} appeared",
+            path.display()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut w: Vec<(String, Vec<f32>)> =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+/// SIGTERM: checkpoint and exit; SIGKILL: the last periodic checkpoint survives. Either way
+/// `--resume` ends with exactly the weights of an uninterrupted run, and model_output is
+/// never seen half-written.
+#[test]
+fn interrupted_runs_resume_to_the_uninterrupted_result() {
+    let root = tempfile::tempdir().unwrap();
+    let data = cue_task(240, 9);
+    let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
+    let model = tiny_model(
+        root.path(),
+        &texts,
+        TinySize {
+            dim: 48,
+            layers: 3,
+            heads: 4,
+            hidden: 96,
+            max_positions: 64,
+        },
+    );
+    let prepare = |name: &str| {
+        let work = root.path().join(name);
+        std::fs::create_dir_all(work.join("data")).unwrap();
+        write_examples(&work.join("data/train.csv"), &data).unwrap();
+        write_examples(&work.join("data/test.csv"), &cue_task(60, 10)).unwrap();
+        work
+    };
+
+    let straight = prepare("straight");
+    let status = spawn_train(&model, &straight, false).wait().unwrap();
+    assert!(status.success());
+
+    let broken = prepare("broken");
+    let state = broken.join("results/checkpoint/state.json");
+    // SIGTERM once the first checkpoint exists: a clean stop with a fresh checkpoint.
+    let mut child = spawn_train(&model, &broken, false);
+    wait_for(&state, &mut child);
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "SIGTERM saves a checkpoint and exits 130"
+    );
+    assert!(state.exists());
+    assert!(!broken.join("results/run_summary.json").exists());
+
+    // Resume, then SIGKILL after the next checkpoint lands: nothing can run on SIGKILL.
+    let before = std::fs::read_to_string(&state).unwrap();
+    let mut child = spawn_train(&model, &broken, true);
+    let start = Instant::now();
+    while std::fs::read_to_string(&state)
+        .map(|s| s == before)
+        .unwrap_or(true)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before a new checkpoint"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = broken.join("model_output");
+    if out.exists() {
+        // Whatever was there is complete: it loads.
+        Classifier::load_dir(&out).unwrap();
+    }
+
+    let status = spawn_train(&model, &broken, true).wait().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        weights(&straight.join("model_output")),
+        weights(&out),
+        "resumed weights differ"
+    );
+    let metrics = |w: &Path| std::fs::read_to_string(w.join("results/metrics.json")).unwrap();
+    let (a, b) = (metrics(&straight), metrics(&broken));
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("model_dir"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&a), strip(&b));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(broken.join("results/run_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["resumed"], 2);
+}
