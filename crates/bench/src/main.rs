@@ -354,7 +354,7 @@ fn unit(kind: Kind) -> &'static str {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let threads = classifier::runtime::init_threads(args.threads)?;
+    let threads = classifier::runtime::init(args.threads)?;
     if let Some(name) = &args.worker {
         let w = WORKLOADS
             .iter()

@@ -19,7 +19,7 @@ fn main() -> Result<()> {
         subscriber.init();
     }
     let args = train::Args::parse();
-    let threads = classifier::runtime::init_threads(args.threads)?;
+    let threads = classifier::runtime::init(args.threads)?;
     tracing::info!(threads, "CPU threads");
 
     // First Ctrl-C / SIGTERM: checkpoint and stop cleanly. Second: stop at once.

@@ -263,10 +263,18 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn dropout(&self, x: &Tensor, p: f64, site: u64) -> Result<Tensor> {
+    fn dropout(&self, x: &Tensor, p: f64, site: u64, k: Kernels) -> Result<Tensor> {
+        match self.dropout_seed(site) {
+            None => Ok(x.clone()),
+            Some(seed) => ops::dropout(x, p as f32, seed, k),
+        }
+    }
+
+    /// The mask seed of a dropout site in train mode.
+    fn dropout_seed(&self, site: u64) -> Option<u64> {
         match *self {
-            Mode::Eval => Ok(x.clone()),
-            Mode::Train { seed } => ops::dropout(x, p as f32, ops::site_seed(seed, site)),
+            Mode::Eval => None,
+            Mode::Train { seed } => Some(ops::site_seed(seed, site)),
         }
     }
 }
@@ -295,8 +303,8 @@ impl Linear {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias)
+    fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
+        ops::linear(x, &self.weight, &self.bias, k)
     }
 }
 
@@ -350,7 +358,7 @@ impl Embeddings {
         let positions = self.position_embeddings.narrow(0, 0, s)?;
         let x = words.broadcast_add(&positions)?;
         let x = self.layer_norm.forward(&x, k)?;
-        mode.dropout(&x, self.dropout, SITE_EMBEDDINGS)
+        mode.dropout(&x, self.dropout, SITE_EMBEDDINGS, k)
     }
 }
 
@@ -360,6 +368,8 @@ struct MultiHeadSelfAttention {
     k_lin: Linear,
     v_lin: Linear,
     out_lin: Linear,
+    /// `[q; k; v]` weights and biases stacked once, when they are constants (inference).
+    packed: Option<(Tensor, Tensor)>,
     n_heads: usize,
     head_dim: usize,
     dropout: f64,
@@ -368,44 +378,99 @@ struct MultiHeadSelfAttention {
 impl MultiHeadSelfAttention {
     fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let d = cfg.dim;
+        let (q_lin, k_lin, v_lin) = (
+            Linear::load(vb.pp("q_lin"), d, d)?,
+            Linear::load(vb.pp("k_lin"), d, d)?,
+            Linear::load(vb.pp("v_lin"), d, d)?,
+        );
+        let trainable = [&q_lin, &k_lin, &v_lin]
+            .iter()
+            .any(|l| l.weight.track_op() || l.bias.track_op());
+        let packed = if trainable {
+            None
+        } else {
+            Some(Self::pack(&q_lin, &k_lin, &v_lin)?)
+        };
         Ok(Self {
-            q_lin: Linear::load(vb.pp("q_lin"), d, d)?,
-            k_lin: Linear::load(vb.pp("k_lin"), d, d)?,
-            v_lin: Linear::load(vb.pp("v_lin"), d, d)?,
+            q_lin,
+            k_lin,
+            v_lin,
             out_lin: Linear::load(vb.pp("out_lin"), d, d)?,
+            packed,
             n_heads: cfg.n_heads,
             head_dim: cfg.head_dim(),
             dropout: cfg.attention_dropout,
         })
     }
 
+    /// One `(3 dim, dim)` projection for Q, K and V: one GEMM instead of three, and one input
+    /// gradient instead of three to add up. Differentiable (the gradient is split back).
+    fn pack(q: &Linear, k: &Linear, v: &Linear) -> Result<(Tensor, Tensor)> {
+        Ok((
+            Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
+            Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
+        ))
+    }
+
     fn forward(
         &self,
         x: &Tensor,
-        bias: &Tensor,
+        mask: &AttentionMask,
         mode: Mode,
         site: u64,
         k: Kernels,
     ) -> Result<Tensor> {
         let (b, s, d) = x.dims3()?;
-        let split_heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, s, self.n_heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+        let context = match k {
+            Kernels::Fused => {
+                let (w, bias) = match &self.packed {
+                    Some(p) => p.clone(),
+                    None => Self::pack(&self.q_lin, &self.k_lin, &self.v_lin)?,
+                };
+                let qkv = ops::linear(x, &w, &bias, k)?;
+                let dropout = mode
+                    .dropout_seed(site)
+                    .map(|seed| (self.dropout as f32, seed));
+                ops::fused::attention(&qkv, &mask.keep, self.n_heads, dropout)?
+            }
+            Kernels::Reference => {
+                let split_heads = |t: Tensor| -> Result<Tensor> {
+                    t.reshape((b, s, self.n_heads, self.head_dim))?
+                        .transpose(1, 2)?
+                        .contiguous()
+                };
+                let q = split_heads(self.q_lin.forward(x, k)?)?;
+                let key = split_heads(self.k_lin.forward(x, k)?)?;
+                let v = split_heads(self.v_lin.forward(x, k)?)?;
+                let scale = (self.head_dim as f64).powf(-0.5);
+                let scores = (q.matmul(&key.t()?)? * scale)?;
+                let probs = ops::masked_softmax(&scores, &mask.bias()?)?;
+                let probs = mode.dropout(&probs, self.dropout, site, k)?;
+                probs
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((b, s, d))?
+            }
         };
-        let q = split_heads(self.q_lin.forward(x)?)?;
-        let key = split_heads(self.k_lin.forward(x)?)?;
-        let v = split_heads(self.v_lin.forward(x)?)?;
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let scores = (q.matmul(&key.t()?)? * scale)?;
-        let probs = ops::masked_softmax(&scores, bias, k)?;
-        let probs = mode.dropout(&probs, self.dropout, site)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, s, d))?;
-        self.out_lin.forward(&context)
+        self.out_lin.forward(&context, k)
+    }
+}
+
+/// The `(batch, seq)` 1 = keep / 0 = pad mask, and (for the reference kernels) its additive
+/// form, made once per forward pass.
+struct AttentionMask {
+    keep: Tensor,
+    bias: std::cell::OnceCell<Tensor>,
+}
+
+impl AttentionMask {
+    fn bias(&self) -> Result<Tensor> {
+        if let Some(b) = self.bias.get() {
+            return Ok(b.clone());
+        }
+        let b = ops::attention_bias(&self.keep)?;
+        Ok(self.bias.get_or_init(|| b).clone())
     }
 }
 
@@ -428,13 +493,13 @@ impl Ffn {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode, site: u64, k: Kernels) -> Result<Tensor> {
-        let h = self.lin1.forward(x)?;
+        let h = self.lin1.forward(x, k)?;
         let h = match self.activation {
             Activation::Gelu => ops::gelu(&h, k)?,
             Activation::Relu => h.relu()?,
         };
-        let out = self.lin2.forward(&h)?;
-        mode.dropout(&out, self.dropout, site)
+        let out = self.lin2.forward(&h, k)?;
+        mode.dropout(&out, self.dropout, site, k)
     }
 }
 
@@ -459,14 +524,14 @@ impl TransformerBlock {
     fn forward(
         &self,
         x: &Tensor,
-        bias: &Tensor,
+        mask: &AttentionMask,
         mode: Mode,
         i: usize,
         k: Kernels,
     ) -> Result<Tensor> {
         let attn = self
             .attention
-            .forward(x, bias, mode, site_attention(i), k)?;
+            .forward(x, mask, mode, site_attention(i), k)?;
         let x = self.sa_layer_norm.forward(&(attn + x)?, k)?;
         let ffn = self.ffn.forward(&x, mode, site_ffn(i), k)?;
         self.output_layer_norm.forward(&(ffn + x)?, k)
@@ -499,10 +564,13 @@ impl DistilBertModel {
         mode: Mode,
         k: Kernels,
     ) -> Result<Tensor> {
-        let bias = ops::attention_bias(attention_mask)?;
+        let mask = AttentionMask {
+            keep: attention_mask.clone(),
+            bias: Default::default(),
+        };
         let mut x = self.embeddings.forward(input_ids, mode, k)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &bias, mode, i, k)?;
+            x = layer.forward(&x, &mask, mode, i, k)?;
         }
         Ok(x)
     }
@@ -559,10 +627,11 @@ impl DistilBertForSequenceClassification {
         attention_mask: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
+        let k = self.kernels;
         let hidden = self.encode(input_ids, attention_mask, mode)?;
         let first = hidden.i((.., 0))?.contiguous()?;
-        let pooled = self.pre_classifier.forward(&first)?.relu()?;
-        let pooled = mode.dropout(&pooled, self.seq_classif_dropout, SITE_HEAD)?;
-        self.classifier.forward(&pooled)?.to_dtype(DType::F32)
+        let pooled = self.pre_classifier.forward(&first, k)?.relu()?;
+        let pooled = mode.dropout(&pooled, self.seq_classif_dropout, SITE_HEAD, k)?;
+        self.classifier.forward(&pooled, k)?.to_dtype(DType::F32)
     }
 }

@@ -1,15 +1,19 @@
-//! The tensor operations the transformer is built from, each differentiable.
+//! The tensor operations the transformer is built from, each differentiable, in two
+//! implementations ([`Kernels`]).
 //!
 //! candle-nn's fused `layer_norm` and `softmax_last_dim` record no gradient (candle issues
 //! #3011, #3569): a model built on them trains only what lies after the last such op, while
 //! the loss still falls. The `Reference` kernels here are compositions of candle's primitive
-//! ops, so candle's autograd differentiates them; they are the oracle that faster kernels are
-//! tested against.
+//! ops, so candle's autograd differentiates them; they are the oracle that the [`fused`]
+//! kernels (our own forward and backward passes) are tested against.
 
 pub mod cpu;
 mod dropout;
+pub mod fused;
+pub mod gemm;
+pub mod math;
 
-pub use dropout::{dropout, site_seed};
+pub use dropout::site_seed;
 
 use candle_core::{D, DType, Result, Tensor};
 
@@ -17,15 +21,34 @@ use candle_core::{D, DType, Result, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kernels {
     /// Compositions of candle primitives: slow, obviously correct, differentiable.
-    #[default]
     Reference,
+    /// Our fused kernels with hand-written backward passes, checked against `Reference`.
+    #[default]
+    Fused,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "reference" => Ok(Kernels::Reference),
+            "fused" => Ok(Kernels::Fused),
+            _ => Err(format!("unknown kernels `{s}`: reference or fused")),
+        }
+    }
 }
 
 /// `x @ w^T + b` for `x` of shape `(..., in)`, `w` of shape `(out, in)`.
-///
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, k: Kernels) -> Result<Tensor> {
+    match k {
+        Kernels::Reference => linear_reference(x, w, b),
+        Kernels::Fused => fused::linear(x, w, b),
+    }
+}
+
 /// Leading dimensions are folded into one so the product is a single GEMM, forward and
 /// backward (candle's batched matmul would broadcast `w` and sum its gradient back).
-pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn linear_reference(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let (rows, inner) = (x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]);
     let y = x
@@ -38,7 +61,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// LayerNorm over the last dimension (biased variance, as PyTorch).
-pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, _k: Kernels) -> Result<Tensor> {
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, k: Kernels) -> Result<Tensor> {
+    if k == Kernels::Fused {
+        return fused::layer_norm(x, w, b, eps);
+    }
     let mean = x.mean_keepdim(D::Minus1)?;
     let centered = x.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -46,8 +72,9 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, _k: Kernels) -> 
     normed.broadcast_mul(w)?.broadcast_add(b)
 }
 
-/// Softmax over the last dimension of `scores + bias`, `bias` broadcastable to `scores`.
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor, _k: Kernels) -> Result<Tensor> {
+/// Softmax over the last dimension of `scores + bias`, `bias` broadcastable to `scores`
+/// (the reference path of attention; the fused one does this inside its kernel).
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let x = scores.broadcast_add(bias)?;
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
@@ -55,8 +82,20 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor, _k: Kernels) -> Result<Ten
 }
 
 /// Exact GELU, `x * Phi(x)`, as `transformers`' "gelu" activation.
-pub fn gelu(x: &Tensor, _k: Kernels) -> Result<Tensor> {
-    x.gelu_erf()
+pub fn gelu(x: &Tensor, k: Kernels) -> Result<Tensor> {
+    match k {
+        Kernels::Reference => x.gelu_erf(),
+        Kernels::Fused => fused::gelu(x),
+    }
+}
+
+/// Dropout with drop probability `p` and a mask reproducible from `seed` (the identity when
+/// `p` is 0). Both implementations draw the same mask.
+pub fn dropout(x: &Tensor, p: f32, seed: u64, k: Kernels) -> Result<Tensor> {
+    match k {
+        Kernels::Reference => dropout::dropout(x, p, seed),
+        Kernels::Fused => fused::dropout(x, p, seed),
+    }
 }
 
 /// Additive attention bias from a `(batch, seq)` 1 = keep / 0 = pad mask: 0 where kept, the

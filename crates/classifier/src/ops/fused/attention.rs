@@ -1,0 +1,260 @@
+//! Multi-head self-attention in one op: for each (sequence, head), scores `Q K^T * scale`,
+//! the padding bias, softmax, dropout and `P V`, written straight into the `(batch, seq,
+//! dim)` context the output projection reads. No transposes, no per-step tensors.
+//!
+//! The input is the packed `(batch, seq, 3 * dim)` projection `[Q | K | V]`. In training the
+//! softmax probabilities are kept for the backward pass (dropout masks are regenerated from
+//! their seed instead of stored).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{SharedMut, slice};
+use crate::ops::dropout::Mask;
+use crate::ops::gemm::{Layout2, View, ViewMut, matmul};
+
+struct Attention {
+    heads: usize,
+    scale: f32,
+    /// Additive bias per (sequence, key position): 0 to attend, f32::MIN for padding.
+    bias: Arc<Vec<f32>>,
+    dropout: Option<Mask>,
+    /// Softmax probabilities `(batch, heads, seq, seq)`, kept when a backward pass will come.
+    probs: Option<Mutex<Vec<f32>>>,
+}
+
+struct Dims {
+    b: usize,
+    s: usize,
+    d: usize,
+    dh: usize,
+}
+
+impl Attention {
+    fn dims(&self, shape: &Shape) -> Result<Dims> {
+        let (b, s, d3) = shape.dims3()?;
+        if d3 % 3 != 0 || (d3 / 3) % self.heads != 0 {
+            candle_core::bail!("attention: last dim {d3} is not 3 x heads x head_dim");
+        }
+        let d = d3 / 3;
+        Ok(Dims {
+            b,
+            s,
+            d,
+            dh: d / self.heads,
+        })
+    }
+
+    /// Index of the first dropout-mask element of (sequence, head): masks are numbered as
+    /// the reference kernel's `(batch, heads, seq, seq)` probabilities.
+    fn mask_base(&self, bi: usize, h: usize, s: usize) -> usize {
+        (bi * self.heads + h) * s * s
+    }
+}
+
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma",
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "aarch64+neon"
+))]
+fn softmax_rows(scores: &mut [f32], bias: &[f32]) {
+    let s = bias.len();
+    for row in scores.chunks_mut(s) {
+        let mut max = f32::MIN;
+        for (x, b) in row.iter_mut().zip(bias) {
+            *x += b;
+            max = max.max(*x);
+        }
+        let mut sum = 0f32;
+        for x in row.iter_mut() {
+            *x = crate::ops::math::exp(*x - max);
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
+}
+
+/// `dS = P * (dP - rowsum(dP * P)) * scale`, in place of `dp`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma",
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "aarch64+neon"
+))]
+fn softmax_backward_rows(dp: &mut [f32], p: &[f32], s: usize, scale: f32) {
+    for (g, p) in dp.chunks_mut(s).zip(p.chunks(s)) {
+        let dot: f32 = g.iter().zip(p).map(|(a, b)| a * b).sum();
+        for (g, p) in g.iter_mut().zip(p) {
+            *g = p * (*g - dot) * scale;
+        }
+    }
+}
+
+fn apply_mask(buf: &mut [f32], mask: &Mask, base: usize) {
+    for (i, x) in buf.iter_mut().enumerate() {
+        *x *= mask.factor(base + i);
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = slice(storage, layout, "attention")?;
+        let Dims { b, s, d, dh } = self.dims(layout.shape())?;
+        if self.bias.len() != b * s {
+            candle_core::bail!(
+                "attention: mask has {} entries for {b}x{s} tokens",
+                self.bias.len()
+            );
+        }
+        let mut out = vec![0f32; b * s * d];
+        let out_ptr = SharedMut::new(&mut out);
+        let mut probs_guard = self.probs.as_ref().map(|p| p.lock().expect("not poisoned"));
+        if let Some(p) = probs_guard.as_mut() {
+            p.resize(b * self.heads * s * s, 0.0);
+        }
+        let probs_ptr = probs_guard.as_mut().map(|p| SharedMut::new(p));
+        (0..b * self.heads).into_par_iter().for_each_init(
+            || (vec![0f32; s * s], vec![0f32; s * s]),
+            |(scratch, dropped), task| {
+                let (bi, h) = (task / self.heads, task % self.heads);
+                let block = |off: usize| {
+                    View::new(
+                        qkv,
+                        Layout2::strided_rows(bi * s * 3 * d + off + h * dh, s, dh, 3 * d),
+                    )
+                };
+                let (q, k, v) = (block(0), block(d), block(2 * d));
+                let p: &mut [f32] = match &probs_ptr {
+                    // SAFETY: task (bi, h) alone writes probabilities block `task`.
+                    Some(ptr) => {
+                        let all = unsafe { ptr.get() };
+                        &mut all[task * s * s..(task + 1) * s * s]
+                    }
+                    None => scratch,
+                };
+                matmul(ViewMut::rows(p, s, s), q, k.t(), false, self.scale, 1);
+                softmax_rows(p, &self.bias[bi * s..(bi + 1) * s]);
+                let weights: &[f32] = match &self.dropout {
+                    Some(mask) => {
+                        dropped.copy_from_slice(p);
+                        apply_mask(dropped, mask, self.mask_base(bi, h, s));
+                        dropped
+                    }
+                    None => p,
+                };
+                // SAFETY: task (bi, h) alone writes the h-th head block of sequence bi.
+                let out = unsafe { out_ptr.get() };
+                let dst = Layout2::strided_rows(bi * s * d + h * dh, s, dh, d);
+                matmul(
+                    ViewMut::new(out, dst),
+                    View::rows(weights, s, s),
+                    v,
+                    false,
+                    1.0,
+                    1,
+                );
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((b, s, d))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _out: &Tensor, d_out: &Tensor) -> Result<Option<Tensor>> {
+        let probs = self
+            .probs
+            .as_ref()
+            .ok_or_else(|| {
+                candle_core::Error::Msg("attention: backward without kept probabilities".into())
+            })?
+            .lock()
+            .expect("not poisoned");
+        let Dims { b, s, d, dh } = self.dims(qkv.shape())?;
+        let d_out = d_out.contiguous()?;
+        let mut dqkv = vec![0f32; b * s * 3 * d];
+        let dqkv_ptr = SharedMut::new(&mut dqkv);
+        crate::ops::cpu::with_f32(qkv, |qkv| {
+            crate::ops::cpu::with_f32(&d_out, |g| {
+                (0..b * self.heads).into_par_iter().for_each_init(
+                    || (vec![0f32; s * s], vec![0f32; s * s]),
+                    |(dropped, dp), task| {
+                        let (bi, h) = (task / self.heads, task % self.heads);
+                        let block = |off: usize| {
+                            Layout2::strided_rows(bi * s * 3 * d + off + h * dh, s, dh, 3 * d)
+                        };
+                        let q = View::new(qkv, block(0));
+                        let k = View::new(qkv, block(d));
+                        let v = View::new(qkv, block(2 * d));
+                        let go = View::new(g, Layout2::strided_rows(bi * s * d + h * dh, s, dh, d));
+                        let p = &probs[task * s * s..(task + 1) * s * s];
+                        let weights: &[f32] = match &self.dropout {
+                            Some(mask) => {
+                                dropped.copy_from_slice(p);
+                                apply_mask(dropped, mask, self.mask_base(bi, h, s));
+                                dropped
+                            }
+                            None => p,
+                        };
+                        // SAFETY: task (bi, h) alone writes the h-th Q, K and V column blocks
+                        // of sequence bi in dqkv.
+                        let dst = unsafe { dqkv_ptr.get() };
+                        // dV = W^T dO
+                        let w = View::rows(weights, s, s);
+                        matmul(ViewMut::new(dst, block(2 * d)), w.t(), go, false, 1.0, 1);
+                        // dW = dO V^T, then back through dropout and softmax into dS.
+                        matmul(ViewMut::rows(dp, s, s), go, v.t(), false, 1.0, 1);
+                        if let Some(mask) = &self.dropout {
+                            apply_mask(dp, mask, self.mask_base(bi, h, s));
+                        }
+                        softmax_backward_rows(dp, p, s, self.scale);
+                        // dQ = dS K, dK = dS^T Q
+                        let ds = View::rows(dp, s, s);
+                        matmul(ViewMut::new(dst, block(0)), ds, k, false, 1.0, 1);
+                        matmul(ViewMut::new(dst, block(d)), ds.t(), q, false, 1.0, 1);
+                    },
+                )
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(dqkv, (b, s, 3 * d), qkv.device())?))
+    }
+}
+
+/// Self-attention over the packed projection `qkv` `(batch, seq, 3 * dim)` with the
+/// `(batch, seq)` 1 = keep / 0 = pad `mask`; dropout on the probabilities when `dropout` is
+/// `Some((p, seed))`. Returns the context `(batch, seq, dim)`.
+pub fn attention(
+    qkv: &Tensor,
+    mask: &Tensor,
+    heads: usize,
+    dropout: Option<(f32, u64)>,
+) -> Result<Tensor> {
+    let (b, s, d3) = qkv.dims3()?;
+    let keep = mask
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if keep.len() != b * s {
+        candle_core::bail!("attention: mask {:?} does not fit ({b}, {s})", mask.dims());
+    }
+    let bias = keep
+        .iter()
+        .map(|&k| if k > 0.5 { 0.0 } else { f32::MIN })
+        .collect();
+    let head_dim = d3 / 3 / heads;
+    let op = Attention {
+        heads,
+        scale: (head_dim as f32).powf(-0.5),
+        bias: Arc::new(bias),
+        dropout: dropout
+            .filter(|(p, _)| *p > 0.0)
+            .map(|(p, seed)| Mask::new(p, seed)),
+        probs: qkv.track_op().then(|| Mutex::new(Vec::new())),
+    };
+    qkv.contiguous()?.apply_op1(op)
+}

@@ -1,0 +1,117 @@
+//! Elementwise ops in parallel chunks: exact GELU and seeded dropout, each with its backward.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::slice;
+use crate::ops::dropout::Mask;
+use crate::ops::math;
+
+/// Elements per parallel work item.
+const CHUNK: usize = 1 << 14;
+
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma",
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "aarch64+neon"
+))]
+fn gelu_chunk(x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = math::gelu(*x);
+    }
+}
+
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma",
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "aarch64+neon"
+))]
+fn gelu_grad_chunk(x: &[f32], g: &[f32], dx: &mut [f32]) {
+    for ((dx, x), g) in dx.iter_mut().zip(x).zip(g) {
+        *dx = g * math::gelu_grad(*x);
+    }
+}
+
+fn map2(a: &[f32], b: &[f32], f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK))
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|((o, a), b)| f(a, b, o));
+    out
+}
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "fused-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "gelu")?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| gelu_chunk(x, y));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dy = dy.contiguous()?;
+        let dx = crate::ops::cpu::with_f32(x, |x| {
+            crate::ops::cpu::with_f32(&dy, |g| map2(x, g, gelu_grad_chunk))
+        })??;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// Exact (erf) GELU.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+struct Dropout(Mask);
+
+impl Dropout {
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(c, (y, x))| {
+                self.0.fill(c * CHUNK, y);
+                for (y, x) in y.iter_mut().zip(x) {
+                    *y *= x;
+                }
+            });
+        y
+    }
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "fused-dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((
+            CpuStorage::F32(self.apply(slice(s, l, "dropout")?)),
+            l.shape().clone(),
+        ))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dy = dy.contiguous()?;
+        let dx = crate::ops::cpu::with_f32(&dy, |g| self.apply(g))?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// Dropout with the mask [`crate::ops::dropout`] defines, regenerated in the backward pass.
+pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    x.contiguous()?.apply_op1(Dropout(Mask::new(p, seed)))
+}

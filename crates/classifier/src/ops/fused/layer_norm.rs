@@ -1,0 +1,170 @@
+//! LayerNorm over the last dimension, rows in parallel, with its backward pass. Training
+//! keeps each row's mean and reciprocal standard deviation for the backward.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{ROW_BLOCK, add_into, slice};
+
+struct LayerNorm {
+    eps: f32,
+    /// `(mean, 1 / std)` per row, kept when a backward pass will come.
+    stats: Option<Mutex<Vec<(f32, f32)>>>,
+}
+
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma",
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "aarch64+neon"
+))]
+fn normalize_row(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+        *y = (x - mean) * rstd * g + b;
+    }
+    (mean, rstd)
+}
+
+/// One row's input gradient; adds the row's share of dgamma / dbeta into the accumulators.
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma",
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "aarch64+neon"
+))]
+fn backward_row(
+    x: &[f32],
+    g: &[f32],
+    gamma: &[f32],
+    (mean, rstd): (f32, f32),
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    let n = x.len() as f32;
+    let (mut sum_gg, mut sum_ggx) = (0f32, 0f32);
+    for i in 0..x.len() {
+        let xhat = (x[i] - mean) * rstd;
+        let gg = g[i] * gamma[i];
+        sum_gg += gg;
+        sum_ggx += gg * xhat;
+        dgamma[i] += g[i] * xhat;
+        dbeta[i] += g[i];
+    }
+    let (mean_gg, mean_ggx) = (sum_gg / n, sum_ggx / n);
+    for i in 0..x.len() {
+        let xhat = (x[i] - mean) * rstd;
+        dx[i] = rstd * (g[i] * gamma[i] - mean_gg - xhat * mean_ggx);
+    }
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (
+            slice(xs, xl, "layer_norm")?,
+            slice(gs, gl, "layer_norm")?,
+            slice(bs, bl, "layer_norm")?,
+        );
+        let d = gamma.len();
+        if d == 0 || beta.len() != d || x.len() % d != 0 || xl.shape().dims().last() != Some(&d) {
+            candle_core::bail!("layer_norm: x {:?} does not fit weights of {d}", xl.shape());
+        }
+        let rows = x.len() / d;
+        let mut y = vec![0f32; x.len()];
+        let mut stats = vec![(0f32, 0f32); rows];
+        y.par_chunks_mut(ROW_BLOCK * d)
+            .zip(x.par_chunks(ROW_BLOCK * d))
+            .zip(stats.par_chunks_mut(ROW_BLOCK))
+            .for_each(|((y, x), st)| {
+                for ((y, x), st) in y.chunks_mut(d).zip(x.chunks(d)).zip(st) {
+                    *st = normalize_row(x, gamma, beta, y, self.eps);
+                }
+            });
+        if let Some(keep) = &self.stats {
+            *keep.lock().expect("not poisoned") = stats;
+        }
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self
+            .stats
+            .as_ref()
+            .ok_or_else(|| {
+                candle_core::Error::Msg("layer_norm: backward without kept statistics".into())
+            })?
+            .lock()
+            .expect("not poisoned");
+        let d = gamma.elem_count();
+        let dy = dy.contiguous()?;
+        let mut dx = vec![0f32; x.elem_count()];
+        let (dgamma, dbeta) = crate::ops::cpu::with_f32(x, |x| {
+            crate::ops::cpu::with_f32(&dy, |g| {
+                crate::ops::cpu::with_f32(gamma, |gamma| {
+                    // Fixed blocks, partial sums added in block order: deterministic.
+                    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+                        .par_chunks_mut(ROW_BLOCK * d)
+                        .zip(x.par_chunks(ROW_BLOCK * d))
+                        .zip(g.par_chunks(ROW_BLOCK * d))
+                        .zip(stats.par_chunks(ROW_BLOCK))
+                        .map(|(((dx, x), g), st)| {
+                            let (mut dg, mut db) = (vec![0f32; d], vec![0f32; d]);
+                            for (((dx, x), g), st) in
+                                dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)).zip(st)
+                            {
+                                backward_row(x, g, gamma, *st, dx, &mut dg, &mut db);
+                            }
+                            (dg, db)
+                        })
+                        .collect();
+                    let (mut dg, mut db) = (vec![0f32; d], vec![0f32; d]);
+                    for (pg, pb) in &partials {
+                        add_into(&mut dg, pg);
+                        add_into(&mut db, pb);
+                    }
+                    (dg, db)
+                })
+            })
+        })???;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dgamma, d, dev)?),
+            Some(Tensor::from_vec(dbeta, d, dev)?),
+        ))
+    }
+}
+
+/// LayerNorm of `x` over its last dimension with weight `gamma` and bias `beta`.
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let track = x.track_op() || gamma.track_op() || beta.track_op();
+    let op = LayerNorm {
+        eps: eps as f32,
+        stats: track.then(|| Mutex::new(Vec::new())),
+    };
+    x.contiguous()?
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
+}

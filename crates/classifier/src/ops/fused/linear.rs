@@ -1,0 +1,117 @@
+//! `y = x @ w^T + b` with the bias folded into the GEMM, and a backward pass whose bias
+//! gradient is a parallel column sum (candle's is a single-threaded reduction).
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::{column_sums, slice};
+use crate::ops::cpu::with_f32;
+use crate::ops::gemm::{View, ViewMut, matmul};
+
+struct Linear;
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (n, k2) = wl.shape().dims2()?;
+        if k != k2 || bl.shape().elem_count() != n {
+            candle_core::bail!(
+                "fused-linear: x {:?}, w {:?}, b {:?} do not fit",
+                xl.shape(),
+                wl.shape(),
+                bl.shape()
+            );
+        }
+        let x = slice(xs, xl, "linear")?;
+        let w = slice(ws, wl, "linear")?;
+        let b = slice(bs, bl, "linear")?;
+        let mut y = Vec::with_capacity(m * n);
+        for _ in 0..m {
+            y.extend_from_slice(b);
+        }
+        let threads = rayon::current_num_threads();
+        let (x, w) = (View::rows(x, m, k), View::rows(w, n, k));
+        matmul(ViewMut::rows(&mut y, m, n), x, w.t(), true, 1.0, threads);
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (m, n) = dy.dims2()?;
+        let k = x.dim(1)?;
+        let threads = rayon::current_num_threads();
+        let dev = x.device();
+        let (dx, dw, db) = with_f32(&dy, |g| -> Result<_> {
+            let g = View::rows(g, m, n);
+            let dx = if x.track_op() {
+                let dx = with_f32(w, |w| {
+                    let mut dx = vec![0f32; m * k];
+                    matmul(
+                        ViewMut::rows(&mut dx, m, k),
+                        g,
+                        View::rows(w, n, k),
+                        false,
+                        1.0,
+                        threads,
+                    );
+                    dx
+                })?;
+                Some(Tensor::from_vec(dx, (m, k), dev)?)
+            } else {
+                None
+            };
+            let dw = if w.track_op() {
+                let dw = with_f32(x, |x| {
+                    let mut dw = vec![0f32; n * k];
+                    matmul(
+                        ViewMut::rows(&mut dw, n, k),
+                        g.t(),
+                        View::rows(x, m, k),
+                        false,
+                        1.0,
+                        threads,
+                    );
+                    dw
+                })?;
+                Some(Tensor::from_vec(dw, (n, k), dev)?)
+            } else {
+                None
+            };
+            Ok((dx, dw, Tensor::from_vec(column_sums(g.data, n), n, dev)?))
+        })??;
+        Ok((dx, dw, Some(db)))
+    }
+}
+
+/// `x @ w^T + b` for `x` of shape `(..., in)`, `w` `(out, in)`, `b` `(out,)`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let inner = *dims.last().expect("rank >= 1");
+    let rows = x.elem_count() / inner;
+    let y = x.reshape((rows, inner))?.contiguous()?.apply_op3_arc(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        std::sync::Arc::new(Box::new(Linear)),
+    )?;
+    let mut out = dims;
+    *out.last_mut().expect("rank >= 1") = w.dim(0)?;
+    y.reshape(out)
+}
