@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, LoadOptions};
@@ -41,6 +41,8 @@ pub struct Prediction {
     pub class: usize,
     /// Softmax probability of every class, in class-index order.
     pub probabilities: Vec<f32>,
+    /// The model's raw scores (logits), in class-index order.
+    pub logits: Vec<f32>,
 }
 
 impl Prediction {
@@ -167,6 +169,21 @@ impl Classifier {
             .encode_batch(&refs, self.pipeline.max_length, self.pipeline.truncation)
     }
 
+    /// Like [`Classifier::encode`], also giving each text's length before truncation
+    /// (word pieces plus `[CLS]`/`[SEP]`): more than the max length means it was cut.
+    pub fn encode_with_lengths(&self, texts: &[&str]) -> Result<Vec<(Vec<u32>, usize)>> {
+        let cleaned: Vec<String> = texts
+            .iter()
+            .map(|t| self.pipeline.cleaning.clean(t))
+            .collect();
+        let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
+        self.tokenizer.encode_batch_with_lengths(
+            &refs,
+            self.pipeline.max_length,
+            self.pipeline.truncation,
+        )
+    }
+
     /// The number of word pieces `text` has after cleaning, before truncation.
     pub fn token_count(&self, text: &str) -> Result<usize> {
         self.tokenizer
@@ -209,11 +226,15 @@ impl Classifier {
 
 /// Softmax of each row of `(batch, classes)` logits, with the argmax.
 pub fn probabilities(logits: &Tensor) -> Result<Vec<Prediction>> {
-    let probs = candle_nn::ops::softmax(logits, D::Minus1)?.to_vec2::<f32>()?;
-    Ok(probs
+    Ok(logits
+        .to_vec2::<f32>()?
         .into_iter()
-        .map(|p| {
-            let class = p
+        .map(|logits| {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+            let sum: f64 = exp.iter().sum();
+            let probabilities: Vec<f32> = exp.iter().map(|e| (e / sum) as f32).collect();
+            let class = probabilities
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
@@ -221,7 +242,8 @@ pub fn probabilities(logits: &Tensor) -> Result<Vec<Prediction>> {
                 .unwrap_or(0);
             Prediction {
                 class,
-                probabilities: p,
+                probabilities,
+                logits,
             }
         })
         .collect())

@@ -320,6 +320,21 @@ impl TextTokenizer {
         max_length: usize,
         truncation: Truncation,
     ) -> Result<Vec<Vec<u32>>> {
+        Ok(self
+            .encode_batch_with_lengths(texts, max_length, truncation)?
+            .into_iter()
+            .map(|(ids, _)| ids)
+            .collect())
+    }
+
+    /// [`TextTokenizer::encode_batch`], with each text's untruncated length (special tokens
+    /// included).
+    pub fn encode_batch_with_lengths(
+        &self,
+        texts: &[&str],
+        max_length: usize,
+        truncation: Truncation,
+    ) -> Result<Vec<(Vec<u32>, usize)>> {
         if max_length < 3 {
             return Err(Error::Input(format!(
                 "max_length {max_length} is too small: [CLS] and [SEP] alone take 2 tokens"
@@ -331,7 +346,10 @@ impl TextTokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(encodings
             .iter()
-            .map(|enc| self.wrap(enc.get_ids(), max_length, truncation))
+            .map(|enc| {
+                let ids = enc.get_ids();
+                (self.wrap(ids, max_length, truncation), ids.len() + 2)
+            })
             .collect())
     }
 

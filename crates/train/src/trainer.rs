@@ -126,7 +126,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     let cleaning = load_cleaning(&args.data_dir)?;
 
     tracing::info!(model = %args.base_model, "loading the base model");
-    let base = Checkpoint::load(
+    let mut base = Checkpoint::load(
         &args.base_model,
         &LoadOptions {
             labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
@@ -135,6 +135,10 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
         },
     )
     .with_context(|| format!("loading base model `{}`", args.base_model))?;
+    // transformers' convention for "fine-tuned from": the api's /info reports it.
+    base.config
+        .extra
+        .insert("_name_or_path".into(), base.source.id.clone().into());
     let max_length = args.max_length.min(base.config.max_position_embeddings);
     if max_length < args.max_length {
         tracing::warn!(

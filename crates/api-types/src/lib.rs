@@ -1,0 +1,242 @@
+//! The HTTP bodies of the sentiment api: what clients send and receive. Shared by the api and
+//! the ui, so the ui talks to the api in the same types without linking the model.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+
+/// One label with its score (a softmax probability, or a raw logit when asked for).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LabelScore {
+    #[schema(example = "positive")]
+    pub label: String,
+    #[schema(example = 0.97)]
+    pub score: f32,
+}
+
+/// `POST /predict` in the original form: one text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextRequest {
+    /// The text to classify (at least one non-blank character).
+    #[schema(
+        example = "A wonderful, heart-warming film.",
+        min_length = 1,
+        pattern = r"\S"
+    )]
+    pub text: String,
+}
+
+/// The most texts one request may carry unless the server says otherwise (`--max-inputs`).
+pub const DEFAULT_MAX_INPUTS: usize = 64;
+
+/// A text with at least one non-blank character.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text(pub String);
+
+/// A list of 1 to [`DEFAULT_MAX_INPUTS`] texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Texts(pub Vec<Text>);
+
+// utoipa's derive takes no length or pattern limits on newtypes: the schemas are written
+// out, so that fuzzers (schemathesis) generate what the server accepts.
+impl utoipa::PartialSchema for Text {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .pattern(Some(r"\S"))
+            .description(Some("A text with at least one non-blank character."))
+            .examples([serde_json::json!("A wonderful, heart-warming film.")])
+            .into()
+    }
+}
+
+impl ToSchema for Text {}
+
+impl utoipa::PartialSchema for Texts {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("Text"))
+            .min_items(Some(1))
+            .max_items(Some(DEFAULT_MAX_INPUTS))
+            .description(Some("1 to 64 texts (the server's --max-inputs)."))
+            .into()
+    }
+}
+
+impl ToSchema for Texts {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push(("Text".into(), <Text as utoipa::PartialSchema>::schema()));
+    }
+}
+
+/// Text Embeddings Inference's input: one text or a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Inputs {
+    One(Text),
+    Many(Texts),
+}
+
+/// `POST /predict` in Text Embeddings Inference's form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputsRequest {
+    pub inputs: Inputs,
+    /// Cut texts longer than the model's max length (true) or refuse them with 422 (false).
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub truncate: bool,
+    /// Return raw logits instead of probabilities.
+    #[serde(default)]
+    #[schema(default = false)]
+    pub raw_scores: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Either form of `POST /predict`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PredictRequest {
+    Text(TextRequest),
+    Inputs(InputsRequest),
+}
+
+/// The answer to `{"text": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PredictResponse {
+    /// The most probable label.
+    #[schema(example = "positive")]
+    pub sentiment: String,
+    /// Its softmax probability.
+    #[schema(example = 0.97)]
+    pub confidence: f32,
+    /// Every label's probability, in the model's label order.
+    pub scores: Vec<LabelScore>,
+}
+
+/// The answer to `{"inputs": ...}`: labels sorted by score, per input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum InputsResponse {
+    One(Vec<LabelScore>),
+    Many(Vec<Vec<LabelScore>>),
+}
+
+/// Either answer of `POST /predict`, matching the request's form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PredictAnswer {
+    Text(PredictResponse),
+    Inputs(InputsResponse),
+}
+
+/// What went wrong; `error_type` is stable, `error` says what and how to fix it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorResponse {
+    #[schema(example = "text is empty: send at least one non-blank character")]
+    pub error: String,
+    #[schema(example = "validation")]
+    pub error_type: ErrorType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// The body is not JSON, or not JSON of the expected shape.
+    InvalidJson,
+    /// The body parses but its values are not acceptable (empty text, too many inputs, ...).
+    Validation,
+    /// The body is larger than the server accepts.
+    PayloadTooLarge,
+    /// Missing or wrong API key.
+    Unauthorized,
+    /// The queue is full: retry later.
+    Overloaded,
+    /// The model is not loaded (yet).
+    Unhealthy,
+    /// The model failed on this batch.
+    Backend,
+    NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` once the model answered a warm-up prediction; otherwise `loading` or
+    /// `unavailable`.
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Why the model is not ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Info {
+    pub version: String,
+    pub model_path: String,
+    /// Whether the model is loaded; the fields below are empty until it is.
+    pub ready: bool,
+    pub labels: Vec<String>,
+    pub max_length: usize,
+    pub truncation: String,
+    /// The model the classifier was fine-tuned from, when recorded.
+    pub base_model: Option<String>,
+    pub model_type: Option<String>,
+    pub parameters: Option<usize>,
+    /// The text cleaning applied before tokenization (as trained).
+    pub cleaning: Option<serde_json::Value>,
+    /// results/metrics.json of the training run, when present.
+    pub training_metrics: Option<serde_json::Value>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    pub max_inputs: usize,
+    pub max_body_bytes: usize,
+    pub max_batch_size: usize,
+    pub max_batch_tokens: usize,
+    pub max_queue: usize,
+}
+
+/// A labelled score map, convenient for clients that index by label.
+pub fn scores_by_label(scores: &[LabelScore]) -> BTreeMap<String, f32> {
+    scores.iter().map(|s| (s.label.clone(), s.score)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_request_forms_parse() {
+        let r: PredictRequest = serde_json::from_str(r#"{"text": "hi"}"#).unwrap();
+        assert_eq!(r, PredictRequest::Text(TextRequest { text: "hi".into() }));
+        let r: PredictRequest =
+            serde_json::from_str(r#"{"inputs": ["a", "b"], "raw_scores": true}"#).unwrap();
+        let PredictRequest::Inputs(r) = r else {
+            panic!()
+        };
+        assert_eq!(
+            r.inputs,
+            Inputs::Many(Texts(vec![Text("a".into()), Text("b".into())]))
+        );
+        assert!(r.truncate && r.raw_scores);
+        assert!(serde_json::from_str::<PredictRequest>(r#"{"text": 3}"#).is_err());
+        assert!(serde_json::from_str::<PredictRequest>(r#"{"text": "a", "inputs": "b"}"#).is_err());
+    }
+}

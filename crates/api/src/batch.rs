@@ -1,0 +1,249 @@
+//! `batch_predict`: a CSV with a text column in, the same CSV with `sentiment` and
+//! `confidence` (and optionally every label's probability) out.
+//!
+//! Streams in chunks, so memory does not grow with the file; keeps every input column and
+//! row order; rows without text get empty predictions and are counted, never abort the run.
+//! The output is written to a temporary file and renamed into place at the end.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use classifier::{BatchLimits, Classifier};
+
+/// Add sentiment predictions to every row of a CSV file.
+///
+/// Example: batch_predict data/processed/small_test.csv results/predictions.csv
+#[derive(Parser, Debug, Clone)]
+#[command(version)]
+pub struct BatchArgs {
+    /// The CSV to classify (header row required).
+    pub input: PathBuf,
+
+    /// Where to write the CSV with predictions (replaced when complete).
+    pub output: PathBuf,
+
+    /// The column holding the text.
+    #[arg(long, env = "TEXT_COLUMN", default_value = "text")]
+    pub text_column: String,
+
+    /// Also write one probability column per label (`prob_<label>`).
+    #[arg(long)]
+    pub probabilities: bool,
+
+    /// Texts per forward pass of the model.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Rows read and classified at a time; bounds memory.
+    #[arg(long, default_value_t = 2048)]
+    pub chunk_rows: usize,
+
+    /// The model folder.
+    #[arg(long, env = "MODEL_PATH", default_value = "model_output")]
+    pub model_path: PathBuf,
+
+    /// CPU threads (default: all available cores).
+    #[arg(long, env = "NUM_THREADS")]
+    pub threads: Option<usize>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BatchSummary {
+    pub rows: u64,
+    pub predicted: u64,
+    /// Rows whose text was missing or blank (left without a prediction).
+    pub empty: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    pub per_label: BTreeMap<String, u64>,
+}
+
+fn delimiter(path: &Path) -> u8 {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("tsv") => b'\t',
+        _ => b',',
+    }
+}
+
+/// Opens the input and finds the text column; fails before any model work.
+fn open_input(
+    args: &BatchArgs,
+) -> Result<(csv::Reader<BufReader<File>>, csv::ByteRecord, usize, u64)> {
+    let file =
+        File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter(&args.input))
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(1 << 20, file));
+    let headers = reader
+        .byte_headers()
+        .with_context(|| format!("{}: cannot read the header row", args.input.display()))?
+        .clone();
+    if headers.is_empty() {
+        bail!(
+            "{} is empty: expected a header row with a `{}` column",
+            args.input.display(),
+            args.text_column
+        );
+    }
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let column = names
+        .iter()
+        .position(|h| *h == args.text_column)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no `{}` column (columns: {}); name the text column with --text-column",
+                args.input.display(),
+                args.text_column,
+                names.join(", ")
+            )
+        })?;
+    Ok((reader, headers, column, size))
+}
+
+/// Runs the whole batch; `progress` receives (bytes read, rows done) after every chunk.
+pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<BatchSummary> {
+    anyhow::ensure!(
+        args.batch_size > 0 && args.chunk_rows > 0,
+        "--batch-size and --chunk-rows must be positive"
+    );
+    let (mut reader, headers, column, size) = open_input(args)?;
+    let out_dir = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let classifier = Classifier::load_dir(&args.model_path)
+        .and_then(|c| {
+            let max_length = c.pipeline().max_length;
+            c.with_limits(BatchLimits {
+                max_batch_size: args.batch_size,
+                max_batch_tokens: args.batch_size * max_length,
+            })
+        })
+        .with_context(|| format!("loading the model from {}", args.model_path.display()))?;
+    let labels = classifier.labels().to_vec();
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".batch_predict-")
+        .suffix(".csv")
+        .tempfile_in(&out_dir)
+        .with_context(|| format!("cannot write in {}", out_dir.display()))?;
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(delimiter(&args.output))
+        .flexible(true)
+        .from_writer(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    let taken: Vec<&[u8]> = headers.iter().collect();
+    let name = |base: &str| -> Vec<u8> {
+        if taken.contains(&base.as_bytes()) {
+            format!("predicted_{base}").into_bytes()
+        } else {
+            base.as_bytes().to_vec()
+        }
+    };
+    let mut header = headers.clone();
+    header.push_field(&name("sentiment"));
+    header.push_field(&name("confidence"));
+    if args.probabilities {
+        for l in &labels {
+            header.push_field(&name(&format!("prob_{l}")));
+        }
+    }
+    writer.write_byte_record(&header)?;
+
+    let started = Instant::now();
+    let mut summary = BatchSummary::default();
+    let mut chunk: Vec<csv::ByteRecord> = Vec::with_capacity(args.chunk_rows);
+    let mut eof = false;
+    while !eof {
+        chunk.clear();
+        while chunk.len() < args.chunk_rows {
+            let mut record = csv::ByteRecord::new();
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => chunk.push(record),
+                Ok(false) => {
+                    eof = true;
+                    break;
+                }
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    bail!("{} line {line}: {e}", args.input.display());
+                }
+            }
+        }
+        let texts: Vec<Option<String>> = chunk
+            .iter()
+            .map(|r| {
+                r.get(column)
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .filter(|t| !t.trim().is_empty())
+            })
+            .collect();
+        let present: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
+        let mut preds = classifier
+            .predict(&present)
+            .context("the model failed on a chunk of rows")?
+            .into_iter();
+        for (record, text) in chunk.iter_mut().zip(&texts) {
+            // Rows shorter than the header get their missing fields, so columns line up.
+            while record.len() < headers.len() {
+                record.push_field(b"");
+            }
+            match text {
+                Some(_) => {
+                    let p = preds.next().expect("one prediction per present text");
+                    record.push_field(labels[p.class].as_bytes());
+                    record.push_field(format!("{:.6}", p.confidence()).as_bytes());
+                    if args.probabilities {
+                        for prob in &p.probabilities {
+                            record.push_field(format!("{prob:.6}").as_bytes());
+                        }
+                    }
+                    *summary
+                        .per_label
+                        .entry(labels[p.class].clone())
+                        .or_default() += 1;
+                    summary.predicted += 1;
+                }
+                None => {
+                    for _ in 0..2 + if args.probabilities { labels.len() } else { 0 } {
+                        record.push_field(b"");
+                    }
+                    summary.empty += 1;
+                }
+            }
+            writer.write_byte_record(record)?;
+            summary.rows += 1;
+        }
+        progress(reader.position().byte(), size, summary.rows);
+    }
+    writer.flush()?;
+    drop(writer);
+    tmp.as_file().sync_all()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.persist(&args.output)
+        .with_context(|| format!("cannot move the result to {}", args.output.display()))?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.rows_per_s = summary.rows as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}

@@ -1,0 +1,77 @@
+//! The `api` command line: every setting a flag and an env var.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Serve the sentiment model over HTTP: POST /predict, GET /health, /info, /metrics,
+/// /openapi.json and /docs.
+#[derive(Parser, Debug, Clone)]
+#[command(version)]
+pub struct Args {
+    /// Port to listen on.
+    #[arg(long, env = "APP_PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Address to bind.
+    #[arg(long, env = "APP_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// The model folder `train` wrote (Hugging Face layout).
+    #[arg(long, env = "MODEL_PATH", default_value = "model_output")]
+    pub model_path: PathBuf,
+
+    /// Where the training run's metrics.json lies, reported by /info.
+    #[arg(long, env = "RESULTS_DIR", default_value = "results")]
+    pub results_dir: PathBuf,
+
+    /// Texts per forward pass of the model.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+
+    /// Tokens per forward pass (texts x longest, padding included).
+    #[arg(long, env = "MAX_BATCH_TOKENS", default_value_t = 16384)]
+    pub max_batch_tokens: usize,
+
+    /// Texts waiting for the model before new requests get 429.
+    #[arg(long, env = "MAX_QUEUE", default_value_t = 512)]
+    pub max_queue: usize,
+
+    /// Texts per request.
+    #[arg(long, env = "MAX_INPUTS", default_value_t = 64)]
+    pub max_inputs: usize,
+
+    /// Largest request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// When set, POST /predict requires `Authorization: Bearer <key>`.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// CPU threads for the model (default: all available cores).
+    #[arg(long, env = "NUM_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Seconds between attempts to load a model that is missing or broken.
+    #[arg(long, env = "MODEL_RETRY_SECONDS", default_value_t = 10)]
+    pub model_retry_seconds: u64,
+}
+
+impl Args {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_batch_size > 0,
+            "--max-batch-size must be at least 1"
+        );
+        anyhow::ensure!(self.max_inputs > 0, "--max-inputs must be at least 1");
+        anyhow::ensure!(
+            self.max_queue >= self.max_inputs,
+            "--max-queue ({}) must hold at least one full request (--max-inputs {})",
+            self.max_queue,
+            self.max_inputs
+        );
+        anyhow::ensure!(self.max_body_bytes >= 64, "--max-body-bytes is too small");
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! Prometheus metrics of one server (its own registry, so tests can run several servers).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from 1 ms to 30 s.
+const LATENCY: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub queue_duration: HistogramVec,
+    pub tokenization_duration: HistogramVec,
+    pub inference_duration: HistogramVec,
+    pub batch_size: HistogramVec,
+    pub queue_depth: IntGauge,
+    pub inputs: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &[],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("unique metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(LATENCY.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("unique metric");
+        let queue_depth = IntGauge::new("predict_queue_depth", "Texts waiting for the model")
+            .expect("valid metric");
+        registry
+            .register(Box::new(queue_depth.clone()))
+            .expect("unique metric");
+        let inputs = IntCounterVec::new(
+            Opts::new(
+                "predict_inputs_total",
+                "Texts classified, by predicted label",
+            ),
+            &["label"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(inputs.clone()))
+            .expect("unique metric");
+        Self {
+            queue_duration: histogram(
+                "predict_queue_duration_seconds",
+                "Time a text waited in the queue",
+                &LATENCY,
+            ),
+            tokenization_duration: histogram(
+                "predict_tokenization_duration_seconds",
+                "Cleaning and tokenizing one request's texts",
+                &LATENCY,
+            ),
+            inference_duration: histogram(
+                "predict_inference_duration_seconds",
+                "One forward pass of the model over a batch",
+                &LATENCY,
+            ),
+            batch_size: histogram(
+                "predict_batch_size",
+                "Texts per forward pass",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            ),
+            registry,
+            requests,
+            request_duration,
+            queue_depth,
+            inputs,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("the encoder writes UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,446 @@
+//! The api over HTTP on an ephemeral port, with a tiny generated model: every endpoint,
+//! every error, overload, readiness, auth, and batching equivalence.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use classifier::testing::{TinySize, vocab_for, write_tiny_model};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const TEXTS: [&str; 8] = [
+    "a wonderful heart warming film",
+    "dull and far too long",
+    "the acting was superb and the music lovely",
+    "terrible plot, wooden acting, i left early",
+    "not bad at all",
+    "meh",
+    "great great great",
+    "worst movie of the year by far",
+];
+
+fn tiny_model(dir: &Path, size: TinySize) -> PathBuf {
+    let model = dir.join("model_output");
+    write_tiny_model(&model, &vocab_for(&TEXTS), size, 3).unwrap();
+    model
+}
+
+struct Server {
+    url: String,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    async fn start(model: &Path, extra: &[&str]) -> Self {
+        let mut argv = vec![
+            "api".to_string(),
+            "--model-path".into(),
+            model.display().to_string(),
+            "--results-dir".into(),
+            model
+                .parent()
+                .unwrap()
+                .join("results")
+                .display()
+                .to_string(),
+            "--model-retry-seconds".into(),
+            "1".into(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let args = api::Args::parse_from(argv);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(api::server::serve(args, listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn ready(model: &Path, extra: &[&str]) -> Self {
+        let s = Self::start(model, extra).await;
+        s.wait_healthy().await;
+        s
+    }
+
+    async fn wait_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the server never became healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn post(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/predict", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn predict(&self, body: Value) -> (u16, Value) {
+        self.post(body.to_string()).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_type: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error_type"], want_type, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.len() > 10),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    std::fs::create_dir_all(dir.path().join("results")).unwrap();
+    std::fs::write(
+        dir.path().join("results/metrics.json"),
+        r#"{"accuracy": 0.9, "f1_score": 0.88}"#,
+    )
+    .unwrap();
+    let s = Server::ready(&model, &[]).await;
+
+    let (status, body) = s.get("/health").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+
+    let (status, body) = s.predict(json!({"text": "a wonderful film"})).await;
+    assert_eq!(status, 200, "{body}");
+    let sentiment = body["sentiment"].as_str().unwrap();
+    assert!(["negative", "positive"].contains(&sentiment));
+    let scores = body["scores"].as_array().unwrap();
+    let probs: Vec<f64> = scores
+        .iter()
+        .map(|s| s["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        (probs.iter().sum::<f64>() - 1.0).abs() < 1e-5,
+        "probabilities sum to 1"
+    );
+    let best = probs.iter().cloned().fold(f64::MIN, f64::max);
+    assert!(
+        (body["confidence"].as_f64().unwrap() - best).abs() < 1e-7,
+        "confidence is the top probability"
+    );
+    assert_eq!(scores[0]["label"], "negative");
+
+    // TEI forms: one input -> sorted list; many -> list of lists; raw scores -> logits.
+    let (status, one) = s.predict(json!({"inputs": "a wonderful film"})).await;
+    assert_eq!(status, 200);
+    let one = one.as_array().unwrap();
+    assert!(
+        one[0]["score"].as_f64() >= one[1]["score"].as_f64(),
+        "sorted by score"
+    );
+    assert_eq!(one[0]["label"], sentiment);
+    let (status, many) = s
+        .predict(json!({"inputs": ["great great great", "meh"]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(many.as_array().unwrap().len(), 2);
+    let (_, raw) = s
+        .predict(json!({"inputs": "a wonderful film", "raw_scores": true}))
+        .await;
+    let raw: Vec<f64> = raw
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["score"].as_f64().unwrap())
+        .collect();
+    let z: f64 = raw.iter().map(|l| l.exp()).sum();
+    assert!(
+        ((raw[0].exp() / z) - one[0]["score"].as_f64().unwrap()).abs() < 1e-5,
+        "softmax(raw) = probabilities"
+    );
+
+    let (status, info) = s.get("/info").await;
+    assert_eq!(status, 200);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["labels"], json!(["negative", "positive"]));
+    assert_eq!(info["ready"], true);
+    assert_eq!(info["training_metrics"]["accuracy"], 0.9);
+    assert_eq!(info["limits"]["max_inputs"], 64);
+
+    let (status, metrics) = s.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "http_requests_total{method=\"POST\",route=\"/predict\",status=\"200\"}",
+        "predict_queue_duration_seconds_bucket",
+        "predict_tokenization_duration_seconds_bucket",
+        "predict_inference_duration_seconds_bucket",
+        "predict_batch_size_bucket",
+        "predict_queue_depth",
+        "http_request_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+
+    let (status, spec) = s.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    assert!(spec["paths"]["/predict"]["post"].is_object());
+    let (status, docs) = s.get("/docs").await;
+    assert_eq!(status, 200);
+    assert!(docs.contains("/predict") && docs.contains("ErrorResponse"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_4xx_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let s = Server::ready(&model, &["--max-inputs", "3", "--max-body-bytes", "1024"]).await;
+
+    let (st, b) = s.post("{not json").await;
+    assert_error(st, &b, 400, "invalid_json");
+    let (st, b) = s.post(b"{\"text\": \"caf\xe9\"}".to_vec()).await;
+    assert_error(st, &b, 400, "invalid_json");
+    let (st, b) = s.predict(json!({"text": 3})).await;
+    assert_error(st, &b, 422, "validation");
+    let (st, b) = s.predict(json!({"text": "   "})).await;
+    assert_error(st, &b, 422, "validation");
+    let (st, b) = s.predict(json!({"inputs": []})).await;
+    assert_error(st, &b, 422, "validation");
+    let (st, b) = s.predict(json!({"inputs": ["ok", ""]})).await;
+    assert_error(st, &b, 422, "validation");
+    assert!(b["error"].as_str().unwrap().contains("input 1"));
+    let (st, b) = s.predict(json!({"inputs": ["a", "b", "c", "d"]})).await;
+    assert_error(st, &b, 422, "validation");
+    let (st, b) = s.predict(json!({"review": "x"})).await;
+    assert_error(st, &b, 422, "validation");
+    let (st, b) = s.predict(json!(["a list"])).await;
+    assert_error(st, &b, 422, "validation");
+    let (st, b) = s.predict(json!({"text": "x".repeat(2000)})).await;
+    assert_error(st, &b, 413, "payload_too_large");
+    // Too long for the model: truncated by default, refused when truncate is false.
+    let long = "great ".repeat(150);
+    let (st, _) = s.predict(json!({"inputs": long})).await;
+    assert_eq!(st, 200);
+    let (st, b) = s.predict(json!({"inputs": long, "truncate": false})).await;
+    assert_error(st, &b, 422, "validation");
+    assert!(b["error"].as_str().unwrap().contains("tokens"));
+
+    let (st, b) = s.get("/nope").await;
+    assert_error(st, &serde_json::from_str(&b).unwrap(), 404, "not_found");
+    let (st, b) = s.get("/predict").await;
+    assert_error(
+        st,
+        &serde_json::from_str(&b).unwrap(),
+        405,
+        "method_not_allowed",
+    );
+    // The server is still fine.
+    assert_eq!(s.predict(json!({"text": "great"})).await.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_guards_predict_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let s = Server::ready(&model, &["--api-key", "s3cret"]).await;
+    let (st, b) = s.predict(json!({"text": "great"})).await;
+    assert_error(st, &b, 401, "unauthorized");
+    let r = s
+        .client
+        .post(format!("{}/predict", s.url))
+        .bearer_auth("wrong")
+        .json(&json!({"text": "great"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .client
+        .post(format!("{}/predict", s.url))
+        .bearer_auth("s3cret")
+        .json(&json!({"text": "great"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.get("/health").await.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_until_a_model_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model_output");
+    let s = Server::start(&model, &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (st, body) = s.get("/health").await;
+    assert_eq!(st, 503);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("run `docker compose up trainer`"),
+        "{body}"
+    );
+    let (st, b) = s.predict(json!({"text": "great"})).await;
+    assert_error(st, &b, 503, "unhealthy");
+    let (_, info) = s.get("/info").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&info).unwrap()["ready"],
+        false
+    );
+
+    // The trainer finishes: the api picks the model up without a restart.
+    tiny_model(dir.path(), TinySize::default());
+    s.wait_healthy().await;
+    assert_eq!(s.predict(json!({"text": "great"})).await.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow enough per forward pass that the queue stays full while requests pile up.
+    let size = TinySize {
+        dim: 128,
+        layers: 4,
+        heads: 4,
+        hidden: 512,
+        max_positions: 512,
+    };
+    let model = tiny_model(dir.path(), size);
+    let s = Server::ready(
+        &model,
+        &[
+            "--max-queue",
+            "8",
+            "--max-inputs",
+            "8",
+            "--max-batch-size",
+            "1",
+        ],
+    )
+    .await;
+    let text = "a wonderful heart warming film ".repeat(60);
+    let body = json!({"inputs": vec![text; 8]}).to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, url, body) = (s.client.clone(), s.url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{url}/predict"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            (status, retry, r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let (status, retry, body) = t.await.unwrap();
+        if status == 429 {
+            assert_eq!(body["error_type"], "overloaded");
+            assert!(retry, "429 carries Retry-After");
+        }
+        statuses.push(status);
+    }
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        s.predict(json!({"text": "great"})).await.0,
+        200,
+        "recovers once drained"
+    );
+    s.stop().await;
+}
+
+/// Concurrent requests are merged into batches, and a batched answer equals the answer to
+/// the same text alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_answers_equal_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let s = Server::ready(&model, &[]).await;
+    let mut alone = Vec::new();
+    for t in TEXTS {
+        let (st, b) = s.predict(json!({"inputs": t})).await;
+        assert_eq!(st, 200);
+        alone.push(b);
+    }
+    let (st, together) = s.predict(json!({"inputs": TEXTS})).await;
+    assert_eq!(st, 200);
+    let mut concurrent = Vec::new();
+    for t in TEXTS {
+        let (client, url) = (s.client.clone(), s.url.clone());
+        concurrent.push(tokio::spawn(async move {
+            client
+                .post(format!("{url}/predict"))
+                .json(&json!({"inputs": t}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }));
+    }
+    for (i, (a, t)) in alone.iter().zip(together.as_array().unwrap()).enumerate() {
+        let c = concurrent.remove(0).await.unwrap();
+        for other in [t, &c] {
+            for (x, y) in a.as_array().unwrap().iter().zip(other.as_array().unwrap()) {
+                assert_eq!(x["label"], y["label"], "text {i}");
+                let d = (x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs();
+                assert!(d < 1e-5, "text {i}: {d}");
+            }
+        }
+    }
+    let (_, metrics) = s.get("/metrics").await;
+    assert!(metrics.contains("predict_batch_size_bucket"));
+    s.stop().await;
+}

@@ -1,0 +1,210 @@
+//! `batch_predict` on generated CSVs: quoting, newlines in fields, empty texts, extra
+//! columns, order, and clear errors before any work.
+
+use std::path::Path;
+use std::process::Command;
+
+use classifier::Classifier;
+use classifier::testing::{TinySize, vocab_for, write_tiny_model};
+
+const WORDS: [&str; 10] = [
+    "great", "awful", "film", "plot", "acting", "loved", "boring", "music", "story", "ending",
+];
+
+fn model(dir: &Path) -> std::path::PathBuf {
+    let m = dir.join("model_output");
+    write_tiny_model(&m, &vocab_for(&WORDS), TinySize::default(), 5).unwrap();
+    m
+}
+
+/// `rows` rows: id, text (with commas, quotes, newlines; every 7th empty, every 11th row
+/// cut short before its text), and an extra column.
+fn write_input(path: &Path, rows: usize) {
+    let mut w = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .unwrap();
+    w.write_record(["id", "text", "note"]).unwrap();
+    for i in 0..rows {
+        let text = if i % 7 == 0 {
+            String::new()
+        } else {
+            format!(
+                "{}, \"{}\"\nline two {i}",
+                WORDS[i % 10],
+                WORDS[(i * 3) % 10]
+            )
+        };
+        if i % 11 == 0 {
+            w.write_record([i.to_string()]).unwrap();
+        } else {
+            w.write_record([i.to_string(), text, format!("note {i}")])
+                .unwrap();
+        }
+    }
+    w.flush().unwrap();
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_batch_predict"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_row_and_column_comes_back_in_order_with_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let input = dir.path().join("in.csv");
+    let rows = 5000;
+    write_input(&input, rows);
+    let output = dir.path().join("out/predictions.csv");
+    let out = run(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--model-path",
+        model.to_str().unwrap(),
+        "--probabilities",
+        "--chunk-rows",
+        "700",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let empty = (0..rows).filter(|i| i % 7 == 0 || i % 11 == 0).count();
+    assert!(summary.contains(&format!("{rows} rows")), "{summary}");
+    assert!(
+        summary.contains(&format!("{empty} without text")),
+        "{summary}"
+    );
+
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&output)
+        .unwrap();
+    let headers: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "id",
+            "text",
+            "note",
+            "sentiment",
+            "confidence",
+            "prob_negative",
+            "prob_positive"
+        ]
+    );
+    let clf = Classifier::load_dir(&model).unwrap();
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), rows);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r[0], i.to_string(), "row order");
+        assert_eq!(r.len(), 7);
+        if i % 7 == 0 || i % 11 == 0 {
+            assert_eq!((&r[3], &r[4]), ("", ""), "row {i} has no text");
+        } else {
+            assert!(
+                r[1].contains('\n') && r[1].contains('"'),
+                "text kept verbatim"
+            );
+            assert_eq!(&r[2], format!("note {i}"));
+            let confidence: f32 = r[4].parse().unwrap();
+            let p: Vec<f32> = [&r[5], &r[6]].iter().map(|x| x.parse().unwrap()).collect();
+            assert!((p[0] + p[1] - 1.0).abs() < 1e-5);
+            assert!((confidence - p[0].max(p[1])).abs() < 1e-6);
+            if i % 97 == 1 {
+                let direct = &clf.predict(&[&r[1]]).unwrap()[0];
+                assert_eq!(&r[3], clf.labels()[direct.class].as_str());
+                assert!((direct.confidence() - confidence).abs() < 1e-5);
+            }
+        }
+    }
+    // Nothing but the result is left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
+    assert_eq!(names.len(), 1);
+}
+
+#[test]
+fn a_missing_text_column_fails_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "id,review\n1,great\n").unwrap();
+    let output = dir.path().join("out.csv");
+    // No model folder at all: the column check must come first.
+    let out = run(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--model-path",
+        "/nonexistent",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no `text` column")
+            && err.contains("id, review")
+            && err.contains("--text-column"),
+        "{err}"
+    );
+    assert!(!output.exists());
+
+    let out = run(&["/no/such.csv", output.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot open /no/such.csv"),
+        "{err}"
+    );
+}
+
+#[test]
+fn another_text_column_and_a_failed_run_keeps_the_old_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let input = dir.path().join("in.csv");
+    write_input(&input, 50);
+    let data =
+        std::fs::read_to_string(&input)
+            .unwrap()
+            .replacen("id,text,note", "id,review,note", 1);
+    std::fs::write(&input, data).unwrap();
+    let output = dir.path().join("out.csv");
+    std::fs::write(&output, "previous result\n").unwrap();
+    let out = run(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--model-path",
+        "/nonexistent",
+        "--text-column",
+        "review",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "previous result\n"
+    );
+    let out = run(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--model-path",
+        model.to_str().unwrap(),
+        "--text-column",
+        "review",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert!(text.starts_with("id,review,note,sentiment,confidence\n"));
+}
