@@ -1,8 +1,6 @@
 //! The HTTP bodies of the sentiment api: what clients send and receive. Shared by the api and
 //! the ui, so the ui talks to the api in the same types without linking the model.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
@@ -213,9 +211,13 @@ pub struct Limits {
     pub max_queue: usize,
 }
 
-/// A labelled score map, convenient for clients that index by label.
-pub fn scores_by_label(scores: &[LabelScore]) -> BTreeMap<String, f32> {
-    scores.iter().map(|s| (s.label.clone(), s.score)).collect()
+/// `GET /training`: the latest training run's summary and its metrics.jsonl records (one
+/// per logging step, `"type": "train"`, and per evaluation, `"type": "eval"`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct TrainingLog {
+    /// results/run_summary.json, when present.
+    pub summary: Option<serde_json::Value>,
+    pub records: Vec<serde_json::Value>,
 }
 
 #[cfg(test)]

@@ -17,18 +17,3 @@ pub mod model;
 pub mod server;
 
 pub use config::Args;
-
-/// Sets up logging to stderr: human-readable, or JSON when `LOG_FORMAT=json`.
-pub fn init_logging() {
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        subscriber.json().init();
-    } else {
-        subscriber.init();
-    }
-}

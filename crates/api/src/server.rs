@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use api_types::{
     ErrorResponse, ErrorType, Health, Info, Inputs, InputsRequest, InputsResponse, LabelScore,
-    PredictAnswer, PredictRequest, PredictResponse, Text, TextRequest, Texts,
+    PredictAnswer, PredictRequest, PredictResponse, Text, TextRequest, Texts, TrainingLog,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -66,7 +66,7 @@ impl AppState {
         title = "sentiment-rs api",
         description = "Sentiment classification with a fine-tuned DistilBERT: real softmax probabilities from the model."
     ),
-    paths(predict, health, info, metrics),
+    paths(predict, health, info, training, metrics),
     components(schemas(
         PredictRequest,
         TextRequest,
@@ -81,7 +81,8 @@ impl AppState {
         ErrorResponse,
         ErrorType,
         Health,
-        Info
+        Info,
+        TrainingLog
     ))
 )]
 pub struct ApiDoc;
@@ -397,6 +398,16 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
     }
 }
 
+/// The latest training run: its summary and its per-step / per-epoch records, for charts.
+#[utoipa::path(get, path = "/training", responses((status = 200, description = "The run log (empty when no run is recorded)", body = TrainingLog)))]
+async fn training(State(state): State<Arc<AppState>>) -> Json<TrainingLog> {
+    let results = state.args.results_dir.clone();
+    let log = tokio::task::spawn_blocking(move || crate::model::training_log(&results))
+        .await
+        .unwrap_or_default();
+    Json(log)
+}
+
 /// Prometheus metrics: requests by route and status, latencies of queue, tokenization and
 /// inference, batch sizes, queue depth.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
@@ -489,6 +500,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/predict", post(predict))
         .route("/health", get(health))
         .route("/info", get(info))
+        .route("/training", get(training))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))

@@ -54,6 +54,7 @@ impl Server {
         let args = api::Args::parse_from(argv);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(api::server::serve(args, listener, async {
             let _ = stopped.await;

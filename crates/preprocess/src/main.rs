@@ -4,12 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    service::init_logging();
     let args = preprocess::Args::parse();
     let report = preprocess::run(&args)?;
     for s in &report.sources {

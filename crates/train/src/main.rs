@@ -7,17 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> Result<()> {
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        subscriber.json().init();
-    } else {
-        subscriber.init();
-    }
+    service::init_logging();
     let args = train::Args::parse();
     let threads = classifier::runtime::init(args.threads)?;
     tracing::info!(threads, "CPU threads");

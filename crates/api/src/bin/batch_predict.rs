@@ -4,7 +4,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn main() -> anyhow::Result<()> {
-    api::init_logging();
+    service::init_logging();
     let args = api::batch::BatchArgs::parse();
     classifier::runtime::init(args.threads)?;
     let bar = ProgressBar::new(0);

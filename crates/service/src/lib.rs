@@ -1,0 +1,120 @@
+//! What every sentiment-rs binary shares and nothing else: logging set-up (`LOG_FORMAT=json`),
+//! the shutdown signal services wait on, and the HTTP probe behind Docker's HEALTHCHECK
+//! (`healthcheck` binary), so runtime images need no curl.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): human-readable, or one JSON object
+/// per line when `LOG_FORMAT=json` (for log collectors).
+pub fn init_logging() {
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` sends), for graceful shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+/// `GET http://{host}:{port}{path}` over plain HTTP/1.1; Ok(status) or why it failed.
+/// Deliberately minimal (no TLS, no redirects): it only ever talks to its own container.
+pub fn probe(host: &str, port: u16, path: &str, timeout: Duration) -> Result<u16, String> {
+    let address = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("no address for {host}:{port}"))?;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    stream.set_write_timeout(Some(timeout)).ok();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("cannot send request: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    while read < 12 {
+        match stream.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => return Err(format!("no answer from {address}: {e}")),
+        }
+    }
+    parse_status(&head[..read]).ok_or_else(|| {
+        format!(
+            "not an HTTP answer from {address}: {:?}",
+            String::from_utf8_lossy(&head[..read])
+        )
+    })
+}
+
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let line = std::str::from_utf8(head.get(..12)?).ok()?;
+    let rest = line.strip_prefix("HTTP/1.")?;
+    rest.get(2..5)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn status_line_parses() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status(b"HTTP/1.0 503 Service"), Some(503));
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
+        assert_eq!(parse_status(b"HTTP/1.1"), None);
+    }
+
+    #[test]
+    fn probe_reads_the_status_and_reports_a_closed_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /health HTTP/1.1"));
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+        });
+        let status = probe("127.0.0.1", port, "/health", Duration::from_secs(5));
+        server.join().unwrap();
+        assert_eq!(status, Ok(503));
+        // Nothing listens there any more.
+        let err = probe("127.0.0.1", port, "/health", Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("cannot connect"), "{err}");
+    }
+}

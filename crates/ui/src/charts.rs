@@ -1,0 +1,247 @@
+//! Charts drawn on the server as SVG (no JavaScript): line charts of training curves and the
+//! confusion matrix as a heat map. Every label is escaped.
+
+use std::fmt::Write;
+
+/// HTML/XML escaping for text placed inside SVG.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// One line of a chart.
+pub struct Series {
+    pub name: String,
+    pub color: &'static str,
+    pub points: Vec<(f64, f64)>,
+}
+
+const W: f64 = 640.0;
+const H: f64 = 260.0;
+const PAD_L: f64 = 56.0;
+const PAD_R: f64 = 16.0;
+const PAD_T: f64 = 16.0;
+const PAD_B: f64 = 40.0;
+
+fn nice_range(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    if (hi - lo).abs() < 1e-12 {
+        return (lo - 0.5, hi + 0.5);
+    }
+    let pad = (hi - lo) * 0.05;
+    (lo - pad, hi + pad)
+}
+
+/// A line chart of `series` with axis labels; `None` when there is nothing to draw.
+pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<String> {
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if points.is_empty() {
+        return None;
+    }
+    let (x0, x1) = nice_range(
+        points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+        points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (y0, y1) = nice_range(
+        points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
+        points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
+    );
+    let sx = |x: f64| PAD_L + (x - x0) / (x1 - x0) * (W - PAD_L - PAD_R);
+    let sy = |y: f64| H - PAD_B - (y - y0) / (y1 - y0) * (H - PAD_T - PAD_B);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg viewBox="0 0 {W} {H}" role="img" aria-label="{t}" class="chart"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    // Grid and y ticks.
+    for i in 0..=4 {
+        let y = y0 + (y1 - y0) * f64::from(i) / 4.0;
+        let py = sy(y);
+        let _ = write!(
+            svg,
+            r##"<line x1="{PAD_L}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e7eb"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="#57606a">{}</text>"##,
+            W - PAD_R,
+            PAD_L - 6.0,
+            py + 4.0,
+            fmt_tick(y)
+        );
+    }
+    for i in 0..=4 {
+        let x = x0 + (x1 - x0) * f64::from(i) / 4.0;
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#57606a">{}</text>"##,
+            sx(x),
+            H - PAD_B + 16.0,
+            fmt_tick(x)
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="#24292f">{}</text>"##,
+        (W + PAD_L) / 2.0,
+        H - 6.0,
+        esc(x_label)
+    );
+    for (i, s) in series.iter().enumerate() {
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        if pts.len() == 1 {
+            let (x, y) = pts[0].split_once(',').expect("formatted pair");
+            let _ = write!(
+                svg,
+                r#"<circle cx="{x}" cy="{y}" r="4" fill="{}"/>"#,
+                s.color
+            );
+        } else if !pts.is_empty() {
+            let _ = write!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
+                pts.join(" "),
+                s.color
+            );
+            for p in pts.iter().filter(|_| s.points.len() <= 20) {
+                let (x, y) = p.split_once(',').expect("formatted pair");
+                let _ = write!(
+                    svg,
+                    r#"<circle cx="{x}" cy="{y}" r="3" fill="{}"/>"#,
+                    s.color
+                );
+            }
+        }
+        let ly = PAD_T + 14.0 * i as f64 + 4.0;
+        let _ = write!(
+            svg,
+            r##"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#24292f">{}</text>"##,
+            W - PAD_R - 150.0,
+            ly,
+            s.color,
+            W - PAD_R - 135.0,
+            ly + 9.0,
+            esc(&s.name)
+        );
+    }
+    svg.push_str("</svg>");
+    Some(svg)
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The confusion matrix (`rows` = true label, columns = predicted) as a heat map.
+pub fn confusion_matrix(labels: &[String], matrix: &[Vec<u64>]) -> Option<String> {
+    let n = labels.len();
+    if n == 0 || matrix.len() != n || matrix.iter().any(|r| r.len() != n) {
+        return None;
+    }
+    let cell = 96.0;
+    let left = 110.0;
+    let top = 40.0;
+    let size = left + cell * n as f64 + 16.0;
+    let height = top + cell * n as f64 + 40.0;
+    let max = matrix.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg viewBox="0 0 {size} {height}" role="img" aria-label="Confusion matrix" class="chart cm"><title>Confusion matrix: rows are true labels, columns predicted</title><text x="{:.1}" y="16" font-size="12" text-anchor="middle" fill="#24292f">predicted</text>"##,
+        left + cell * n as f64 / 2.0
+    );
+    for (j, l) in labels.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="#24292f">{}</text>"##,
+            left + cell * (j as f64 + 0.5),
+            top - 6.0,
+            esc(l)
+        );
+    }
+    for (i, row) in matrix.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end" fill="#24292f">{}</text>"##,
+            left - 8.0,
+            top + cell * (i as f64 + 0.5) + 4.0,
+            esc(&labels[i])
+        );
+        let total: u64 = row.iter().sum();
+        for (j, &v) in row.iter().enumerate() {
+            let t = v as f64 / max;
+            // White to blue; diagonal cells green-tinted so right answers stand out.
+            let (r, g, b) = if i == j {
+                (255.0 - 200.0 * t, 255.0 - 90.0 * t, 255.0 - 200.0 * t)
+            } else {
+                (255.0 - 40.0 * t, 255.0 - 180.0 * t, 255.0 - 180.0 * t)
+            };
+            let ink = if t > 0.55 { "#ffffff" } else { "#24292f" };
+            let share = if total > 0 {
+                100.0 * v as f64 / total as f64
+            } else {
+                0.0
+            };
+            let _ = write!(
+                svg,
+                r##"<rect x="{:.1}" y="{:.1}" width="{cell}" height="{cell}" fill="rgb({r:.0},{g:.0},{b:.0})" stroke="#ffffff"/><text x="{:.1}" y="{:.1}" font-size="16" text-anchor="middle" fill="{ink}">{v}</text><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="{ink}">{share:.1}%</text>"##,
+                left + cell * j as f64,
+                top + cell * i as f64,
+                left + cell * (j as f64 + 0.5),
+                top + cell * (i as f64 + 0.5),
+                left + cell * (j as f64 + 0.5),
+                top + cell * (i as f64 + 0.5) + 18.0,
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="12" y="{:.1}" font-size="12" fill="#24292f" transform="rotate(-90 12 {:.1})" text-anchor="middle">true</text></svg>"##,
+        top + cell * n as f64 / 2.0,
+        top + cell * n as f64 / 2.0
+    );
+    Some(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_escape_labels_and_skip_empty_data() {
+        let svg = line_chart(
+            "loss <script>",
+            "step",
+            &[Series {
+                name: "<b>train</b>".into(),
+                color: "#0969da",
+                points: vec![(1.0, 0.7), (2.0, 0.5), (3.0, f64::NAN)],
+            }],
+        )
+        .unwrap();
+        assert!(svg.contains("loss &lt;script&gt;") && svg.contains("&lt;b&gt;train"));
+        assert!(!svg.contains("<script>") && !svg.contains("NaN"));
+        assert!(line_chart("x", "y", &[]).is_none());
+        let cm =
+            confusion_matrix(&["neg".into(), "pos".into()], &[vec![8, 2], vec![1, 9]]).unwrap();
+        assert!(cm.contains(">8<") && cm.contains("90.0%"));
+        assert!(confusion_matrix(&["a".into()], &[vec![1, 2]]).is_none());
+    }
+}

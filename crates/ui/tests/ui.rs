@@ -1,0 +1,440 @@
+//! The ui against a stub api that can be told to fail: every page, every failure, escaping.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// How the stub api behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Ok,
+    Starting,
+    Busy,
+}
+
+#[derive(Clone)]
+struct Stub {
+    mode: Arc<Mutex<Mode>>,
+}
+
+fn scores(text: &str) -> (String, f32) {
+    // Positive iff the text contains "good" or "great": enough to check wiring.
+    let pos = text.contains("good") || text.contains("great");
+    if pos {
+        ("positive".into(), 0.9)
+    } else {
+        ("negative".into(), 0.8)
+    }
+}
+
+async fn stub_health(State(s): State<Stub>) -> Response {
+    match *s.mode.lock().unwrap() {
+        Mode::Starting => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
+            .into_response(),
+        _ => Json(json!({"status": "ok"})).into_response(),
+    }
+}
+
+async fn stub_predict(State(s): State<Stub>, Json(body): Json<Value>) -> Response {
+    match *s.mode.lock().unwrap() {
+        Mode::Starting => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "the model is still loading", "error_type": "unhealthy"})),
+            )
+                .into_response();
+        }
+        Mode::Busy => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"error": "the model queue is full", "error_type": "overloaded"})),
+            )
+                .into_response();
+        }
+        Mode::Ok => {}
+    }
+    let one = |t: &str| {
+        let (label, p) = scores(t);
+        let other = if label == "positive" {
+            "negative"
+        } else {
+            "positive"
+        };
+        (label, p, other)
+    };
+    if let Some(t) = body["text"].as_str() {
+        let (label, p, _) = one(t);
+        let (neg, pos) = if label == "positive" {
+            (1.0 - p, p)
+        } else {
+            (p, 1.0 - p)
+        };
+        return Json(json!({"sentiment": label, "confidence": p, "scores": [
+            {"label": "negative", "score": neg}, {"label": "positive", "score": pos}]}))
+        .into_response();
+    }
+    let texts: Vec<String> = serde_json::from_value(body["inputs"].clone()).unwrap();
+    Json(Value::Array(
+        texts
+            .iter()
+            .map(|t| {
+                let (label, p, other) = one(t);
+                json!([{"label": label, "score": p}, {"label": other, "score": 1.0 - p}])
+            })
+            .collect(),
+    ))
+    .into_response()
+}
+
+async fn stub_info() -> Json<Value> {
+    Json(json!({
+        "version": "0.1.0", "model_path": "model_output", "ready": true,
+        "labels": ["negative", "positive"], "max_length": 256, "truncation": "head-tail",
+        "base_model": "distilbert-base-uncased", "model_type": "distilbert", "parameters": 66955010,
+        "cleaning": null,
+        "training_metrics": {"accuracy": 0.91, "precision": 0.9, "recall": 0.92, "f1_score": 0.91,
+            "macro_f1": 0.905, "loss": 0.25, "examples": 200, "epoch": 2,
+            "labels": ["negative", "positive"], "confusion_matrix": [[90, 10], [8, 92]],
+            "per_source": {"imdb": {"accuracy": 0.91, "f1_score": 0.91, "examples": 200}}},
+        "limits": {"max_inputs": 4, "max_body_bytes": 2097152, "max_batch_size": 32, "max_batch_tokens": 16384, "max_queue": 512}
+    }))
+}
+
+async fn stub_training() -> Json<Value> {
+    Json(json!({"summary": null, "records": [
+        {"type": "train", "step": 10, "epoch": 0.5, "loss": 0.69, "lr": 1e-5, "grad_norm": 1.0, "examples_per_s": 5.0},
+        {"type": "train", "step": 20, "epoch": 1.0, "loss": 0.45, "lr": 2e-5, "grad_norm": 1.0, "examples_per_s": 5.0},
+        {"type": "eval", "step": 20, "epoch": 1, "accuracy": 0.88, "f1_score": 0.87, "loss": 0.3},
+        {"type": "train", "step": 30, "epoch": 1.5, "loss": 0.31, "lr": 1e-5, "grad_norm": 1.0, "examples_per_s": 5.0},
+        {"type": "eval", "step": 40, "epoch": 2, "accuracy": 0.91, "f1_score": 0.91, "loss": 0.25}
+    ]}))
+}
+
+async fn start_stub(mode: Mode) -> (String, Stub) {
+    let stub = Stub {
+        mode: Arc::new(Mutex::new(mode)),
+    };
+    let app = axum::Router::new()
+        .route("/health", get(stub_health))
+        .route("/predict", post(stub_predict))
+        .route("/info", get(stub_info))
+        .route("/training", get(stub_training))
+        .with_state(stub.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, stub)
+}
+
+struct Ui {
+    url: String,
+    client: reqwest::Client,
+}
+
+async fn start_ui(api_url: &str) -> Ui {
+    let args = ui::Args::parse_from(["ui", "--api-url", api_url, "--max-upload-mb", "1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(ui::serve(args, listener, std::future::pending()));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    Ui { url, client }
+}
+
+impl Ui {
+    async fn get(&self, path: &str, cookie: Option<&str>) -> (u16, String) {
+        let mut req = self.client.get(format!("{}{path}", self.url));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Posts the Analyze form; returns status, body, and the session cookie if one was set.
+    async fn analyze(&self, text: &str, cookie: Option<&str>) -> (u16, String, Option<String>) {
+        let mut req = self
+            .client
+            .post(format!("{}/analyze", self.url))
+            .form(&[("text", text)]);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        let set = r
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+        (r.status().as_u16(), r.text().await.unwrap(), set)
+    }
+
+    async fn upload(&self, name: &str, bytes: Vec<u8>, column: &str) -> (u16, String) {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+            )
+            .text("column", column.to_string());
+        let r = self
+            .client
+            .post(format!("{}/batch", self.url))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn analyze_shows_label_confidence_every_class_and_history() {
+    let (api, _) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (status, page) = ui.get("/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<label for=\"text\">") && page.contains("Try an example"));
+    assert!(
+        !page.contains("class=\"banner"),
+        "no banner while the api is ready"
+    );
+
+    let (status, _, cookie) = ui.analyze("a great film", None).await;
+    assert_eq!(status, 303, "post/redirect/get");
+    let cookie = cookie.expect("a session cookie");
+    let (_, page) = ui.get("/", Some(&cookie)).await;
+    assert!(page.contains("verdict positive"));
+    assert!(
+        page.contains("90.0%") && page.contains("10.0%"),
+        "confidence and the other class"
+    );
+    ui.analyze("a dull film", Some(&cookie)).await;
+    let (_, page) = ui.get("/", Some(&cookie)).await;
+    assert!(page.contains("verdict negative"));
+    assert!(
+        page.contains("This session") && page.contains("a great film"),
+        "history"
+    );
+    // Another browser has its own history.
+    let (_, other) = ui.get("/", None).await;
+    assert!(!other.contains("a great film"));
+}
+
+#[tokio::test]
+async fn user_text_is_escaped_everywhere() {
+    let (api, _) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let nasty = r#"<script>alert(1)</script> "><img src=x onerror=alert(2)>"#;
+    let (_, _, cookie) = ui.analyze(nasty, None).await;
+    let (_, page) = ui.get("/", Some(&cookie.unwrap())).await;
+    assert!(
+        !page.contains("<script>alert(1)"),
+        "script tag must be escaped"
+    );
+    assert!(
+        !page.contains("<img src=x"),
+        "attribute breakout must be escaped"
+    );
+    // askama writes numeric character references.
+    assert!(page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+    assert!(page.contains("&#34;&#62;&#60;img src=x onerror=alert(2)&#62;"));
+
+    // In a CSV upload too: cells and column names.
+    let csv = format!(
+        "text,\"<b>col</b>\"\n\"{}\",x\n",
+        nasty.replace('"', "\"\"")
+    );
+    let (status, page) = ui.upload("<i>evil</i>.csv", csv.into_bytes(), "text").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        !page.contains("<script>alert(1)")
+            && !page.contains("<img src=x")
+            && !page.contains("<i>evil")
+    );
+    let (status, page) = ui
+        .upload("x.csv", b"id,\"<b>col</b>\"\n1,2\n".to_vec(), "text")
+        .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("&#60;b&#62;col&#60;/b&#62;") && !page.contains("<b>col</b>"));
+}
+
+#[tokio::test]
+async fn empty_text_gets_a_message_not_a_call() {
+    let (api, _) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (status, page, _) = ui.analyze("   ", None).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("Please enter some text"));
+}
+
+#[tokio::test]
+async fn the_api_being_down_starting_or_busy_is_explained() {
+    // Down: nothing listens there.
+    let ui = start_ui("http://127.0.0.1:9").await;
+    let (status, page) = ui.get("/", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("The model service is unreachable")
+            && page.contains("cannot reach the model service at http://127.0.0.1:9")
+    );
+    let (status, page, _) = ui.analyze("a great film", None).await;
+    assert_eq!(status, 502);
+    assert!(
+        page.contains("cannot reach the model service") && page.contains("a great film"),
+        "the text is kept"
+    );
+    let (status, page) = ui.get("/model", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("cannot reach"));
+    let (status, health) = ui.get("/health", None).await;
+    assert_eq!(status, 200, "the ui itself is healthy");
+    assert!(health.contains("unreachable"));
+
+    let (api, stub) = start_stub(Mode::Starting).await;
+    let ui = start_ui(&api).await;
+    let (_, page) = ui.get("/", None).await;
+    assert!(page.contains("The model service is starting"));
+    let (status, page, _) = ui.analyze("a great film", None).await;
+    assert_eq!(status, 503);
+    assert!(page.contains("the model is still loading"));
+
+    *stub.mode.lock().unwrap() = Mode::Busy;
+    let (status, page, _) = ui.analyze("a great film", None).await;
+    assert_eq!(status, 429);
+    assert!(page.contains("busy") && page.contains("Try again"));
+    for p in ["/", "/batch", "/model"] {
+        assert!(!ui.get(p, None).await.1.contains("panicked"));
+    }
+}
+
+#[tokio::test]
+async fn batch_previews_and_downloads_with_every_row() {
+    let (api, _) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (status, page) = ui.get("/batch", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("enctype=\"multipart/form-data\"") && page.contains("<label for=\"file\">")
+    );
+
+    // 10 rows, chunked by the api's max_inputs (4); one empty text; a quoted comma.
+    let mut csv = String::from("id,text,extra\n");
+    for i in 0..10 {
+        let t = match i {
+            3 => String::new(),
+            5 => "\"good, really good\"".into(),
+            _ => format!(
+                "review {i} was {}",
+                if i % 2 == 0 { "great" } else { "poor" }
+            ),
+        };
+        csv.push_str(&format!("{i},{t},e{i}\n"));
+    }
+    let (status, page) = ui.upload("reviews.csv", csv.into_bytes(), "text").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("reviews.csv: 10 rows") && page.contains("1 rows without text"));
+    let id = page
+        .split("/batch/download/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = ui
+        .client
+        .get(format!("{}/batch/download/{id}", ui.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("reviews-predictions.csv")
+    );
+    let body = r.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["id", "text", "extra", "sentiment", "confidence"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 10);
+    assert_eq!(&rows[5][3], "positive");
+    assert_eq!(&rows[3][3], "");
+    assert_eq!(&rows[1][3], "negative");
+    assert_eq!(&rows[9][2], "e9");
+}
+
+#[tokio::test]
+async fn bad_uploads_are_explained() {
+    let (api, _) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (status, page) = ui
+        .upload("photo.png", b"\x89PNG\r\n\x1a\n\0\0\0".to_vec(), "text")
+        .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("not a CSV file"));
+    let (status, page) = ui
+        .upload("big.csv", vec![b'a'; 2 * 1024 * 1024], "text")
+        .await;
+    assert_eq!(status, 413);
+    assert!(page.contains("larger than 1 MB") && page.contains("batch_predict"));
+
+    // A missing column offers the file's columns, and picking one classifies it.
+    let (status, page) = ui
+        .upload(
+            "r.csv",
+            b"id,review\n1,good stuff\n2,bad\n".to_vec(),
+            "text",
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("has no `text` column") && page.contains("<option value=\"review\">"));
+    let upload = page
+        .split("name=\"upload\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let r = ui
+        .client
+        .post(format!("{}/batch/column", ui.url))
+        .form(&[("upload", upload), ("column", "review")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("r.csv: 2 rows"));
+}
+
+#[tokio::test]
+async fn model_page_draws_metrics_matrix_and_curves() {
+    let (api, _) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (status, page) = ui.get("/model", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("distilbert-base-uncased") && page.contains("67.0M"));
+    assert!(page.contains("91.0%") && page.contains("Macro F1"));
+    assert!(page.contains("aria-label=\"Confusion matrix\"") && page.contains(">92<"));
+    assert!(page.contains("Training loss by optimizer step") && page.contains("<polyline"));
+    assert!(page.contains("Test accuracy and F1 by epoch"));
+    assert!(page.contains("imdb"));
+}
