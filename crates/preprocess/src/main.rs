@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> Result<()> {
-    service::init_logging();
+    service::init();
     let args = preprocess::Args::parse();
     let report = preprocess::run(&args)?;
     for s in &report.sources {

@@ -1,4 +1,4 @@
-//! What every sentiment-rs binary shares and nothing else: logging set-up (`LOG_FORMAT=json`),
+//! What every sentiment-rs binary shares and nothing else: process set-up (environment, logging),
 //! the shutdown signal services wait on, and the HTTP probe behind Docker's HEALTHCHECK
 //! (`healthcheck` binary), so runtime images need no curl.
 
@@ -6,9 +6,24 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`): human-readable, or one JSON object
+/// Treats environment variables set to the empty string as unset, so a compose file's
+/// `NUM_THREADS: ${NUM_THREADS:-}` means "not given" rather than an invalid value.
+/// Call first thing in `main`, before any thread starts (it edits the process environment).
+pub fn unset_empty_env_vars() {
+    for (name, value) in std::env::vars_os() {
+        if value.is_empty() {
+            // SAFETY: called at the start of main, while the process has one thread, so no
+            // other thread can be reading the environment.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
+/// What every binary does first, while it still has one thread: [`unset_empty_env_vars`], then
+/// logging to stderr, filtered by `RUST_LOG` (default `info`), human-readable or one JSON object
 /// per line when `LOG_FORMAT=json` (for log collectors).
-pub fn init_logging() {
+pub fn init() {
+    unset_empty_env_vars();
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> Result<()> {
-    service::init_logging();
+    service::init();
     let args = train::Args::parse();
     let threads = classifier::runtime::init(args.threads)?;
     tracing::info!(threads, "CPU threads");

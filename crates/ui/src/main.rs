@@ -3,10 +3,16 @@
 use anyhow::Context;
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    service::init_logging();
+fn main() -> anyhow::Result<()> {
+    service::init();
     let args = ui::Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: ui::Args) -> anyhow::Result<()> {
     let address = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await

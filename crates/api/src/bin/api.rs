@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    service::init_logging();
+    service::init();
     let args = api::Args::parse();
     args.validate()?;
     let threads = classifier::runtime::init(args.threads)?;

@@ -4,7 +4,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn main() -> anyhow::Result<()> {
-    service::init_logging();
+    service::init();
     let args = api::batch::BatchArgs::parse();
     classifier::runtime::init(args.threads)?;
     let bar = ProgressBar::new(0);
