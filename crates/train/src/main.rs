@@ -25,11 +25,13 @@ fn main() -> Result<()> {
 
     match train::run(&args, &stop)? {
         train::Outcome::Completed(summary) => {
+            let best = summary
+                .best_epoch
+                .map_or_else(|| "none".to_string(), |e| e.to_string());
             println!(
-                "done in {:.0}s ({:.1} training examples/s); best epoch {:?}; model in {}, metrics in {}",
+                "done in {:.0}s ({:.1} training examples/s); best epoch {best}; model in {}, metrics in {}",
                 summary.wall_time_s,
                 summary.train_examples_per_s,
-                summary.best_epoch,
                 summary.outputs.model_dir.display(),
                 summary.outputs.metrics.display()
             );
