@@ -32,15 +32,15 @@ pub struct BatchArgs {
     pub text_column: String,
 
     /// Also write one probability column per label (`prob_<label>`).
-    #[arg(long)]
+    #[arg(long, env = "PROBABILITIES")]
     pub probabilities: bool,
 
-    /// Texts per forward pass of the model.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 32)]
+    /// Texts per forward pass of the model. (Not BATCH_SIZE: that is the trainer's.)
+    #[arg(long, env = "PREDICT_BATCH_SIZE", default_value_t = 32)]
     pub batch_size: usize,
 
     /// Rows read and classified at a time; bounds memory.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, env = "CHUNK_ROWS", default_value_t = 2048)]
     pub chunk_rows: usize,
 
     /// The model folder.

@@ -46,6 +46,14 @@ struct Args {
     /// Also write the table (markdown) to this file.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Instead of benchmarking, write a model folder of DistilBERT-base size with random
+    /// weights here (for load-testing the api: scripts/load-test.sh), then exit.
+    #[arg(long, value_name = "DIR")]
+    write_model: Option<PathBuf>,
+    /// The vocab.txt (one WordPiece token per line) for --write-model, e.g. any BERT-uncased
+    /// checkpoint's; realistic tokenization needs a real vocabulary.
+    #[arg(long, value_name = "FILE", requires = "write_model")]
+    vocab: Option<PathBuf>,
     /// Internal: run one workload in this process and print its result.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -141,6 +149,32 @@ fn base_model() -> Result<(Config, HashMap<String, Tensor>)> {
     let cfg = Config::default();
     let tensors = random_tensors(&cfg, 0)?.into_iter().collect();
     Ok((cfg, tensors))
+}
+
+/// Writes a DistilBERT-base-size classifier (random weights) with the given vocabulary.
+fn write_base_model(dir: &Path, vocab: Option<&Path>) -> Result<()> {
+    let vocab = vocab.context("--write-model needs --vocab FILE (a BERT-uncased vocab.txt)")?;
+    let text = std::fs::read_to_string(vocab)
+        .with_context(|| format!("cannot read the vocabulary {}", vocab.display()))?;
+    let tokens: Vec<String> = text.lines().map(str::to_string).collect();
+    let base = Config::default();
+    let size = classifier::testing::TinySize {
+        dim: base.dim,
+        layers: base.n_layers,
+        heads: base.n_heads,
+        hidden: base.hidden_dim,
+        max_positions: base.max_position_embeddings,
+    };
+    classifier::testing::write_tiny_model(dir, &tokens, size, 0)
+        .with_context(|| format!("cannot write the model to {}", dir.display()))?;
+    println!(
+        "wrote a {}-layer, {}-dim model with {} tokens to {}",
+        size.layers,
+        size.dim,
+        tokens.len(),
+        dir.display()
+    );
+    Ok(())
 }
 
 fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
@@ -354,6 +388,9 @@ fn unit(kind: Kind) -> &'static str {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.write_model {
+        return write_base_model(dir, args.vocab.as_deref());
+    }
     let threads = classifier::runtime::init(args.threads)?;
     if let Some(name) = &args.worker {
         let w = WORKLOADS

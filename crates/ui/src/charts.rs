@@ -26,15 +26,25 @@ const PAD_R: f64 = 16.0;
 const PAD_T: f64 = 16.0;
 const PAD_B: f64 = 40.0;
 
-fn nice_range(lo: f64, hi: f64) -> (f64, f64) {
+/// An axis spanning `lo..=hi` with round tick values (1, 2 or 5 times a power of ten, about
+/// five ticks), so labels read 0, 500, 1000 rather than -76.7, 400.
+fn nice_axis(lo: f64, hi: f64) -> (f64, f64, f64) {
     if !(lo.is_finite() && hi.is_finite()) {
-        return (0.0, 1.0);
+        return (0.0, 1.0, 0.25);
     }
-    if (hi - lo).abs() < 1e-12 {
-        return (lo - 0.5, hi + 0.5);
-    }
-    let pad = (hi - lo) * 0.05;
-    (lo - pad, hi + pad)
+    let (lo, hi) = if (hi - lo).abs() < 1e-12 {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    };
+    let rough = (hi - lo) / 4.0;
+    let magnitude = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= rough)
+        .unwrap_or(10.0 * magnitude);
+    ((lo / step).floor() * step, (hi / step).ceil() * step, step)
 }
 
 /// A line chart of `series` with axis labels; `None` when there is nothing to draw.
@@ -47,11 +57,11 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<Strin
     if points.is_empty() {
         return None;
     }
-    let (x0, x1) = nice_range(
+    let (x0, x1, x_step) = nice_axis(
         points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
         points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
     );
-    let (y0, y1) = nice_range(
+    let (y0, y1, y_step) = nice_axis(
         points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
         points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
     );
@@ -64,8 +74,11 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<Strin
         t = esc(title)
     );
     // Grid and y ticks.
-    for i in 0..=4 {
-        let y = y0 + (y1 - y0) * f64::from(i) / 4.0;
+    let ticks = |lo: f64, hi: f64, step: f64| {
+        let n = ((hi - lo) / step).round() as usize;
+        (0..=n).map(move |i| lo + step * i as f64)
+    };
+    for y in ticks(y0, y1, y_step) {
         let py = sy(y);
         let _ = write!(
             svg,
@@ -76,8 +89,7 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<Strin
             fmt_tick(y)
         );
     }
-    for i in 0..=4 {
-        let x = x0 + (x1 - x0) * f64::from(i) / 4.0;
+    for x in ticks(x0, x1, x_step) {
         let _ = write!(
             svg,
             r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#57606a">{}</text>"##,
@@ -140,12 +152,20 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<Strin
 }
 
 fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 100.0 {
+    let text = if v.abs() >= 100.0 {
         format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
     } else {
         format!("{v:.3}")
+    };
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
     }
 }
 
@@ -223,6 +243,17 @@ pub fn confusion_matrix(labels: &[String], matrix: &[Vec<u64>]) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axes_span_the_data_with_round_ticks() {
+        assert_eq!(nice_axis(1.0, 1831.0), (0.0, 2000.0, 500.0));
+        let (lo, hi, step) = nice_axis(0.837, 0.881);
+        assert!((lo - 0.82).abs() < 1e-9 && (hi - 0.90).abs() < 1e-9 && (step - 0.02).abs() < 1e-9);
+        assert_eq!(nice_axis(2.0, 2.0), (1.5, 2.5, 0.25));
+        assert_eq!(fmt_tick(0.25), "0.25");
+        assert_eq!(fmt_tick(2000.0), "2000");
+        assert_eq!(fmt_tick(-0.0), "0");
+    }
 
     #[test]
     fn charts_escape_labels_and_skip_empty_data() {

@@ -167,13 +167,12 @@ impl ModelPage {
             if let Some(l) = m["loss"].as_f64() {
                 self.metrics.push(("Loss".into(), format!("{l:.4}")));
             }
+            let examples = m["examples"]
+                .as_u64()
+                .map_or_else(|| "?".to_string(), |n| format!("{n} examples"));
             self.metrics_note = format!(
-                "Computed on {} held-out examples{}, best epoch {}.",
-                m["examples"].as_u64().map_or("?".into(), |n| n.to_string()),
-                m["split"]
-                    .as_str()
-                    .map(|s| format!(" ({s})"))
-                    .unwrap_or_default(),
+                "Computed on held-out data: {}; best epoch {}.",
+                m["split"].as_str().map_or(examples, str::to_string),
                 m["epoch"].as_u64().map_or("?".into(), |n| n.to_string()),
             );
             let labels: Vec<String> = m["labels"]
