@@ -75,11 +75,11 @@ pub struct Args {
     pub truncation: Truncation,
 
     /// Train on a seeded, stratified sample of this many examples (0 = all).
-    #[arg(long, env = "TRAIN_SAMPLES", default_value_t = 2000)]
+    #[arg(long, env = "TRAIN_SAMPLES", default_value_t = 1500)]
     pub train_samples: usize,
 
     /// Evaluate on a seeded, stratified sample of this many test examples (0 = all).
-    #[arg(long, env = "EVAL_SAMPLES", default_value_t = 1000)]
+    #[arg(long, env = "EVAL_SAMPLES", default_value_t = 500)]
     pub eval_samples: usize,
 
     /// Seed for sampling, batch order, dropout and a fresh classification head.

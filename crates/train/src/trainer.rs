@@ -261,7 +261,9 @@ impl Run<'_> {
         Ok((value, loss.backward()?))
     }
 
-    /// Times one forward/backward pass on a typical micro-batch and extrapolates.
+    /// Times a forward/backward pass on a typical micro-batch and extrapolates. The first pass
+    /// pays for page faults and allocator warm-up (it overestimated runs by 20-150%), so the
+    /// second one is timed.
     fn estimate(&self, state: &TrainState) -> Result<Duration> {
         let batches = epoch_batches(&self.lengths(), self.args.batch_size, self.args.seed, 0);
         let cost = |b: &Vec<usize>| {
@@ -274,6 +276,7 @@ impl Run<'_> {
         let mut sorted: Vec<&Vec<usize>> = batches.iter().collect();
         sorted.sort_by_key(|b| cost(b));
         let probe = sorted[sorted.len() / 2];
+        let _ = self.forward_backward(probe, 0)?;
         let t = Instant::now();
         let _ = self.forward_backward(probe, 0)?;
         let per_token = t.elapsed().as_secs_f64() / cost(probe).max(1) as f64;
