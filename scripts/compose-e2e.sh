@@ -65,7 +65,8 @@ step "api without a model: unhealthy, one clear log line, no crash loop"
 sleep 8
 state=$(docker inspect -f '{{.State.Status}} {{.RestartCount}}' "$("${compose[@]}" ps -q api)")
 [ "$state" = "running 0" ] || fail "api should keep running without a model, got: $state"
-"${compose[@]}" logs api 2>&1 | grep -q "no model in /app/model_output: run \`docker compose up trainer\`" \
+logs=$("${compose[@]}" logs api 2>&1)
+grep -q "no model in /app/model_output: run \`docker compose up trainer\`" <<< "$logs" \
   || fail "api did not log the no-model line"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$api/health" || true)
 [ "$code" = 503 ] || fail "/health without a model: want 503, got $code"
@@ -93,14 +94,16 @@ mark "api+ui ready" $t
 curl -s "$api/health"; echo
 predict=$(curl -sf "$api/predict" -H 'content-type: application/json' -d '{"text": "A wonderful, heart-warming film."}')
 echo "/predict: $predict"
-echo "$predict" | grep -Eq '"sentiment":"(positive|negative)","confidence":[0-9.]+' || fail "/predict answer"
-curl -sf "$api/info" | grep -q '"labels"' || fail "/info"
-curl -sf "$api/metrics" | grep -q 'http_requests_total' || fail "/metrics"
+grep -Eq '"sentiment":"(positive|negative)","confidence":[0-9.]+' <<< "$predict" || fail "/predict answer"
+# Answers are captured before grep: `curl | grep -q` under pipefail fails when grep stops
+# reading early and curl gets SIGPIPE.
+info=$(curl -sf "$api/info") && grep -q '"labels"' <<< "$info" || fail "/info"
+metrics=$(curl -sf "$api/metrics") && grep -q 'http_requests_total' <<< "$metrics" || fail "/metrics"
 page=$(curl -sf "$ui/")
-echo "$page" | grep -q '<textarea' || fail "ui analyze page"
+grep -q '<textarea' <<< "$page" || fail "ui analyze page"
 result=$(curl -sf -L -c "$work/cookies" -b "$work/cookies" --data-urlencode 'text=I loved every minute of it' "$ui/analyze")
-echo "$result" | grep -Eq 'Confidence' || fail "ui analyze result"
-curl -sf "$ui/model" | grep -q '<svg' || fail "ui model page"
+grep -q 'Confidence' <<< "$result" || fail "ui analyze result"
+model_page=$(curl -sf "$ui/model") && grep -q '<svg' <<< "$model_page" || fail "ui model page"
 echo "ui: analyze, result and model pages OK"
 
 step "batch_predict inside the api container"

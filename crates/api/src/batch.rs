@@ -93,15 +93,7 @@ fn open_input(
             args.text_column
         );
     }
-    let names: Vec<String> = headers
-        .iter()
-        .map(|h| {
-            String::from_utf8_lossy(h)
-                .trim_start_matches('\u{feff}')
-                .trim()
-                .to_string()
-        })
-        .collect();
+    let names = classifier::dataset::header_names(&headers);
     let column = names
         .iter()
         .position(|h| *h == args.text_column)

@@ -68,6 +68,20 @@ pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
 }
 
 /// Writes examples as a processed CSV (header `text,label,source`).
+/// A CSV header row as column names: lossy UTF-8, without a byte-order mark or surrounding
+/// spaces (spreadsheet exports add both), so `--text-column text` finds ` text`.
+pub fn header_names(headers: &csv::ByteRecord) -> Vec<String> {
+    headers
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
 pub fn write_examples(path: &Path, examples: &[Example]) -> Result<()> {
     let mut w = csv::Writer::from_path(path).map_err(|e| Error::artifact(path, e.to_string()))?;
     for ex in examples {

@@ -262,17 +262,11 @@ fn read_delimited(
         .delimiter(delimiter)
         .flexible(true)
         .from_reader(BufReader::with_capacity(1 << 20, file));
-    let headers: Vec<String> = reader
-        .byte_headers()
-        .with_context(|| format!("{}: cannot read the header row", path.display()))?
-        .iter()
-        .map(|h| {
-            String::from_utf8_lossy(h)
-                .trim_start_matches('\u{feff}')
-                .trim()
-                .to_string()
-        })
-        .collect();
+    let headers = classifier::dataset::header_names(
+        reader
+            .byte_headers()
+            .with_context(|| format!("{}: cannot read the header row", path.display()))?,
+    );
     let text = column_index(&headers, &spec.text_column, "text", "text", path)?;
     let label = column_index(&headers, &spec.label_column, "label", "label", path)?;
     let group = optional_index(&headers, spec.group_column.as_deref(), "group", path)?;

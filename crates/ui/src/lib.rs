@@ -296,8 +296,8 @@ async fn batch_upload(
         )
     };
     let read = async {
-        let mut multipart = multipart.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let unreadable = |status: StatusCode, e: &dyn std::fmt::Display| {
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
                 (StatusCode::PAYLOAD_TOO_LARGE, too_large())
             } else {
                 (
@@ -305,23 +305,18 @@ async fn batch_upload(
                     format!("The upload could not be read: {e}"),
                 )
             }
-        })?;
+        };
+        let mut multipart = multipart.map_err(|e| unreadable(e.status(), &e))?;
         let (mut file, mut column) = (None, "text".to_string());
         loop {
             match multipart.next_field().await {
                 Ok(Some(field)) => {
                     let name = field.name().unwrap_or_default().to_string();
                     let file_name = field.file_name().unwrap_or("upload.csv").to_string();
-                    let data = field.bytes().await.map_err(|e| {
-                        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                            (StatusCode::PAYLOAD_TOO_LARGE, too_large())
-                        } else {
-                            (
-                                StatusCode::BAD_REQUEST,
-                                format!("The upload could not be read: {e}"),
-                            )
-                        }
-                    })?;
+                    let data = field
+                        .bytes()
+                        .await
+                        .map_err(|e| unreadable(e.status(), &e))?;
                     match name.as_str() {
                         "file" => file = Some((file_name, data.to_vec())),
                         "column" => {
