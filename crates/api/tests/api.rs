@@ -283,24 +283,15 @@ async fn api_key_guards_predict_only() {
     let s = Server::ready(&model, &["--api-key", "s3cret"]).await;
     let (st, b) = s.predict(json!({"text": "great"})).await;
     assert_error(st, &b, 401, "unauthorized");
-    let r = s
-        .client
-        .post(format!("{}/predict", s.url))
-        .bearer_auth("wrong")
-        .json(&json!({"text": "great"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = s
-        .client
-        .post(format!("{}/predict", s.url))
-        .bearer_auth("s3cret")
-        .json(&json!({"text": "great"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let with_key = |key: &'static str| {
+        s.client
+            .post(format!("{}/predict", s.url))
+            .bearer_auth(key)
+            .json(&json!({"text": "great"}))
+            .send()
+    };
+    assert_eq!(with_key("wrong").await.unwrap().status(), 401);
+    assert_eq!(with_key("s3cret").await.unwrap().status(), 200);
     assert_eq!(s.get("/health").await.0, 200);
     s.stop().await;
 }

@@ -379,7 +379,6 @@ impl Run<'_> {
             self.eval.len(),
             human(estimate)
         );
-        println!("{msg}");
         tracing::info!("{msg}");
 
         let per_epoch = self.micro_batches_per_epoch as u64;

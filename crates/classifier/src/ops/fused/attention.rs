@@ -52,6 +52,26 @@ impl Attention {
     fn mask_base(&self, bi: usize, h: usize, s: usize) -> usize {
         (bi * self.heads + h) * s * s
     }
+
+    /// The attention weights `p` of (sequence, head) after dropout: `p` itself without
+    /// dropout, else a masked copy in `scratch`. Forward and backward must agree exactly.
+    fn weights<'a>(
+        &self,
+        p: &'a [f32],
+        scratch: &'a mut [f32],
+        bi: usize,
+        h: usize,
+        s: usize,
+    ) -> &'a [f32] {
+        match &self.dropout {
+            Some(mask) => {
+                scratch.copy_from_slice(p);
+                apply_mask(scratch, mask, self.mask_base(bi, h, s));
+                scratch
+            }
+            None => p,
+        }
+    }
 }
 
 #[multiversion::multiversion(targets(
@@ -142,14 +162,7 @@ impl CustomOp1 for Attention {
                 };
                 matmul(ViewMut::rows(p, s, s), q, k.t(), false, self.scale, 1);
                 softmax_rows(p, &self.bias[bi * s..(bi + 1) * s]);
-                let weights: &[f32] = match &self.dropout {
-                    Some(mask) => {
-                        dropped.copy_from_slice(p);
-                        apply_mask(dropped, mask, self.mask_base(bi, h, s));
-                        dropped
-                    }
-                    None => p,
-                };
+                let weights = self.weights(p, dropped, bi, h, s);
                 // SAFETY: task (bi, h) alone writes the h-th head block of sequence bi.
                 let out = unsafe { out_ptr.get() };
                 let dst = Layout2::strided_rows(bi * s * d + h * dh, s, dh, d);
@@ -193,14 +206,7 @@ impl CustomOp1 for Attention {
                         let v = View::new(qkv, block(2 * d));
                         let go = View::new(g, Layout2::strided_rows(bi * s * d + h * dh, s, dh, d));
                         let p = &probs[task * s * s..(task + 1) * s * s];
-                        let weights: &[f32] = match &self.dropout {
-                            Some(mask) => {
-                                dropped.copy_from_slice(p);
-                                apply_mask(dropped, mask, self.mask_base(bi, h, s));
-                                dropped
-                            }
-                            None => p,
-                        };
+                        let weights = self.weights(p, dropped, bi, h, s);
                         // SAFETY: task (bi, h) alone writes the h-th Q, K and V column blocks
                         // of sequence bi in dqkv.
                         let dst = unsafe { dqkv_ptr.get() };
