@@ -13,6 +13,7 @@ use crate::checkpoint::{Checkpoint, LoadOptions};
 use crate::error::{Error, Result};
 use crate::hub::ModelSource;
 use crate::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+use crate::ops::Precision;
 use crate::pipeline::Pipeline;
 use crate::tokenizer::TextTokenizer;
 
@@ -128,6 +129,16 @@ impl Classifier {
         }
         self.limits = limits;
         Ok(self)
+    }
+
+    /// Runs the encoder in `precision` from now on (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.model = self.model.with_precision(precision)?;
+        Ok(self)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.model.precision()
     }
 
     pub fn labels(&self) -> &[String] {

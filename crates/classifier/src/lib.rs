@@ -43,5 +43,6 @@ pub use error::{Error, Result};
 pub use inference::{BatchLimits, Classifier, Prediction};
 pub use metrics::ClassificationMetrics;
 pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+pub use ops::Precision;
 pub use pipeline::Pipeline;
 pub use tokenizer::{TextTokenizer, Truncation};

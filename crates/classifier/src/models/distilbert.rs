@@ -8,12 +8,14 @@
 //! `pre_classifier` -> ReLU -> dropout -> `classifier` on the first token.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{self, Kernels};
+use crate::ops::int8::QuantizedLinear;
+use crate::ops::{self, Kernels, Precision};
 
 /// transformers hard-codes this epsilon for every DistilBERT LayerNorm.
 pub const LAYER_NORM_EPS: f64 = 1e-12;
@@ -293,6 +295,8 @@ const SITE_HEAD: u64 = u64::MAX;
 struct Linear {
     weight: Tensor,
     bias: Tensor,
+    /// The int8 copy that inference runs on instead, under [`Precision::Int8`].
+    int8: Option<Arc<QuantizedLinear>>,
 }
 
 impl Linear {
@@ -300,11 +304,31 @@ impl Linear {
         Ok(Self {
             weight: vb.get((out_dim, in_dim), "weight")?,
             bias: vb.get(out_dim, "bias")?,
+            int8: None,
         })
     }
 
     fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
-        ops::linear(x, &self.weight, &self.bias, k)
+        match &self.int8 {
+            Some(q) => q.forward(x),
+            None => ops::linear(x, &self.weight, &self.bias, k),
+        }
+    }
+
+    fn set_precision(&mut self, p: Precision) -> Result<()> {
+        self.int8 = quantized(&self.weight, &self.bias, p)?;
+        Ok(())
+    }
+}
+
+/// The int8 form of a constant linear layer under [`Precision::Int8`], else none.
+fn quantized(w: &Tensor, b: &Tensor, p: Precision) -> Result<Option<Arc<QuantizedLinear>>> {
+    match p {
+        Precision::F32 => Ok(None),
+        Precision::Int8 if w.track_op() || b.track_op() => {
+            candle_core::bail!("int8 precision is for inference: these weights are being trained")
+        }
+        Precision::Int8 => QuantizedLinear::from_tensors(w, b).map(Some),
     }
 }
 
@@ -370,6 +394,8 @@ struct MultiHeadSelfAttention {
     out_lin: Linear,
     /// `[q; k; v]` weights and biases stacked once, when they are constants (inference).
     packed: Option<(Tensor, Tensor)>,
+    /// The int8 form of `packed`, under [`Precision::Int8`].
+    packed_int8: Option<Arc<QuantizedLinear>>,
     n_heads: usize,
     head_dim: usize,
     dropout: f64,
@@ -397,6 +423,7 @@ impl MultiHeadSelfAttention {
             v_lin,
             out_lin: Linear::load(vb.pp("out_lin"), d, d)?,
             packed,
+            packed_int8: None,
             n_heads: cfg.n_heads,
             head_dim: cfg.head_dim(),
             dropout: cfg.attention_dropout,
@@ -412,6 +439,23 @@ impl MultiHeadSelfAttention {
         ))
     }
 
+    fn set_precision(&mut self, p: Precision) -> Result<()> {
+        for lin in [
+            &mut self.q_lin,
+            &mut self.k_lin,
+            &mut self.v_lin,
+            &mut self.out_lin,
+        ] {
+            lin.set_precision(p)?;
+        }
+        let (w, b) = match &self.packed {
+            Some(packed) => packed.clone(),
+            None => Self::pack(&self.q_lin, &self.k_lin, &self.v_lin)?,
+        };
+        self.packed_int8 = quantized(&w, &b, p)?;
+        Ok(())
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -423,11 +467,15 @@ impl MultiHeadSelfAttention {
         let (b, s, d) = x.dims3()?;
         let context = match k {
             Kernels::Fused => {
-                let (w, bias) = match &self.packed {
-                    Some(p) => p.clone(),
-                    None => Self::pack(&self.q_lin, &self.k_lin, &self.v_lin)?,
+                let qkv = if let Some(q) = &self.packed_int8 {
+                    q.forward(x)?
+                } else {
+                    let (w, bias) = match &self.packed {
+                        Some(p) => p.clone(),
+                        None => Self::pack(&self.q_lin, &self.k_lin, &self.v_lin)?,
+                    };
+                    ops::linear(x, &w, &bias, k)?
                 };
-                let qkv = ops::linear(x, &w, &bias, k)?;
                 let dropout = mode
                     .dropout_seed(site)
                     .map(|seed| (self.dropout as f32, seed));
@@ -492,11 +540,21 @@ impl Ffn {
         })
     }
 
+    fn set_precision(&mut self, p: Precision) -> Result<()> {
+        self.lin1.set_precision(p)?;
+        self.lin2.set_precision(p)
+    }
+
     fn forward(&self, x: &Tensor, mode: Mode, site: u64, k: Kernels) -> Result<Tensor> {
-        let h = self.lin1.forward(x, k)?;
-        let h = match self.activation {
-            Activation::Gelu => ops::gelu(&h, k)?,
-            Activation::Relu => h.relu()?,
+        let h = match (&self.lin1.int8, self.activation) {
+            (Some(q), Activation::Gelu) => q.forward_gelu(x)?,
+            _ => {
+                let h = self.lin1.forward(x, k)?;
+                match self.activation {
+                    Activation::Gelu => ops::gelu(&h, k)?,
+                    Activation::Relu => h.relu()?,
+                }
+            }
         };
         let out = self.lin2.forward(&h, k)?;
         mode.dropout(&out, self.dropout, site, k)
@@ -584,6 +642,7 @@ pub struct DistilBertForSequenceClassification {
     classifier: Linear,
     seq_classif_dropout: f64,
     kernels: Kernels,
+    precision: Precision,
 }
 
 impl DistilBertForSequenceClassification {
@@ -597,7 +656,23 @@ impl DistilBertForSequenceClassification {
             classifier: Linear::load(vb.pp("classifier"), cfg.dim, num_labels)?,
             seq_classif_dropout: cfg.seq_classif_dropout,
             kernels: Kernels::default(),
+            precision: Precision::default(),
         })
+    }
+
+    /// Runs the encoder's linear layers in `precision` (the head stays f32: it is small, and
+    /// its error would go straight into the logits). Int8 needs constant weights (inference).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        for layer in &mut self.distilbert.layers {
+            layer.attention.set_precision(precision)?;
+            layer.ffn.set_precision(precision)?;
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {

@@ -11,9 +11,11 @@ pub mod cpu;
 mod dropout;
 pub mod fused;
 pub mod gemm;
+pub mod int8;
 pub mod math;
 
 pub use dropout::site_seed;
+pub use int8::Precision;
 
 use candle_core::{D, DType, Result, Tensor};
 

@@ -36,14 +36,14 @@ fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [
 
 /// A raw pointer that parallel tasks use to write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32, usize);
+pub(crate) struct SharedMut(*mut f32, usize);
 
 // SAFETY: tasks only write index ranges that no other task touches (each use says why).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
-    fn new(v: &mut [f32]) -> Self {
+    pub(crate) fn new(v: &mut [f32]) -> Self {
         Self(v.as_mut_ptr(), v.len())
     }
 
@@ -52,7 +52,7 @@ impl SharedMut {
     /// # Safety
     /// Concurrent callers must write disjoint elements, and read none that others write.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn get(&self) -> &mut [f32] {
+    pub(crate) unsafe fn get(&self) -> &mut [f32] {
         // SAFETY: the pointer and length come from a live `&mut [f32]` (see `new`).
         unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
     }

@@ -1,0 +1,530 @@
+//! Int8 dynamic quantisation of linear layers, for serving: weights are quantised once per
+//! output channel, activations per row on every call, products accumulate exactly in i32.
+//!
+//! Weights use 7 bits (`[-63, 63]`) so that AVX2's `vpmaddubsw` (u8 x i8 pairs summed into
+//! i16) cannot saturate: `2 * 255 * 63 = 32130 <= i16::MAX`. ONNX Runtime's `reduce_range`
+//! does the same for the same instruction. Activations use all 8 bits, asymmetric (their
+//! range is lopsided after GELU), with the zero point folded out through each channel's
+//! weight sum. Integer sums are exact, so the AVX2 and portable kernels agree bit for bit.
+
+use std::sync::Arc;
+
+use candle_core::{Result, Tensor};
+use rayon::prelude::*;
+
+use super::cpu::with_f32;
+use super::fused::SharedMut;
+use super::math;
+
+/// Numeric precision of the encoder's matrix products at inference. Training is always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 weights and products: the reference, and the default.
+    #[default]
+    F32,
+    /// Int8 dynamic quantisation of every encoder linear layer (the head stays f32): a
+    /// quarter of the weight memory traffic, and faster products at small batches.
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "int8" | "i8" | "q8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision `{s}`: f32 or int8")),
+        }
+    }
+}
+
+/// Largest weight level: 7 bits, see the module docs.
+const W_LEVELS: f32 = 63.0;
+/// Rows are padded to a multiple of one AVX2 register of bytes.
+const K_ALIGN: usize = 32;
+/// Rows and output channels per parallel task: both operands of a task stay in L2.
+const TASK_ROWS: usize = 64;
+const TASK_COLS: usize = 64;
+/// Register tile of the kernel: 4 rows x 2 channels = 8 accumulators, 14 of AVX2's 16
+/// vector registers with the operands.
+const MR: usize = 4;
+const NR: usize = 2;
+
+/// A linear layer `y = x @ w^T + b` with int8 weights.
+#[derive(Debug, Clone)]
+pub struct QuantizedLinear {
+    out_dim: usize,
+    in_dim: usize,
+    /// `in_dim` rounded up to [`K_ALIGN`].
+    stride: usize,
+    /// `out_dim x stride`, one output channel per row, zero padded.
+    weights: Vec<i8>,
+    scales: Vec<f32>,
+    /// Per channel, the sum of its quantised weights (removes the activations' zero point).
+    sums: Vec<i32>,
+    bias: Vec<f32>,
+}
+
+impl QuantizedLinear {
+    /// Quantises `w` (`out_dim x in_dim`, row-major) and keeps `b` (`out_dim`) in f32.
+    pub fn new(w: &[f32], b: &[f32], out_dim: usize, in_dim: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            out_dim * in_dim,
+            "weights are not out_dim x in_dim"
+        );
+        assert_eq!(b.len(), out_dim, "bias is not out_dim long");
+        let stride = in_dim.div_ceil(K_ALIGN) * K_ALIGN;
+        let mut weights = vec![0i8; out_dim * stride];
+        let mut scales = vec![0f32; out_dim];
+        let mut sums = vec![0i32; out_dim];
+        for (c, row) in w.chunks_exact(in_dim.max(1)).enumerate().take(out_dim) {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / W_LEVELS } else { 1.0 };
+            let q = &mut weights[c * stride..c * stride + in_dim];
+            for (q, &v) in q.iter_mut().zip(row) {
+                *q = (v / scale).round().clamp(-W_LEVELS, W_LEVELS) as i8;
+            }
+            scales[c] = scale;
+            sums[c] = q.iter().map(|&v| i32::from(v)).sum();
+        }
+        Self {
+            out_dim,
+            in_dim,
+            stride,
+            weights,
+            scales,
+            sums,
+            bias: b.to_vec(),
+        }
+    }
+
+    /// Quantises a `(out, in)` weight tensor and its `(out,)` bias.
+    pub fn from_tensors(w: &Tensor, b: &Tensor) -> Result<Arc<Self>> {
+        let (out_dim, in_dim) = w.dims2()?;
+        let b = b.flatten_all()?.to_vec1::<f32>()?;
+        if b.len() != out_dim {
+            candle_core::bail!("int8 linear: bias of {} for {out_dim} outputs", b.len());
+        }
+        with_f32(w, |w| Arc::new(Self::new(w, &b, out_dim, in_dim)))
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// `x @ w^T + b` for `x` of shape `(..., in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, Then::Nothing)
+    }
+
+    /// `gelu(x @ w^T + b)`, the GELU applied while each output tile is still in cache.
+    pub fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, Then::Gelu)
+    }
+
+    fn forward_then(&self, x: &Tensor, then: Then) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inner = *dims.last().expect("rank >= 1");
+        if inner != self.in_dim {
+            candle_core::bail!(
+                "int8 linear: input {dims:?}, expects last dim {}",
+                self.in_dim
+            );
+        }
+        let rows = x.elem_count() / inner.max(1);
+        let y = with_f32(x, |x| self.forward_with(x, rows, Kernel::detect(), then))?;
+        let mut out = dims;
+        *out.last_mut().expect("rank >= 1") = self.out_dim;
+        Tensor::from_vec(y, out, x.device())
+    }
+
+    /// `x` is `rows x in_dim`, row-major; returns `rows x out_dim`.
+    pub fn forward_rows(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_with(x, rows, Kernel::detect(), Then::Nothing)
+    }
+
+    fn forward_with(&self, x: &[f32], rows: usize, kernel: Kernel, then: Then) -> Vec<f32> {
+        assert_eq!(x.len(), rows * self.in_dim, "input is not rows x in_dim");
+        let acts = Activations::quantize(x, rows, self.in_dim, self.stride);
+        let n = self.out_dim;
+        let mut y = vec![0f32; rows * n];
+        let out = SharedMut::new(&mut y);
+        let (row_tasks, col_tasks) = (rows.div_ceil(TASK_ROWS), n.div_ceil(TASK_COLS));
+        (0..row_tasks * col_tasks).into_par_iter().for_each(|t| {
+            let r0 = (t / col_tasks) * TASK_ROWS;
+            let c0 = (t % col_tasks) * TASK_COLS;
+            // SAFETY: task `t` writes only rows r0.. x columns c0.. of its own tile, which no
+            // other task writes, and reads nothing of `y`.
+            let y = unsafe { out.get() };
+            let (r1, c1) = ((r0 + TASK_ROWS).min(rows), (c0 + TASK_COLS).min(n));
+            self.task(&acts, r0..r1, c0..c1, kernel, then, y);
+        });
+        y
+    }
+
+    fn task(
+        &self,
+        acts: &Activations,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        kernel: Kernel,
+        then: Then,
+        y: &mut [f32],
+    ) {
+        let s = self.stride;
+        let width = cols.len();
+        let mut dots = [[0i32; TASK_COLS]; MR];
+        for r in rows.clone().step_by(MR) {
+            let mr = MR.min(rows.end - r);
+            for c in cols.clone().step_by(NR) {
+                let nr = NR.min(cols.end - c);
+                kernel.tile(
+                    &acts.q[r * s..(r + mr) * s],
+                    &self.weights[c * s..(c + nr) * s],
+                    s,
+                    mr,
+                    nr,
+                    &mut dots,
+                    c - cols.start,
+                );
+            }
+            // Dequantise a row of the tile at a time: equal-length slices, so it vectorises.
+            for (i, dots) in dots.iter().enumerate().take(mr) {
+                let (scale, zero) = (acts.scales[r + i], acts.zeros[r + i]);
+                let start = (r + i) * self.out_dim + cols.start;
+                let ch = cols.clone();
+                dequantize_row(
+                    &mut y[start..start + width],
+                    &dots[..width],
+                    (scale, zero),
+                    (
+                        &self.scales[ch.clone()],
+                        &self.sums[ch.clone()],
+                        &self.bias[ch],
+                    ),
+                    then == Then::Gelu,
+                );
+            }
+        }
+    }
+}
+
+/// One row to quantise: its values, its u8 slot, its (scale, zero point) slot.
+type RowWork<'a> = (&'a [f32], (&'a mut [u8], &'a mut (f32, i32)));
+
+/// Rows quantised to u8 with their own scale and zero point: `x ~ scale * (q - zero)`.
+struct Activations {
+    q: Vec<u8>,
+    scales: Vec<f32>,
+    zeros: Vec<i32>,
+}
+
+impl Activations {
+    fn quantize(x: &[f32], rows: usize, in_dim: usize, stride: usize) -> Self {
+        let mut q = vec![0u8; rows * stride];
+        let mut params = vec![(0f32, 0i32); rows];
+        let one = |(row, (q, p)): RowWork| {
+            *p = quantize_row(row, q);
+        };
+        let work = x
+            .par_chunks(in_dim.max(1))
+            .zip(q.par_chunks_mut(stride).zip(params.par_iter_mut()));
+        if rows >= 16 {
+            work.with_min_len(8).for_each(one);
+        } else {
+            x.chunks(in_dim.max(1))
+                .zip(q.chunks_mut(stride).zip(params.iter_mut()))
+                .for_each(one);
+        }
+        let (scales, zeros) = params.into_iter().unzip();
+        Self { q, scales, zeros }
+    }
+}
+
+/// What happens to the outputs before they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Nothing,
+    Gelu,
+}
+
+/// `y = x_scale * w_scale * (dot - x_zero * w_sum) + b` along one output row, then GELU.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn dequantize_row(
+    y: &mut [f32],
+    dots: &[i32],
+    (x_scale, x_zero): (f32, i32),
+    (w_scale, w_sum, b): (&[f32], &[i32], &[f32]),
+    gelu: bool,
+) {
+    let params = w_scale.iter().zip(w_sum).zip(b);
+    for ((y, &dot), ((&w_scale, &w_sum), &b)) in y.iter_mut().zip(dots).zip(params) {
+        *y = x_scale * w_scale * (dot - x_zero * w_sum) as f32 + b;
+    }
+    if gelu {
+        for y in y.iter_mut() {
+            *y = math::gelu(*y);
+        }
+    }
+}
+
+/// Quantises one row into `q` (its padding left zero); returns its scale and zero point.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
+    // The range includes 0, so exact zeros stay exact.
+    let (lo, hi) = row
+        .iter()
+        .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zero = (-lo / scale).round().clamp(0.0, 255.0);
+    let (inv, offset) = (1.0 / scale, zero + 0.5);
+    for (q, &v) in q.iter_mut().zip(row) {
+        // Round half up into [0, 255]; `max`/`min` (unlike `clamp`) also map NaN into range.
+        #[allow(clippy::manual_clamp)]
+        let v = (v * inv + offset).max(0.0).min(255.0);
+        // SAFETY: v is in [0, 255], so it fits an i32.
+        *q = unsafe { v.to_int_unchecked::<i32>() } as u8;
+    }
+    (scale, zero as i32)
+}
+
+/// Which integer dot-product kernel runs: chosen once per call from the CPU's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+
+    /// `out[i][col + j] = a_i . w_j` for the first `mr` rows of `a` and `nr` rows of `w`,
+    /// each `stride` long (a multiple of [`K_ALIGN`]).
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        self,
+        a: &[u8],
+        w: &[i8],
+        stride: usize,
+        mr: usize,
+        nr: usize,
+        out: &mut Dots,
+        col: usize,
+    ) {
+        assert!(a.len() >= mr * stride && w.len() >= nr * stride && stride.is_multiple_of(K_ALIGN));
+        assert!(mr <= MR && nr <= NR && col + nr <= TASK_COLS);
+        match self {
+            Kernel::Portable => portable_tile(a, w, stride, mr, nr, out, col),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 was detected; the lengths were checked above.
+            Kernel::Avx2 => unsafe { avx2::tile(a, w, stride, mr, nr, out, col) },
+        }
+    }
+}
+
+/// A task's integer dot products for one register tile's rows.
+type Dots = [[i32; TASK_COLS]; MR];
+
+fn portable_tile(
+    a: &[u8],
+    w: &[i8],
+    stride: usize,
+    mr: usize,
+    nr: usize,
+    out: &mut Dots,
+    col: usize,
+) {
+    for (i, out) in out.iter_mut().enumerate().take(mr) {
+        let a = &a[i * stride..(i + 1) * stride];
+        for (j, out) in out[col..col + nr].iter_mut().enumerate() {
+            let w = &w[j * stride..(j + 1) * stride];
+            *out = a
+                .iter()
+                .zip(w)
+                .map(|(&a, &w)| i32::from(a) * i32::from(w))
+                .sum();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::Dots;
+
+    /// Dispatches the partial tiles at the matrix edges to their own monomorphic kernels.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `a` holds `mr` rows and `w` holds `nr` rows of `stride` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile(
+        a: &[u8],
+        w: &[i8],
+        stride: usize,
+        mr: usize,
+        nr: usize,
+        out: &mut Dots,
+        col: usize,
+    ) {
+        let (a, w) = (a.as_ptr(), w.as_ptr());
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match (mr, nr) {
+                (4, 2) => fixed::<4, 2>(a, w, stride, out, col),
+                (3, 2) => fixed::<3, 2>(a, w, stride, out, col),
+                (2, 2) => fixed::<2, 2>(a, w, stride, out, col),
+                (1, 2) => fixed::<1, 2>(a, w, stride, out, col),
+                (4, 1) => fixed::<4, 1>(a, w, stride, out, col),
+                (3, 1) => fixed::<3, 1>(a, w, stride, out, col),
+                (2, 1) => fixed::<2, 1>(a, w, stride, out, col),
+                (1, 1) => fixed::<1, 1>(a, w, stride, out, col),
+                _ => unreachable!("tile of {mr} x {nr}"),
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2 must be available; `a` points at `M` rows and `w` at `N` rows of `stride` bytes.
+    #[target_feature(enable = "avx2")]
+    unsafe fn fixed<const M: usize, const N: usize>(
+        a: *const u8,
+        w: *const i8,
+        stride: usize,
+        out: &mut Dots,
+        col: usize,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut sum = [[_mm256_setzero_si256(); N]; M];
+        let mut k = 0;
+        while k < stride {
+            let mut wv = [_mm256_setzero_si256(); N];
+            for (j, wv) in wv.iter_mut().enumerate() {
+                // SAFETY: k + 32 <= stride, inside row j of w.
+                *wv = unsafe { _mm256_loadu_si256(w.add(j * stride + k).cast()) };
+            }
+            for (i, sum) in sum.iter_mut().enumerate() {
+                // SAFETY: k + 32 <= stride, inside row i of a.
+                let av = unsafe { _mm256_loadu_si256(a.add(i * stride + k).cast()) };
+                for (s, &wv) in sum.iter_mut().zip(&wv) {
+                    // u8 x i8 pairs into i16 (no saturation with 7-bit weights), then
+                    // pairs of those into i32.
+                    let pairs = _mm256_maddubs_epi16(av, wv);
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
+                }
+            }
+            k += 32;
+        }
+        for (out, sum) in out.iter_mut().zip(&sum) {
+            for (out, &s) in out[col..col + N].iter_mut().zip(sum) {
+                *out = hsum(s);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn hsum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32 * 0.37 + seed as f32).sin() * 1.7).powi(3))
+            .collect()
+    }
+
+    fn reference(x: &[f32], w: &[f32], b: &[f32], rows: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; rows * n];
+        for r in 0..rows {
+            for c in 0..n {
+                y[r * n + c] = b[c] + (0..k).map(|t| x[r * k + t] * w[c * k + t]).sum::<f32>();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn close_to_f32_product_at_odd_shapes() {
+        // Shapes that leave partial register tiles, partial tasks and padded rows.
+        for (rows, n, k) in [(1, 1, 1), (5, 3, 33), (67, 130, 70), (4, 2, 64)] {
+            let (x, w, b) = (data(rows * k, 1), data(n * k, 2), data(n, 3));
+            let q = QuantizedLinear::new(&w, &b, n, k);
+            let got = q.forward_rows(&x, rows);
+            let want = reference(&x, &w, &b, rows, n, k);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 0.03 * scale,
+                    "{rows}x{n}x{k}: {g} vs {w} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_agree_exactly() {
+        let (rows, n, k) = (9, 7, 100);
+        let (x, w, b) = (data(rows * k, 4), data(n * k, 5), data(n, 6));
+        let q = QuantizedLinear::new(&w, &b, n, k);
+        for then in [Then::Nothing, Then::Gelu] {
+            let portable = q.forward_with(&x, rows, Kernel::Portable, then);
+            assert_eq!(q.forward_with(&x, rows, Kernel::detect(), then), portable);
+        }
+        let plain = q.forward_with(&x, rows, Kernel::detect(), Then::Nothing);
+        let fused: Vec<f32> = plain.into_iter().map(math::gelu).collect();
+        assert_eq!(
+            q.forward_with(&x, rows, Kernel::detect(), Then::Gelu),
+            fused
+        );
+    }
+
+    #[test]
+    fn zero_rows_and_exact_zeros() {
+        let q = QuantizedLinear::new(&[0.0; 6], &[1.0, 2.0], 2, 3);
+        assert_eq!(q.forward_rows(&[0.0; 3], 1), vec![1.0, 2.0]);
+        assert!(q.forward_rows(&[], 0).is_empty());
+    }
+
+    #[test]
+    fn parses_precision() {
+        assert_eq!("INT8".parse::<Precision>(), Ok(Precision::Int8));
+        assert_eq!("fp32".parse::<Precision>(), Ok(Precision::F32));
+        assert!(
+            "bf16"
+                .parse::<Precision>()
+                .unwrap_err()
+                .contains("f32 or int8")
+        );
+    }
+}
