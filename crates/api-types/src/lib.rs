@@ -191,6 +191,9 @@ pub struct Info {
     pub labels: Vec<String>,
     pub max_length: usize,
     pub truncation: String,
+    /// Precision of the encoder's matrix products: `f32` or `int8`.
+    #[serde(default)]
+    pub precision: String,
     /// The model the classifier was fine-tuned from, when recorded.
     pub base_model: Option<String>,
     pub model_type: Option<String>,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use classifier::{BatchLimits, Classifier};
+use classifier::{BatchLimits, Classifier, Precision};
 
 /// Add sentiment predictions to every row of a CSV file.
 ///
@@ -50,6 +50,11 @@ pub struct BatchArgs {
     /// CPU threads (default: all available cores).
     #[arg(long, env = "NUM_THREADS")]
     pub threads: Option<usize>,
+
+    /// Precision of the model's matrix products: f32, or int8 (dynamic quantisation:
+    /// faster, and within about half a point of f32's accuracy).
+    #[arg(long, env = "PRECISION", default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// What a run did.
@@ -129,6 +134,7 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
                 max_batch_tokens: args.batch_size * max_length,
             })
         })
+        .and_then(|c| c.with_precision(args.precision))
         .with_context(|| format!("loading the model from {}", args.model_path.display()))?;
     let labels = classifier.labels().to_vec();
 

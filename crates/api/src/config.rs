@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use classifier::Precision;
 
 /// Serve the sentiment model over HTTP: POST /predict, GET /health, /info, /metrics,
 /// /openapi.json and /docs.
@@ -52,6 +53,11 @@ pub struct Args {
     /// CPU threads for the model (default: all available cores).
     #[arg(long, env = "NUM_THREADS")]
     pub threads: Option<usize>,
+
+    /// Precision of the model's matrix products: f32, or int8 (dynamic quantisation:
+    /// faster, especially for single texts, and within about half a point of f32's accuracy).
+    #[arg(long, env = "PRECISION", default_value = "f32")]
+    pub precision: Precision,
 
     /// Seconds between attempts to load a model that is missing or broken.
     #[arg(long, env = "MODEL_RETRY_SECONDS", default_value_t = 10)]

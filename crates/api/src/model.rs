@@ -105,6 +105,7 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
                 max_batch_tokens: args.max_batch_tokens,
             })
         })
+        .and_then(|c| c.with_precision(args.precision))
         .map_err(|e| format!("cannot load the model: {e}"))?;
     let classifier = Arc::new(classifier);
     let queue = Arc::new(Queue::new(args.max_queue, metrics.clone()));
@@ -118,6 +119,7 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
         labels: classifier.labels().to_vec(),
         max_length: classifier.pipeline().max_length,
         truncation: classifier.pipeline().truncation.to_string(),
+        precision: classifier.precision().to_string(),
         base_model: config
             .extra
             .get("_name_or_path")

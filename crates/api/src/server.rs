@@ -388,6 +388,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
             labels: vec![],
             max_length: 0,
             truncation: String::new(),
+            precision: String::new(),
             base_model: None,
             model_type: None,
             parameters: None,

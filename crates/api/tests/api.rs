@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use classifier::Classifier;
 use classifier::testing::{TinySize, vocab_for, write_tiny_model};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -201,6 +202,7 @@ async fn every_endpoint_answers() {
     assert_eq!(info["labels"], json!(["negative", "positive"]));
     assert_eq!(info["ready"], true);
     assert_eq!(info["training_metrics"]["accuracy"], 0.9);
+    assert_eq!(info["precision"], "f32");
     assert_eq!(info["limits"]["max_inputs"], 64);
 
     let (status, metrics) = s.get("/metrics").await;
@@ -435,4 +437,39 @@ async fn batched_answers_equal_one_at_a_time() {
     let (_, metrics) = s.get("/metrics").await;
     assert!(metrics.contains("predict_batch_size_bucket"));
     s.stop().await;
+}
+
+/// `--precision int8` serves the quantised model: /info says so, and its probabilities stay
+/// close to the f32 model's for the same text. A precision the api does not know is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int8_precision_serves_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let s = Server::ready(&model, &["--precision", "int8"]).await;
+    let (_, info) = s.get("/info").await;
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["precision"], "int8");
+
+    let f32_model = Classifier::load_dir(&model).unwrap();
+    for text in ["a wonderful film", "dull and far too long", "meh"] {
+        let (status, body) = s.predict(json!({"text": text})).await;
+        assert_eq!(status, 200, "{body}");
+        let want = &f32_model.predict(&[text]).unwrap()[0];
+        let got: Vec<f64> = body["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["score"].as_f64().unwrap())
+            .collect();
+        for (g, w) in got.iter().zip(&want.probabilities) {
+            assert!(
+                (g - f64::from(*w)).abs() < 0.02,
+                "{text}: {got:?} vs {want:?}"
+            );
+        }
+    }
+    s.stop().await;
+
+    let err = api::Args::try_parse_from(["api", "--precision", "bf16"]).unwrap_err();
+    assert!(err.to_string().contains("f32 or int8"), "{err}");
 }
