@@ -5,6 +5,9 @@
 //! Every workload runs in a fresh child process, ours and PyTorch's alike, so each reports its
 //! own peak RSS and none inherits another's heap.
 //!
+//! The `-int8` rows run our int8 serving path (`PRECISION=int8`); their PyTorch column is
+//! PyTorch fp32 on the same shape, the precision our default serves in.
+//!
 //! ```sh
 //! cargo run --release -p bench                                  # ours only
 //! cargo run --release -p bench -- --python venv/bin/python      # beside PyTorch
@@ -18,6 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
+use classifier::Precision;
 use classifier::checkpoint::{Trainable, random_tensors};
 use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
 use serde::{Deserialize, Serialize};
@@ -72,38 +76,40 @@ struct Workload {
     kind: Kind,
     batch: usize,
     seq: usize,
+    /// Our precision (inference); PyTorch always runs fp32.
+    precision: Precision,
 }
 
-const WORKLOADS: [Workload; 5] = [
+const fn infer(name: &'static str, batch: usize, seq: usize, precision: Precision) -> Workload {
     Workload {
-        name: "infer-b1-s32",
+        name,
         kind: Kind::Infer,
-        batch: 1,
-        seq: 32,
-    },
-    Workload {
-        name: "infer-b1-s128",
-        kind: Kind::Infer,
-        batch: 1,
-        seq: 128,
-    },
-    Workload {
-        name: "infer-b32-s128",
-        kind: Kind::Infer,
-        batch: 32,
-        seq: 128,
-    },
+        batch,
+        seq,
+        precision,
+    }
+}
+
+const WORKLOADS: [Workload; 8] = [
+    infer("infer-b1-s32", 1, 32, Precision::F32),
+    infer("infer-b1-s128", 1, 128, Precision::F32),
+    infer("infer-b32-s128", 32, 128, Precision::F32),
+    infer("infer-b1-s32-int8", 1, 32, Precision::Int8),
+    infer("infer-b1-s128-int8", 1, 128, Precision::Int8),
+    infer("infer-b32-s128-int8", 32, 128, Precision::Int8),
     Workload {
         name: "train-b8-s128",
         kind: Kind::Train,
         batch: 8,
         seq: 128,
+        precision: Precision::F32,
     },
     Workload {
         name: "gemm-2048",
         kind: Kind::Gemm,
         batch: 1,
         seq: 2048,
+        precision: Precision::F32,
     },
 ];
 
@@ -203,7 +209,8 @@ fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
         Kind::Infer => {
             let (cfg, tensors) = base_model()?;
             let vb = constant_builder(tensors);
-            let model = DistilBertForSequenceClassification::load(vb, &cfg)?;
+            let model =
+                DistilBertForSequenceClassification::load(vb, &cfg)?.with_precision(w.precision)?;
             let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 1)?;
             for i in 0..warmup + iters {
                 let t = Instant::now();
@@ -432,6 +439,7 @@ fn main() -> Result<()> {
     } else {
         "|---|---|---|---|\n"
     });
+    let mut torch_runs: HashMap<(&str, usize, usize), Measured> = HashMap::new();
     for w in selected {
         eprintln!("running {} ...", w.name);
         let o = ours(&args, w)?;
@@ -453,7 +461,13 @@ fn main() -> Result<()> {
             rss(&o)
         ));
         if let Some(py) = &args.python {
-            let t = torch(&args, py, w)?;
+            // Our int8 rows compare with PyTorch fp32 on the same shape, measured once.
+            let key = (unit(w.kind), w.batch, w.seq);
+            let t = match torch_runs.get(&key) {
+                Some(t) => t.clone(),
+                None => torch(&args, py, w)?,
+            };
+            torch_runs.insert(key, t.clone());
             table.push_str(&format!(
                 " {:.1} | {:.2} {} | {} | {:.2}x |",
                 t.median_ms,
