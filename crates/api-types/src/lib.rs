@@ -194,6 +194,9 @@ pub struct Info {
     /// Precision of the encoder's matrix products: `f32` or `int8`.
     #[serde(default)]
     pub precision: String,
+    /// What the classification head reads: `cls` (first token) or `mean` (of the tokens).
+    #[serde(default)]
+    pub pooling: String,
     /// The model the classifier was fine-tuned from, when recorded.
     pub base_model: Option<String>,
     pub model_type: Option<String>,

@@ -120,6 +120,7 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
         max_length: classifier.pipeline().max_length,
         truncation: classifier.pipeline().truncation.to_string(),
         precision: classifier.precision().to_string(),
+        pooling: config.pooling.to_string(),
         base_model: config
             .extra
             .get("_name_or_path")

@@ -389,6 +389,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
             max_length: 0,
             truncation: String::new(),
             precision: String::new(),
+            pooling: String::new(),
             base_model: None,
             model_type: None,
             parameters: None,

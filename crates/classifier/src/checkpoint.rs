@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::hub::{self, CONFIG_FILE, ModelSource, TOKENIZER_FILES, WEIGHT_FILES};
 use crate::models::bert::{self, BertConfig};
 use crate::models::distilbert::{
-    Config, DistilBertForSequenceClassification, ENCODER_PREFIX, head_parameter_shapes,
+    Config, DistilBertForSequenceClassification, ENCODER_PREFIX, Pooling, head_parameter_shapes,
 };
 use crate::pipeline::{PIPELINE_FILE, Pipeline};
 use crate::tokenizer::TextTokenizer;
@@ -30,6 +30,10 @@ pub struct LoadOptions {
     pub seed: u64,
     /// Hub revision (branch, tag or commit); `main` when `None`.
     pub revision: Option<String>,
+    /// Pooling of a fresh head. `None` follows the checkpoint: a sentence-transformers
+    /// folder's `1_Pooling/config.json` when it has one, else the first token. A loaded head
+    /// keeps the pooling it was trained with; asking for another one is an error.
+    pub pooling: Option<Pooling>,
 }
 
 /// Whether the classification head came from the checkpoint.
@@ -117,6 +121,41 @@ fn normalize_distilbert_names(tensors: HashMap<String, Tensor>) -> HashMap<Strin
             (name, t)
         })
         .collect()
+}
+
+/// Where sentence-transformers keeps the pooling an encoder was trained with.
+pub const SENTENCE_TRANSFORMERS_POOLING_FILE: &str = "1_Pooling/config.json";
+
+/// The pooling a sentence-transformers folder declares: mean or first token, `None` when the
+/// folder has no such file or declares a pooling this head cannot do (max, weighted).
+fn sentence_transformers_pooling(dir: &Path) -> Result<Option<Pooling>> {
+    let path = dir.join(SENTENCE_TRANSFORMERS_POOLING_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let raw = read_json(&path)?;
+    let on = |key: &str| raw.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
+    let modes = [
+        "pooling_mode_cls_token",
+        "pooling_mode_mean_tokens",
+        "pooling_mode_max_tokens",
+        "pooling_mode_mean_sqrt_len_tokens",
+        "pooling_mode_weightedmean_tokens",
+        "pooling_mode_lasttoken",
+    ];
+    let enabled: Vec<&str> = modes.into_iter().filter(|m| on(m)).collect();
+    Ok(match enabled.as_slice() {
+        ["pooling_mode_mean_tokens"] => Some(Pooling::Mean),
+        ["pooling_mode_cls_token"] => Some(Pooling::Cls),
+        other => {
+            tracing::info!(
+                file = %path.display(),
+                modes = ?other,
+                "the encoder's sentence-transformers pooling has no head equivalent; using the first token"
+            );
+            None
+        }
+    })
 }
 
 fn fresh_head(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>> {
@@ -236,11 +275,27 @@ impl Checkpoint {
         };
         config.set_labels(&wanted);
         config.architectures = vec!["DistilBertForSequenceClassification".into()];
+        match (&head, opts.pooling) {
+            (Head::Loaded, Some(asked)) if asked != config.pooling => {
+                return Err(Error::Input(format!(
+                    "{}: its classification head was trained on {} pooling, so it cannot run                      with {asked} pooling; leave the pooling unset to keep the head's",
+                    source.id, config.pooling
+                )));
+            }
+            (Head::Loaded, _) => {}
+            (Head::Fresh(_), Some(asked)) => config.pooling = asked,
+            (Head::Fresh(_), None) => {
+                if let Some(declared) = sentence_transformers_pooling(&dir)? {
+                    config.pooling = declared;
+                }
+            }
+        }
         if let Head::Fresh(reason) = &head {
             tracing::info!(
                 model = %source.id,
                 labels = ?wanted,
                 seed = opts.seed,
+                pooling = %config.pooling,
                 "initialising a fresh classification head: {reason}"
             );
             tensors.extend(fresh_head(&config, opts.seed)?);

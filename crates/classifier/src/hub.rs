@@ -27,10 +27,11 @@ pub struct ModelSource {
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 pub const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "vocab.txt"];
-pub const OPTIONAL_FILES: [&str; 3] = [
+pub const OPTIONAL_FILES: [&str; 4] = [
     "tokenizer_config.json",
     "special_tokens_map.json",
     crate::pipeline::PIPELINE_FILE,
+    crate::checkpoint::SENTENCE_TRANSFORMERS_POOLING_FILE,
 ];
 
 /// How to reach the Hub; [`HubSettings::from_env`] reads the standard variables.

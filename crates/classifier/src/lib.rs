@@ -42,7 +42,7 @@ pub use cleaning::Cleaning;
 pub use error::{Error, Result};
 pub use inference::{BatchLimits, Classifier, Prediction};
 pub use metrics::ClassificationMetrics;
-pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode, Pooling};
 pub use ops::Precision;
 pub use pipeline::Pipeline;
 pub use tokenizer::{TextTokenizer, Truncation};

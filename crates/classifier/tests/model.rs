@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use classifier::checkpoint::{self, Head, SaveRequest};
 use classifier::models::distilbert::Mode;
-use classifier::{Checkpoint, Classifier, LoadOptions, Pipeline, Truncation};
+use classifier::{Checkpoint, Classifier, LoadOptions, Pipeline, Pooling, Truncation};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -153,7 +153,19 @@ fn relabelling_keeps_a_head_of_the_same_size_and_replaces_a_mismatched_one() {
 
 #[test]
 fn every_weight_gets_a_finite_nonzero_gradient() {
-    let ckpt = load("tiny-distilbert", &LoadOptions::default());
+    assert_every_weight_gets_a_gradient(load("tiny-distilbert", &LoadOptions::default()));
+    let mean = load(
+        "tiny-bert",
+        &LoadOptions {
+            pooling: Some(Pooling::Mean),
+            ..Default::default()
+        },
+    );
+    assert_eq!(mean.config.pooling, Pooling::Mean);
+    assert_every_weight_gets_a_gradient(mean);
+}
+
+fn assert_every_weight_gets_a_gradient(ckpt: Checkpoint) {
     let trainable = ckpt.trainable().unwrap();
     let e = expected();
     let (ids, mask) = hf_batch(&e);
@@ -248,6 +260,10 @@ fn save_then_load_gives_identical_logits() {
         config["architectures"][0],
         "DistilBertForSequenceClassification"
     );
+    assert!(
+        config.get("pooling").is_none(),
+        "a first-token config must stay exactly what transformers writes"
+    );
 
     let reloaded = Classifier::load_dir(&dir).unwrap();
     assert_eq!(reloaded.pipeline(), &pipeline);
@@ -255,6 +271,108 @@ fn save_then_load_gives_identical_logits() {
     assert_eq!(
         before, after,
         "a saved model must predict exactly as before"
+    );
+}
+
+/// `x @ w^T + b` for the head's checks, independent of the model's kernels.
+fn affine(x: &Tensor, tensors: &std::collections::HashMap<String, Tensor>, name: &str) -> Tensor {
+    x.matmul(&tensors[&format!("{name}.weight")].t().unwrap())
+        .unwrap()
+        .broadcast_add(&tensors[&format!("{name}.bias")])
+        .unwrap()
+}
+
+#[test]
+fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
+    let (_t, dir) = broken_copy("tiny-bert", |d| {
+        std::fs::create_dir(d.join("1_Pooling")).unwrap();
+        std::fs::write(
+            d.join("1_Pooling/config.json"),
+            r#"{"word_embedding_dimension": 32, "pooling_mode_cls_token": false,
+                "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false}"#,
+        )
+        .unwrap();
+    });
+    let path = dir.to_str().unwrap();
+    let ckpt = Checkpoint::load(path, &LoadOptions::default()).unwrap();
+    assert_eq!(ckpt.config.pooling, Pooling::Mean);
+    let asked = LoadOptions {
+        pooling: Some(Pooling::Cls),
+        ..Default::default()
+    };
+    assert_eq!(
+        Checkpoint::load(path, &asked).unwrap().config.pooling,
+        Pooling::Cls,
+        "an explicit choice overrides the folder's"
+    );
+
+    // The head reads the mean of each text's own tokens: padding must not count.
+    let e = expected();
+    let (ids, mask) = hf_batch(&e);
+    let model = ckpt.model().unwrap();
+    let logits = model.forward(&ids, &mask, Mode::Eval).unwrap();
+    let hidden = model.encode(&ids, &mask, Mode::Eval).unwrap();
+    let lengths: Vec<usize> = e
+        .attention_mask
+        .iter()
+        .map(|m| m.iter().sum::<u32>() as usize)
+        .collect();
+    assert!(
+        lengths.iter().any(|n| *n < ids.dim(1).unwrap()),
+        "the fixture batch must contain padding for this test to mean anything"
+    );
+    let means: Vec<Tensor> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, n)| hidden.i((i, ..*n)).unwrap().mean_keepdim(0).unwrap())
+        .collect();
+    let pooled = Tensor::cat(&means, 0).unwrap();
+    let expected_logits = affine(
+        &affine(&pooled, &ckpt.tensors, "pre_classifier")
+            .relu()
+            .unwrap(),
+        &ckpt.tensors,
+        "classifier",
+    );
+    let diff = max_abs_diff(
+        &logits.to_vec2().unwrap(),
+        &expected_logits.to_vec2().unwrap(),
+    );
+    assert!(diff < 1e-5, "max |logit difference| {diff}");
+
+    // Saved, the choice travels in config.json and the loaded head keeps it.
+    let out = tempfile::tempdir().unwrap();
+    let saved = out.path().join("model_output");
+    let tensors: Vec<(String, Tensor)> = ckpt.tensors.clone().into_iter().collect();
+    checkpoint::save(
+        &saved,
+        &SaveRequest {
+            config: &ckpt.config,
+            tensors: &tensors,
+            tokenizer: &ckpt.tokenizer,
+            pipeline: &Pipeline::default(),
+        },
+    )
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["pooling"], "mean");
+    let saved = saved.to_str().unwrap();
+    let reloaded = Checkpoint::load(saved, &LoadOptions::default()).unwrap();
+    assert_eq!(reloaded.head, Head::Loaded);
+    let again = reloaded
+        .model()
+        .unwrap()
+        .forward(&ids, &mask, Mode::Eval)
+        .unwrap();
+    assert_eq!(
+        logits.to_vec2::<f32>().unwrap(),
+        again.to_vec2::<f32>().unwrap()
+    );
+    let err = Checkpoint::load(saved, &asked).unwrap_err().to_string();
+    assert!(
+        err.contains("trained on mean pooling") && err.contains("cls"),
+        "{err}"
     );
 }
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use classifier::Truncation;
+use clap::{Parser, ValueEnum};
+use classifier::{Pooling, Truncation};
 use serde::{Deserialize, Serialize};
 
 /// Fine-tune a DistilBERT (or BERT-family) sentiment classifier on the CPU.
@@ -74,6 +74,14 @@ pub struct Args {
     #[arg(long, env = "TRUNCATION", default_value = "head-tail")]
     pub truncation: Truncation,
 
+    /// What a fresh classification head reads: `cls` (the first token, as transformers'
+    /// DistilBertForSequenceClassification), `mean` (the mean of the tokens; what
+    /// sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with), or `auto`
+    /// (the base folder's 1_Pooling/config.json when it has one, else cls). A mean-pooled
+    /// model_output is ours to serve: transformers would load it as first-token.
+    #[arg(long, env = "POOLING", value_enum, default_value_t = PoolingArg::Cls)]
+    pub pooling: PoolingArg,
+
     /// Train on a seeded, stratified sample of this many examples (0 = all).
     #[arg(long, env = "TRAIN_SAMPLES", default_value_t = 1500)]
     pub train_samples: usize,
@@ -104,6 +112,24 @@ pub struct Args {
     pub resume: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolingArg {
+    Auto,
+    Cls,
+    Mean,
+}
+
+impl PoolingArg {
+    /// The pooling asked for; `None` lets the base model decide.
+    pub fn requested(self) -> Option<Pooling> {
+        match self {
+            PoolingArg::Auto => None,
+            PoolingArg::Cls => Some(Pooling::Cls),
+            PoolingArg::Mean => Some(Pooling::Mean),
+        }
+    }
+}
+
 /// The settings that decide what a run computes; a resume must match them exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hyperparameters {
@@ -121,6 +147,9 @@ pub struct Hyperparameters {
     pub adam_eps: f64,
     pub max_length: usize,
     pub truncation: Truncation,
+    /// As resolved for the base model (runs checkpointed before this field were first-token).
+    #[serde(default)]
+    pub pooling: Pooling,
     pub train_samples: usize,
     pub eval_samples: usize,
     pub seed: u64,
@@ -149,8 +178,9 @@ impl Args {
         Ok(())
     }
 
-    /// What this run will compute with, after the model caps `max_length`.
-    pub fn hyperparameters(&self, max_length: usize) -> Hyperparameters {
+    /// What this run will compute with, after the model caps `max_length` and resolves the
+    /// pooling.
+    pub fn hyperparameters(&self, max_length: usize, pooling: Pooling) -> Hyperparameters {
         let adam = crate::optim::AdamWConfig::default();
         Hyperparameters {
             base_model: self.base_model.clone(),
@@ -167,6 +197,7 @@ impl Args {
             adam_eps: adam.eps,
             max_length,
             truncation: self.truncation,
+            pooling,
             train_samples: self.train_samples,
             eval_samples: self.eval_samples,
             seed: self.seed,

@@ -132,6 +132,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
             labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
             seed: args.seed,
             revision: args.revision.clone(),
+            pooling: args.pooling.requested(),
         },
     )
     .with_context(|| format!("loading base model `{}`", args.base_model))?;
@@ -147,7 +148,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
             base.config.max_position_embeddings
         );
     }
-    let hyper = args.hyperparameters(max_length);
+    let hyper = args.hyperparameters(max_length, base.config.pooling);
     let pipeline = Pipeline {
         cleaning,
         max_length,

@@ -6,6 +6,11 @@
 //! exact (erf) GELU, attention mask 1 = keep, LayerNorm eps 1e-12, dropout (`dropout`,
 //! `attention_dropout`, `seq_classif_dropout`) only in train mode, and a head of
 //! `pre_classifier` -> ReLU -> dropout -> `classifier` on the first token.
+//!
+//! One extension: `"pooling": "mean"` in `config.json` feeds the head the mean of the
+//! non-padding tokens instead of the first token, the pooling sentence-transformers encoders
+//! (all-MiniLM-L6-v2 and kin) were trained with. Such a folder still loads in `transformers`,
+//! which ignores the key, but predicts differently there; first-token configs are unchanged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +34,32 @@ pub enum Activation {
     /// Exact GELU (`transformers`' "gelu").
     Gelu,
     Relu,
+}
+
+/// What the classification head reads from the encoder's last hidden state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The first (`[CLS]`) token, as `DistilBertForSequenceClassification`.
+    #[default]
+    Cls,
+    /// The mean over the tokens the attention mask keeps.
+    Mean,
+}
+
+impl Pooling {
+    fn is_cls(&self) -> bool {
+        *self == Pooling::Cls
+    }
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooling::Cls => "cls",
+            Pooling::Mean => "mean",
+        })
+    }
 }
 
 fn default_vocab_size() -> usize {
@@ -106,6 +137,10 @@ pub struct Config {
     pub id2label: BTreeMap<String, String>,
     #[serde(default)]
     pub label2id: BTreeMap<String, usize>,
+    /// Not a `DistilBertConfig` field: written only when not the first token, so configs of
+    /// first-token models stay exactly what `transformers` writes.
+    #[serde(default, skip_serializing_if = "Pooling::is_cls")]
+    pub pooling: Pooling,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -634,13 +669,25 @@ impl DistilBertModel {
     }
 }
 
-/// `DistilBertForSequenceClassification`: the encoder plus a two-layer head on the first token.
+/// Mean of `hidden` `(batch, seq, dim)` over the positions `mask` `(batch, seq)` keeps.
+fn mean_over_mask(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let keep = mask.to_dtype(hidden.dtype())?;
+    // A row of padding only (never produced by the tokenizer) would divide by zero.
+    let count = keep.sum_keepdim(1)?.clamp(1.0, f64::INFINITY)?;
+    hidden
+        .broadcast_mul(&keep.unsqueeze(2)?)?
+        .sum(1)?
+        .broadcast_div(&count)
+}
+
+/// `DistilBertForSequenceClassification`: the encoder plus a two-layer head on the pooled tokens.
 #[derive(Debug, Clone)]
 pub struct DistilBertForSequenceClassification {
     distilbert: DistilBertModel,
     pre_classifier: Linear,
     classifier: Linear,
     seq_classif_dropout: f64,
+    pooling: Pooling,
     kernels: Kernels,
     precision: Precision,
 }
@@ -655,6 +702,7 @@ impl DistilBertForSequenceClassification {
             pre_classifier: Linear::load(vb.pp("pre_classifier"), cfg.dim, cfg.dim)?,
             classifier: Linear::load(vb.pp("classifier"), cfg.dim, num_labels)?,
             seq_classif_dropout: cfg.seq_classif_dropout,
+            pooling: cfg.pooling,
             kernels: Kernels::default(),
             precision: Precision::default(),
         })
@@ -704,8 +752,11 @@ impl DistilBertForSequenceClassification {
     ) -> Result<Tensor> {
         let k = self.kernels;
         let hidden = self.encode(input_ids, attention_mask, mode)?;
-        let first = hidden.i((.., 0))?.contiguous()?;
-        let pooled = self.pre_classifier.forward(&first, k)?.relu()?;
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.i((.., 0))?.contiguous()?,
+            Pooling::Mean => mean_over_mask(&hidden, attention_mask)?,
+        };
+        let pooled = self.pre_classifier.forward(&pooled, k)?.relu()?;
         let pooled = mode.dropout(&pooled, self.seq_classif_dropout, SITE_HEAD, k)?;
         self.classifier.forward(&pooled, k)?.to_dtype(DType::F32)
     }
