@@ -598,6 +598,22 @@ fn int8_logits_stay_close_to_f32() {
             assert_eq!(x.class, q.class, "text {i}: class changed under int8");
         }
     }
+    // The reference kernels split the packed int8 Q/K/V product: same logits as fused.
+    let (ids, mask) = hf_batch(&e);
+    let int8_model = int8_clf.model();
+    let fused = int8_model.forward(&ids, &mask, Mode::Eval).unwrap();
+    let reference = int8_model
+        .clone()
+        .with_kernels(classifier::ops::Kernels::Reference)
+        .forward(&ids, &mask, Mode::Eval)
+        .unwrap();
+    // Only rounding differs (an activation on a quantisation boundary can land one step
+    // apart), so the gap is a small share of int8's own error.
+    let diff = max_abs_diff(&fused.to_vec2().unwrap(), &reference.to_vec2().unwrap());
+    assert!(
+        diff <= 0.25 * err,
+        "int8 fused vs reference kernels differ by {diff} (int8 error {err})"
+    );
     // Back to f32 gives f32's logits exactly.
     let back = int8_clf.with_precision(Precision::F32).unwrap();
     assert_eq!(logits(&back.predict(&texts).unwrap()), exact_logits);

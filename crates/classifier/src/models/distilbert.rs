@@ -474,15 +474,10 @@ impl MultiHeadSelfAttention {
         ))
     }
 
+    /// Q, K and V are quantised once, packed: per-channel scales make each third of the
+    /// packed product equal to its own layer's, so the reference kernels split it.
     fn set_precision(&mut self, p: Precision) -> Result<()> {
-        for lin in [
-            &mut self.q_lin,
-            &mut self.k_lin,
-            &mut self.v_lin,
-            &mut self.out_lin,
-        ] {
-            lin.set_precision(p)?;
-        }
+        self.out_lin.set_precision(p)?;
         let (w, b) = match &self.packed {
             Some(packed) => packed.clone(),
             None => Self::pack(&self.q_lin, &self.k_lin, &self.v_lin)?,
@@ -522,9 +517,22 @@ impl MultiHeadSelfAttention {
                         .transpose(1, 2)?
                         .contiguous()
                 };
-                let q = split_heads(self.q_lin.forward(x, k)?)?;
-                let key = split_heads(self.k_lin.forward(x, k)?)?;
-                let v = split_heads(self.v_lin.forward(x, k)?)?;
+                let (q, key, v) = match &self.packed_int8 {
+                    Some(packed) => {
+                        let qkv = packed.forward(x)?;
+                        (
+                            qkv.narrow(2, 0, d)?,
+                            qkv.narrow(2, d, d)?,
+                            qkv.narrow(2, 2 * d, d)?,
+                        )
+                    }
+                    None => (
+                        self.q_lin.forward(x, k)?,
+                        self.k_lin.forward(x, k)?,
+                        self.v_lin.forward(x, k)?,
+                    ),
+                };
+                let (q, key, v) = (split_heads(q)?, split_heads(key)?, split_heads(v)?);
                 let scale = (self.head_dim as f64).powf(-0.5);
                 let scores = (q.matmul(&key.t()?)? * scale)?;
                 let probs = ops::masked_softmax(&scores, &mask.bias()?)?;
