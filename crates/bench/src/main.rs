@@ -5,12 +5,14 @@
 //! Every workload runs in a fresh child process, ours and PyTorch's alike, so each reports its
 //! own peak RSS and none inherits another's heap.
 //!
-//! The `-int8` rows run our int8 serving path (`PRECISION=int8`); their PyTorch column is
-//! PyTorch fp32 on the same shape, the precision our default serves in.
+//! With `--python`, each row also runs a baseline on the same shape: PyTorch fp32 for our f32
+//! rows and training; for the `-int8` rows (our int8 serving path, `PRECISION=int8`), ONNX
+//! Runtime on a dynamically int8-quantised export and PyTorch with bf16 autocast, the
+//! reduced-precision paths users would otherwise pick.
 //!
 //! ```sh
 //! cargo run --release -p bench                                  # ours only
-//! cargo run --release -p bench -- --python venv/bin/python      # beside PyTorch
+//! cargo run --release -p bench -- --python venv/bin/python      # beside the baselines
 //! ```
 
 use std::collections::HashMap;
@@ -40,10 +42,22 @@ struct Args {
     /// CPU threads (default: all available cores); PyTorch gets the same number.
     #[arg(long, env = "NUM_THREADS")]
     threads: Option<usize>,
-    /// A Python with torch and transformers: also run the PyTorch baseline
-    /// (crates/bench/python/torch_bench.py) on the same shapes, back to back.
+    /// A Python with torch and transformers (and onnxruntime, onnx, onnxscript for the ONNX
+    /// Runtime baseline): also run the baselines in crates/bench/python on the same shapes,
+    /// back to back.
     #[arg(long, env = "BENCH_PYTHON")]
     python: Option<PathBuf>,
+    /// Which baselines to run with --python (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "torch-fp32,torch-bf16,ort-int8"
+    )]
+    baselines: Vec<Baseline>,
+    /// Where the ONNX export for the ONNX Runtime baseline is kept (made on first use).
+    #[arg(long, value_name = "DIR")]
+    onnx_dir: Option<PathBuf>,
     /// Run only these workloads (comma-separated names from the table).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -63,6 +77,30 @@ struct Args {
     worker: Option<String>,
 }
 
+/// What a row compares ours with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+enum Baseline {
+    /// PyTorch eager fp32 (transformers' DistilBertForSequenceClassification).
+    TorchFp32,
+    /// PyTorch with bf16 autocast (AMX tiles where the CPU has them).
+    TorchBf16,
+    /// ONNX Runtime on the dynamically int8-quantised ONNX export.
+    OrtInt8,
+}
+
+impl Baseline {
+    fn label(self) -> &'static str {
+        match self {
+            Baseline::TorchFp32 => "PyTorch fp32",
+            Baseline::TorchBf16 => "PyTorch bf16",
+            Baseline::OrtInt8 => "ONNX Runtime int8",
+        }
+    }
+}
+
+const FP32: &[Baseline] = &[Baseline::TorchFp32];
+const REDUCED: &[Baseline] = &[Baseline::OrtInt8, Baseline::TorchBf16];
+
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Infer,
@@ -76,8 +114,10 @@ struct Workload {
     kind: Kind,
     batch: usize,
     seq: usize,
-    /// Our precision (inference); PyTorch always runs fp32.
+    /// Our precision (inference).
     precision: Precision,
+    /// What `--python` compares this row with.
+    baselines: &'static [Baseline],
 }
 
 const fn infer(name: &'static str, batch: usize, seq: usize, precision: Precision) -> Workload {
@@ -87,6 +127,10 @@ const fn infer(name: &'static str, batch: usize, seq: usize, precision: Precisio
         batch,
         seq,
         precision,
+        baselines: match precision {
+            Precision::F32 => FP32,
+            Precision::Int8 => REDUCED,
+        },
     }
 }
 
@@ -103,6 +147,7 @@ const WORKLOADS: [Workload; 8] = [
         batch: 8,
         seq: 128,
         precision: Precision::F32,
+        baselines: FP32,
     },
     Workload {
         name: "gemm-2048",
@@ -110,6 +155,7 @@ const WORKLOADS: [Workload; 8] = [
         batch: 1,
         seq: 2048,
         precision: Precision::F32,
+        baselines: FP32,
     },
 ];
 
@@ -343,28 +389,56 @@ fn ours(args: &Args, w: Workload) -> Result<Measured> {
     Ok(m)
 }
 
-fn torch(args: &Args, python: &Path, w: Workload) -> Result<Measured> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/torch_bench.py");
-    let mode = match w.kind {
-        Kind::Infer => "infer",
-        Kind::Train => "train",
-        Kind::Gemm => "gemm",
-    };
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+/// A baseline's Python process, on our thread count.
+fn python_command(args: &Args, python: &Path, script_name: &str) -> Command {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut cmd = Command::new(python);
-    cmd.arg(&script)
-        .args([mode, "fp32"])
-        .args([w.batch.to_string(), w.seq.to_string()])
-        .args([args.warmup.to_string(), args.iters.to_string()])
+    cmd.arg(script(script_name))
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("BENCH_THREADS", threads.to_string());
-    let (out, rss) = run_measured(&mut cmd)?;
+    cmd
+}
+
+fn baseline(args: &Args, python: &Path, w: Workload, b: Baseline) -> Result<Measured> {
+    let shape = [w.batch, w.seq].map(|n| n.to_string());
+    let timing = [args.warmup, args.iters].map(|n| n.to_string());
+    let mut cmd = match b {
+        Baseline::TorchFp32 | Baseline::TorchBf16 => {
+            let mode = match w.kind {
+                Kind::Infer => "infer",
+                Kind::Train => "train",
+                Kind::Gemm => "gemm",
+            };
+            let precision = if b == Baseline::TorchBf16 {
+                "bf16"
+            } else {
+                "fp32"
+            };
+            let mut cmd = python_command(args, python, "torch_bench.py");
+            cmd.args([mode, precision]);
+            cmd
+        }
+        Baseline::OrtInt8 => {
+            let model = onnx_int8_model(args, python)?;
+            let mut cmd = python_command(args, python, "ort_bench.py");
+            cmd.arg(model);
+            cmd
+        }
+    };
+    cmd.args(shape).args(timing);
+    let (out, rss) = run_measured(&mut cmd).with_context(|| format!("{} baseline", b.label()))?;
     let line = out
         .lines()
         .find(|l| l.starts_with("RESULT"))
-        .context("torch_bench.py printed no RESULT line")?;
+        .with_context(|| format!("the {} baseline printed no RESULT line", b.label()))?;
     let field = |key: &str| -> Result<f64> {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -383,6 +457,29 @@ fn torch(args: &Args, python: &Path, w: Workload) -> Result<Measured> {
         peak_rss_mb: rss,
         phases_ms: vec![],
     })
+}
+
+/// The int8 ONNX export ONNX Runtime runs, made once (outside any timing) and kept.
+fn onnx_int8_model(args: &Args, python: &Path) -> Result<PathBuf> {
+    let dir = args
+        .onnx_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("sentiment-bench-onnx"));
+    let model = dir.join("distilbert_int8.onnx");
+    if !model.is_file() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        eprintln!(
+            "exporting DistilBERT to ONNX (once) into {} ...",
+            dir.display()
+        );
+        let mut cmd = python_command(args, python, "onnx_export.py");
+        cmd.arg(&dir);
+        run_measured(&mut cmd).context(
+            "the ONNX export failed: the Python needs torch, transformers, onnx, onnxscript \
+             and onnxruntime (or leave ort-int8 out of --baselines)",
+        )?;
+    }
+    Ok(model)
 }
 
 fn unit(kind: Kind) -> &'static str {
@@ -428,18 +525,22 @@ fn main() -> Result<()> {
         "threads={threads} iters={} warmup={} (medians)\n\n",
         args.iters, args.warmup
     ));
-    let with_torch = args.python.is_some();
+    let with_baselines = args.python.is_some();
     table.push_str("| workload | ours ms | ours | ours peak RSS |");
-    if with_torch {
-        table.push_str(" PyTorch fp32 ms | PyTorch fp32 | PyTorch peak RSS | speed ours/PyTorch |");
+    if with_baselines {
+        table.push_str(
+            " baseline | baseline ms | baseline | baseline peak RSS | speed ours/baseline |",
+        );
     }
     table.push('\n');
-    table.push_str(if with_torch {
-        "|---|---|---|---|---|---|---|---|\n"
+    table.push_str(if with_baselines {
+        "|---|---|---|---|---|---|---|---|---|\n"
     } else {
         "|---|---|---|---|\n"
     });
-    let mut torch_runs: HashMap<(&str, usize, usize), Measured> = HashMap::new();
+    let rss = |m: &Measured| m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0} MB"));
+    // A baseline on one shape is measured once, whichever of our rows it stands beside.
+    let mut baseline_runs: HashMap<(Baseline, &str, usize, usize), Measured> = HashMap::new();
     for w in selected {
         eprintln!("running {} ...", w.name);
         let o = ours(&args, w)?;
@@ -451,25 +552,38 @@ fn main() -> Result<()> {
                 .collect();
             eprintln!("  {}: {}", w.name, parts.join(", "));
         }
-        let rss = |m: &Measured| m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0} MB"));
-        table.push_str(&format!(
+        let ours_cells = format!(
             "| {} | {:.1} | {:.2} {} | {} |",
             w.name,
             o.median_ms,
             o.throughput,
             unit(w.kind),
             rss(&o)
-        ));
-        if let Some(py) = &args.python {
-            // Our int8 rows compare with PyTorch fp32 on the same shape, measured once.
-            let key = (unit(w.kind), w.batch, w.seq);
-            let t = match torch_runs.get(&key) {
+        );
+        let Some(py) = &args.python else {
+            table.push_str(&ours_cells);
+            table.push('\n');
+            continue;
+        };
+        let chosen: Vec<Baseline> = w
+            .baselines
+            .iter()
+            .copied()
+            .filter(|b| args.baselines.contains(b))
+            .collect();
+        if chosen.is_empty() {
+            table.push_str(&format!("{ours_cells} - | - | - | - | - |\n"));
+        }
+        for b in chosen {
+            let key = (b, unit(w.kind), w.batch, w.seq);
+            let t = match baseline_runs.get(&key) {
                 Some(t) => t.clone(),
-                None => torch(&args, py, w)?,
+                None => baseline(&args, py, w, b)?,
             };
-            torch_runs.insert(key, t.clone());
+            baseline_runs.insert(key, t.clone());
             table.push_str(&format!(
-                " {:.1} | {:.2} {} | {} | {:.2}x |",
+                "{ours_cells} {} | {:.1} | {:.2} {} | {} | {:.2}x |\n",
+                b.label(),
                 t.median_ms,
                 t.throughput,
                 unit(w.kind),
@@ -477,7 +591,6 @@ fn main() -> Result<()> {
                 o.throughput / t.throughput
             ));
         }
-        table.push('\n');
     }
     println!("{table}");
     if let Some(path) = &args.output {
