@@ -326,44 +326,60 @@ fn site_ffn(layer: usize) -> u64 {
 }
 const SITE_HEAD: u64 = u64::MAX;
 
+/// A linear layer's weights in the one precision it runs in.
 #[derive(Debug, Clone)]
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-    /// The int8 copy that inference runs on instead, under [`Precision::Int8`].
-    int8: Option<Arc<QuantizedLinear>>,
+enum Linear {
+    F32 {
+        weight: Tensor,
+        bias: Tensor,
+    },
+    /// Quantised for serving; the f32 weights are dropped, so only one copy is held.
+    Int8(Arc<QuantizedLinear>),
 }
 
 impl Linear {
     fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Ok(Self {
+        Ok(Self::F32 {
             weight: vb.get((out_dim, in_dim), "weight")?,
             bias: vb.get(out_dim, "bias")?,
-            int8: None,
         })
     }
 
     fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
-        match &self.int8 {
-            Some(q) => q.forward(x),
-            None => ops::linear(x, &self.weight, &self.bias, k),
+        match self {
+            Self::F32 { weight, bias } => ops::linear(x, weight, bias, k),
+            Self::Int8(q) => q.forward(x),
+        }
+    }
+
+    fn is_trainable(&self) -> bool {
+        matches!(self, Self::F32 { weight, bias } if weight.track_op() || bias.track_op())
+    }
+
+    fn int8(&self) -> Option<&QuantizedLinear> {
+        match self {
+            Self::Int8(q) => Some(q),
+            Self::F32 { .. } => None,
         }
     }
 
     fn set_precision(&mut self, p: Precision) -> Result<()> {
-        self.int8 = quantized(&self.weight, &self.bias, p)?;
-        Ok(())
-    }
-}
-
-/// The int8 form of a constant linear layer under [`Precision::Int8`], else none.
-fn quantized(w: &Tensor, b: &Tensor, p: Precision) -> Result<Option<Arc<QuantizedLinear>>> {
-    match p {
-        Precision::F32 => Ok(None),
-        Precision::Int8 if w.track_op() || b.track_op() => {
-            candle_core::bail!("int8 precision is for inference: these weights are being trained")
+        match (&*self, p) {
+            (Self::F32 { .. }, Precision::F32) | (Self::Int8(_), Precision::Int8) => Ok(()),
+            (Self::Int8(_), Precision::F32) => candle_core::bail!(
+                "this model was quantised to int8 and no longer holds its f32 weights: load it \
+                 again to run in f32"
+            ),
+            (Self::F32 { .. }, Precision::Int8) if self.is_trainable() => {
+                candle_core::bail!(
+                    "int8 precision is for inference: these weights are being trained"
+                )
+            }
+            (Self::F32 { weight, bias }, Precision::Int8) => {
+                *self = Self::Int8(QuantizedLinear::from_tensors(weight, bias)?);
+                Ok(())
+            }
         }
-        Precision::Int8 => QuantizedLinear::from_tensors(w, b).map(Some),
     }
 }
 
@@ -421,16 +437,23 @@ impl Embeddings {
     }
 }
 
+/// Q, K and V as trained (three layers, each with its own gradient) or, when constant,
+/// stacked into one `(3 dim, dim)` layer: one product instead of three, and one copy of the
+/// weights.
+#[derive(Debug, Clone)]
+enum Qkv {
+    Separate {
+        q_lin: Linear,
+        k_lin: Linear,
+        v_lin: Linear,
+    },
+    Packed(Linear),
+}
+
 #[derive(Debug, Clone)]
 struct MultiHeadSelfAttention {
-    q_lin: Linear,
-    k_lin: Linear,
-    v_lin: Linear,
+    qkv: Qkv,
     out_lin: Linear,
-    /// `[q; k; v]` weights and biases stacked once, when they are constants (inference).
-    packed: Option<(Tensor, Tensor)>,
-    /// The int8 form of `packed`, under [`Precision::Int8`].
-    packed_int8: Option<Arc<QuantizedLinear>>,
     n_heads: usize,
     head_dim: usize,
     dropout: f64,
@@ -444,46 +467,79 @@ impl MultiHeadSelfAttention {
             Linear::load(vb.pp("k_lin"), d, d)?,
             Linear::load(vb.pp("v_lin"), d, d)?,
         );
-        let trainable = [&q_lin, &k_lin, &v_lin]
-            .iter()
-            .any(|l| l.weight.track_op() || l.bias.track_op());
-        let packed = if trainable {
-            None
+        let qkv = if [&q_lin, &k_lin, &v_lin].iter().any(|l| l.is_trainable()) {
+            Qkv::Separate {
+                q_lin,
+                k_lin,
+                v_lin,
+            }
         } else {
-            Some(Self::pack(&q_lin, &k_lin, &v_lin)?)
+            let (weight, bias) = Self::pack(&q_lin, &k_lin, &v_lin)?;
+            Qkv::Packed(Linear::F32 { weight, bias })
         };
         Ok(Self {
-            q_lin,
-            k_lin,
-            v_lin,
+            qkv,
             out_lin: Linear::load(vb.pp("out_lin"), d, d)?,
-            packed,
-            packed_int8: None,
             n_heads: cfg.n_heads,
             head_dim: cfg.head_dim(),
             dropout: cfg.attention_dropout,
         })
     }
 
-    /// One `(3 dim, dim)` projection for Q, K and V: one GEMM instead of three, and one input
-    /// gradient instead of three to add up. Differentiable (the gradient is split back).
+    /// `[q; k; v]` stacked. Differentiable: the gradient is split back to each layer.
     fn pack(q: &Linear, k: &Linear, v: &Linear) -> Result<(Tensor, Tensor)> {
-        Ok((
-            Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
-            Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
-        ))
+        match (q, k, v) {
+            (
+                Linear::F32 {
+                    weight: qw,
+                    bias: qb,
+                },
+                Linear::F32 {
+                    weight: kw,
+                    bias: kb,
+                },
+                Linear::F32 {
+                    weight: vw,
+                    bias: vb,
+                },
+            ) => Ok((
+                Tensor::cat(&[qw, kw, vw], 0)?,
+                Tensor::cat(&[qb, kb, vb], 0)?,
+            )),
+            _ => candle_core::bail!("Q, K and V are packed before quantisation"),
+        }
     }
 
-    /// Q, K and V are quantised once, packed: per-channel scales make each third of the
-    /// packed product equal to its own layer's, so the reference kernels split it.
     fn set_precision(&mut self, p: Precision) -> Result<()> {
         self.out_lin.set_precision(p)?;
-        let (w, b) = match &self.packed {
-            Some(packed) => packed.clone(),
-            None => Self::pack(&self.q_lin, &self.k_lin, &self.v_lin)?,
-        };
-        self.packed_int8 = quantized(&w, &b, p)?;
-        Ok(())
+        match &mut self.qkv {
+            Qkv::Packed(lin) => lin.set_precision(p),
+            Qkv::Separate {
+                q_lin,
+                k_lin,
+                v_lin,
+            } => {
+                for lin in [q_lin, k_lin, v_lin] {
+                    lin.set_precision(p)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The `(batch, seq, 3 dim)` Q/K/V projection of `x`.
+    fn project_packed(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
+        match &self.qkv {
+            Qkv::Packed(lin) => lin.forward(x, k),
+            Qkv::Separate {
+                q_lin,
+                k_lin,
+                v_lin,
+            } => {
+                let (w, bias) = Self::pack(q_lin, k_lin, v_lin)?;
+                ops::linear(x, &w, &bias, k)
+            }
+        }
     }
 
     fn forward(
@@ -497,15 +553,7 @@ impl MultiHeadSelfAttention {
         let (b, s, d) = x.dims3()?;
         let context = match k {
             Kernels::Fused => {
-                let qkv = if let Some(q) = &self.packed_int8 {
-                    q.forward(x)?
-                } else {
-                    let (w, bias) = match &self.packed {
-                        Some(p) => p.clone(),
-                        None => Self::pack(&self.q_lin, &self.k_lin, &self.v_lin)?,
-                    };
-                    ops::linear(x, &w, &bias, k)?
-                };
+                let qkv = self.project_packed(x, k)?;
                 let dropout = mode
                     .dropout_seed(site)
                     .map(|seed| (self.dropout as f32, seed));
@@ -517,20 +565,24 @@ impl MultiHeadSelfAttention {
                         .transpose(1, 2)?
                         .contiguous()
                 };
-                let (q, key, v) = match &self.packed_int8 {
-                    Some(packed) => {
-                        let qkv = packed.forward(x)?;
+                let (q, key, v) = match &self.qkv {
+                    Qkv::Separate {
+                        q_lin,
+                        k_lin,
+                        v_lin,
+                    } => (
+                        q_lin.forward(x, k)?,
+                        k_lin.forward(x, k)?,
+                        v_lin.forward(x, k)?,
+                    ),
+                    Qkv::Packed(_) => {
+                        let qkv = self.project_packed(x, k)?;
                         (
                             qkv.narrow(2, 0, d)?,
                             qkv.narrow(2, d, d)?,
                             qkv.narrow(2, 2 * d, d)?,
                         )
                     }
-                    None => (
-                        self.q_lin.forward(x, k)?,
-                        self.k_lin.forward(x, k)?,
-                        self.v_lin.forward(x, k)?,
-                    ),
                 };
                 let (q, key, v) = (split_heads(q)?, split_heads(key)?, split_heads(v)?);
                 let scale = (self.head_dim as f64).powf(-0.5);
@@ -589,7 +641,7 @@ impl Ffn {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode, site: u64, k: Kernels) -> Result<Tensor> {
-        let h = match (&self.lin1.int8, self.activation) {
+        let h = match (self.lin1.int8(), self.activation) {
             (Some(q), Activation::Gelu) => q.forward_gelu(x)?,
             _ => {
                 let h = self.lin1.forward(x, k)?;
