@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use classifier::{BatchLimits, Classifier, Precision};
+use classifier::{BatchLimits, Classifier, Precision, runtime};
 
 /// Add sentiment predictions to every row of a CSV file.
 ///
@@ -136,6 +136,7 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
         })
         .and_then(|c| c.with_precision(args.precision))
         .with_context(|| format!("loading the model from {}", args.model_path.display()))?;
+    runtime::release_free_memory();
     let labels = classifier.labels().to_vec();
 
     let tmp = tempfile::Builder::new()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_types::{Info, Limits};
-use classifier::{BatchLimits, Classifier};
+use classifier::{BatchLimits, Classifier, runtime};
 use tokio::sync::oneshot;
 
 use crate::batching::{Entry, Queue, spawn_worker};
@@ -107,6 +107,7 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
         })
         .and_then(|c| c.with_precision(args.precision))
         .map_err(|e| format!("cannot load the model: {e}"))?;
+    runtime::release_free_memory();
     let classifier = Arc::new(classifier);
     let queue = Arc::new(Queue::new(args.max_queue, metrics.clone()));
     let worker = spawn_worker(classifier.clone(), queue.clone(), metrics.clone());

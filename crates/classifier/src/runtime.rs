@@ -28,6 +28,17 @@ fn tune_allocator() {
     }
 }
 
+/// Hands memory freed so far back to the system. The allocator above never trims, which suits
+/// training; a server calls this once after loading, when the load's temporaries (f32
+/// weights replaced by int8 ones, conversion copies) would otherwise stay resident for good.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Sets up `requested` threads (all available cores when `None` or 0) and returns the count.
 pub fn init_threads(requested: Option<usize>) -> Result<usize> {
     let n = match requested {
