@@ -30,10 +30,22 @@ pub struct LoadOptions {
     pub seed: u64,
     /// Hub revision (branch, tag or commit); `main` when `None`.
     pub revision: Option<String>,
-    /// Pooling of a fresh head. `None` follows the checkpoint: a sentence-transformers
-    /// folder's `1_Pooling/config.json` when it has one, else the first token. A loaded head
-    /// keeps the pooling it was trained with; asking for another one is an error.
-    pub pooling: Option<Pooling>,
+    /// Which pooling the head uses.
+    pub pooling: PoolingChoice,
+}
+
+/// Which pooling a classifier's head uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PoolingChoice {
+    /// A loaded head keeps the pooling it was trained with; a fresh head reads the first
+    /// token.
+    #[default]
+    Keep,
+    /// As `Keep`, but a fresh head follows a sentence-transformers folder's
+    /// `1_Pooling/config.json` when it has one.
+    Auto,
+    /// This pooling; a loaded head trained with another one is an error.
+    Exactly(Pooling),
 }
 
 /// Whether the classification head came from the checkpoint.
@@ -276,18 +288,18 @@ impl Checkpoint {
         config.set_labels(&wanted);
         config.architectures = vec!["DistilBertForSequenceClassification".into()];
         match (&head, opts.pooling) {
-            (Head::Loaded, Some(asked)) if asked != config.pooling => {
+            (Head::Loaded, PoolingChoice::Exactly(asked)) if asked != config.pooling => {
                 return Err(Error::Input(format!(
-                    "{}: its classification head was trained on {} pooling, so it cannot run                      with {asked} pooling; leave the pooling unset to keep the head's",
+                    "{}: its classification head was trained on {} pooling, so it cannot run \
+                     with {asked} pooling; leave the pooling unset to keep the head's",
                     source.id, config.pooling
                 )));
             }
             (Head::Loaded, _) => {}
-            (Head::Fresh(_), Some(asked)) => config.pooling = asked,
-            (Head::Fresh(_), None) => {
-                if let Some(declared) = sentence_transformers_pooling(&dir)? {
-                    config.pooling = declared;
-                }
+            (Head::Fresh(_), PoolingChoice::Exactly(asked)) => config.pooling = asked,
+            (Head::Fresh(_), PoolingChoice::Keep) => config.pooling = Pooling::Cls,
+            (Head::Fresh(_), PoolingChoice::Auto) => {
+                config.pooling = sentence_transformers_pooling(&dir)?.unwrap_or(Pooling::Cls);
             }
         }
         if let Head::Fresh(reason) = &head {

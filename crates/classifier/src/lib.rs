@@ -37,7 +37,7 @@ pub mod runtime;
 pub mod testing;
 pub mod tokenizer;
 
-pub use checkpoint::{Checkpoint, LoadOptions};
+pub use checkpoint::{Checkpoint, LoadOptions, PoolingChoice};
 pub use cleaning::Cleaning;
 pub use error::{Error, Result};
 pub use inference::{BatchLimits, Classifier, Prediction};

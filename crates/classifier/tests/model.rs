@@ -7,7 +7,9 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use classifier::checkpoint::{self, Head, SaveRequest};
 use classifier::models::distilbert::Mode;
 use classifier::ops::Kernels;
-use classifier::{Checkpoint, Classifier, LoadOptions, Pipeline, Pooling, Truncation};
+use classifier::{
+    Checkpoint, Classifier, LoadOptions, Pipeline, Pooling, PoolingChoice, Truncation,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -161,7 +163,7 @@ fn every_weight_gets_a_finite_nonzero_gradient() {
     let mean = load(
         "tiny-bert",
         &LoadOptions {
-            pooling: Some(Pooling::Mean),
+            pooling: PoolingChoice::Exactly(Pooling::Mean),
             ..Default::default()
         },
     );
@@ -298,10 +300,22 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
         .unwrap();
     });
     let path = dir.to_str().unwrap();
-    let ckpt = Checkpoint::load(path, &LoadOptions::default()).unwrap();
+    assert_eq!(
+        Checkpoint::load(path, &LoadOptions::default())
+            .unwrap()
+            .config
+            .pooling,
+        Pooling::Cls,
+        "unless asked, a fresh head reads the first token, as transformers'"
+    );
+    let auto = LoadOptions {
+        pooling: PoolingChoice::Auto,
+        ..Default::default()
+    };
+    let ckpt = Checkpoint::load(path, &auto).unwrap();
     assert_eq!(ckpt.config.pooling, Pooling::Mean);
     let asked = LoadOptions {
-        pooling: Some(Pooling::Cls),
+        pooling: PoolingChoice::Exactly(Pooling::Cls),
         ..Default::default()
     };
     assert_eq!(
@@ -364,6 +378,11 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
     let saved = saved.to_str().unwrap();
     let reloaded = Checkpoint::load(saved, &LoadOptions::default()).unwrap();
     assert_eq!(reloaded.head, Head::Loaded);
+    assert_eq!(
+        reloaded.config.pooling,
+        Pooling::Mean,
+        "a loaded head keeps its own"
+    );
     let again = reloaded
         .model()
         .unwrap()

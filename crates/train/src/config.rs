@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use classifier::{Pooling, Truncation};
+use classifier::{Pooling, PoolingChoice, Truncation};
 use serde::{Deserialize, Serialize};
 
 /// Fine-tune a DistilBERT (or BERT-family) sentiment classifier on the CPU.
@@ -74,13 +74,14 @@ pub struct Args {
     #[arg(long, env = "TRUNCATION", default_value = "head-tail")]
     pub truncation: Truncation,
 
-    /// What a fresh classification head reads: `cls` (the first token, as transformers'
+    /// What the classification head reads: `cls` (the first token, as transformers'
     /// DistilBertForSequenceClassification), `mean` (the mean of the tokens; what
     /// sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with), or `auto`
-    /// (the base folder's 1_Pooling/config.json when it has one, else cls). A mean-pooled
-    /// model_output is ours to serve: transformers would load it as first-token.
-    #[arg(long, env = "POOLING", value_enum, default_value_t = PoolingArg::Cls)]
-    pub pooling: PoolingArg,
+    /// (the base folder's 1_Pooling/config.json when it has one, else cls). Unset: cls for a
+    /// fresh head, and a fine-tuned base keeps its own. A mean-pooled model_output is ours to
+    /// serve: transformers would load it as first-token.
+    #[arg(long, env = "POOLING", value_enum)]
+    pub pooling: Option<PoolingArg>,
 
     /// Train on a seeded, stratified sample of this many examples (0 = all).
     #[arg(long, env = "TRAIN_SAMPLES", default_value_t = 1500)]
@@ -119,13 +120,14 @@ pub enum PoolingArg {
     Mean,
 }
 
-impl PoolingArg {
-    /// The pooling asked for; `None` lets the base model decide.
-    pub fn requested(self) -> Option<Pooling> {
-        match self {
-            PoolingArg::Auto => None,
-            PoolingArg::Cls => Some(Pooling::Cls),
-            PoolingArg::Mean => Some(Pooling::Mean),
+impl Args {
+    /// The head's pooling as asked on the command line.
+    pub fn pooling_choice(&self) -> PoolingChoice {
+        match self.pooling {
+            None => PoolingChoice::Keep,
+            Some(PoolingArg::Auto) => PoolingChoice::Auto,
+            Some(PoolingArg::Cls) => PoolingChoice::Exactly(Pooling::Cls),
+            Some(PoolingArg::Mean) => PoolingChoice::Exactly(Pooling::Mean),
         }
     }
 }

@@ -132,7 +132,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
             labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
             seed: args.seed,
             revision: args.revision.clone(),
-            pooling: args.pooling.requested(),
+            pooling: args.pooling_choice(),
         },
     )
     .with_context(|| format!("loading base model `{}`", args.base_model))?;
