@@ -75,9 +75,73 @@ pub fn gelu_grad(x: f32) -> f32 {
     cdf + x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x)
 }
 
+/// Accumulators a reduction keeps apart: a float sum in one accumulator must run in order,
+/// element by element, so LLVM cannot vectorise it; 16 lanes fill an AVX-512 register.
+const LANES: usize = 16;
+
+/// `sum of f(i) for i in 0..n`, in [`LANES`] interleaved partial sums (so it vectorises
+/// where `f` does).
+#[inline(always)]
+pub fn sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let full = n / LANES * LANES;
+    let mut acc = [0f32; LANES];
+    for base in (0..full).step_by(LANES) {
+        for (lane, a) in acc.iter_mut().enumerate() {
+            *a += f(base + lane);
+        }
+    }
+    acc.iter().sum::<f32>() + (full..n).map(f).sum::<f32>()
+}
+
+/// The sum of `xs`, vectorised.
+#[inline(always)]
+pub fn sum(xs: &[f32]) -> f32 {
+    sum_by(xs.len(), |i| xs[i])
+}
+
+/// The dot product of `a` and `b` (as long as the shorter), vectorised.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    sum_by(n, |i| a[i] * b[i])
+}
+
+/// The largest of `xs` (`f32::MIN` when empty; NaN is skipped, as `f32::max` does).
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut acc = [f32::MIN; LANES];
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter().chain(tail).fold(f32::MIN, |m, &x| m.max(x))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reductions_match_sequential_ones() {
+        for n in [0, 1, 15, 16, 17, 100] {
+            let xs: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin() * 3.0).collect();
+            let ys: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).cos()).collect();
+            let want_sum: f32 = xs.iter().sum();
+            let want_dot: f32 = xs.iter().zip(&ys).map(|(a, b)| a * b).sum();
+            assert!((sum(&xs) - want_sum).abs() < 1e-4, "sum of {n}");
+            assert!((dot(&xs, &ys) - want_dot).abs() < 1e-4, "dot of {n}");
+            assert_eq!(
+                max(&xs),
+                xs.iter().fold(f32::MIN, |m, &x| m.max(x)),
+                "max of {n}"
+            );
+        }
+        assert_eq!(max(&[f32::NAN, -2.0]), -2.0);
+    }
 
     #[test]
     fn exp_is_accurate() {

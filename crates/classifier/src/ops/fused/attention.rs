@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::{SharedMut, slice};
 use crate::ops::dropout::Mask;
 use crate::ops::gemm::{Layout2, View, ViewMut, matmul};
+use crate::ops::math;
 
 struct Attention {
     heads: usize,
@@ -75,24 +76,21 @@ impl Attention {
 }
 
 #[multiversion::multiversion(targets(
-    "x86_64+avx2+fma",
     "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn softmax_rows(scores: &mut [f32], bias: &[f32]) {
     let s = bias.len();
     for row in scores.chunks_mut(s) {
-        let mut max = f32::MIN;
         for (x, b) in row.iter_mut().zip(bias) {
             *x += b;
-            max = max.max(*x);
         }
-        let mut sum = 0f32;
+        let max = math::max(row);
         for x in row.iter_mut() {
-            *x = crate::ops::math::exp(*x - max);
-            sum += *x;
+            *x = math::exp(*x - max);
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / math::sum(row);
         for x in row.iter_mut() {
             *x *= inv;
         }
@@ -101,13 +99,13 @@ fn softmax_rows(scores: &mut [f32], bias: &[f32]) {
 
 /// `dS = P * (dP - rowsum(dP * P)) * scale`, in place of `dp`.
 #[multiversion::multiversion(targets(
-    "x86_64+avx2+fma",
     "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn softmax_backward_rows(dp: &mut [f32], p: &[f32], s: usize, scale: f32) {
     for (g, p) in dp.chunks_mut(s).zip(p.chunks(s)) {
-        let dot: f32 = g.iter().zip(p).map(|(a, b)| a * b).sum();
+        let dot = math::dot(g, p);
         for (g, p) in g.iter_mut().zip(p) {
             *g = p * (*g - dot) * scale;
         }

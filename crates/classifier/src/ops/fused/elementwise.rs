@@ -11,8 +11,8 @@ use crate::ops::math;
 const CHUNK: usize = 1 << 14;
 
 #[multiversion::multiversion(targets(
-    "x86_64+avx2+fma",
     "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn gelu_chunk(x: &[f32], y: &mut [f32]) {
@@ -22,8 +22,8 @@ fn gelu_chunk(x: &[f32], y: &mut [f32]) {
 }
 
 #[multiversion::multiversion(targets(
-    "x86_64+avx2+fma",
     "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn gelu_grad_chunk(x: &[f32], g: &[f32], dx: &mut [f32]) {

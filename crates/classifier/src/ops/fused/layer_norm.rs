@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{ROW_BLOCK, add_into, slice};
+use crate::ops::math;
 
 struct LayerNorm {
     eps: f32,
@@ -15,14 +16,14 @@ struct LayerNorm {
 }
 
 #[multiversion::multiversion(targets(
-    "x86_64+avx2+fma",
     "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn normalize_row(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = math::sum(x) / n;
+    let var = math::sum_by(x.len(), |i| (x[i] - mean) * (x[i] - mean)) / n;
     let rstd = 1.0 / (var + eps).sqrt();
     for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
         *y = (x - mean) * rstd * g + b;
@@ -32,8 +33,8 @@ fn normalize_row(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f32
 
 /// One row's input gradient; adds the row's share of dgamma / dbeta into the accumulators.
 #[multiversion::multiversion(targets(
-    "x86_64+avx2+fma",
     "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn backward_row(
@@ -45,17 +46,21 @@ fn backward_row(
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
-    let n = x.len() as f32;
-    let (mut sum_gg, mut sum_ggx) = (0f32, 0f32);
-    for i in 0..x.len() {
+    let len = x.len();
+    let (g, gamma, dgamma, dbeta) = (
+        &g[..len],
+        &gamma[..len],
+        &mut dgamma[..len],
+        &mut dbeta[..len],
+    );
+    for i in 0..len {
         let xhat = (x[i] - mean) * rstd;
-        let gg = g[i] * gamma[i];
-        sum_gg += gg;
-        sum_ggx += gg * xhat;
         dgamma[i] += g[i] * xhat;
         dbeta[i] += g[i];
     }
-    let (mean_gg, mean_ggx) = (sum_gg / n, sum_ggx / n);
+    let n = len as f32;
+    let mean_gg = math::dot(g, gamma) / n;
+    let mean_ggx = math::sum_by(len, |i| g[i] * gamma[i] * (x[i] - mean) * rstd) / n;
     for i in 0..x.len() {
         let xhat = (x[i] - mean) * rstd;
         dx[i] = rstd * (g[i] * gamma[i] - mean_gg - xhat * mean_ggx);

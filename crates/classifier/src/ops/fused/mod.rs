@@ -86,8 +86,8 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
 }
 
 #[multiversion::multiversion(targets(
-    "x86_64+avx2+fma",
     "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
 fn add_into(acc: &mut [f32], x: &[f32]) {
