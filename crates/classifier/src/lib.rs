@@ -43,6 +43,6 @@ pub use error::{Error, Result};
 pub use inference::{BatchLimits, Classifier, Prediction};
 pub use metrics::ClassificationMetrics;
 pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode, Pooling};
-pub use ops::Precision;
+pub use ops::{MatmulPrecision, Precision, set_matmul_precision};
 pub use pipeline::Pipeline;
 pub use tokenizer::{TextTokenizer, Truncation};

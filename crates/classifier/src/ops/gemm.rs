@@ -1,7 +1,77 @@
 //! A checked, strided f32 matrix product over slices, on the `gemm` crate (what candle's CPU
-//! matmul runs on), for kernels that need products on sub-matrices without copies.
+//! matmul runs on), for kernels that need products on sub-matrices without copies; or, where
+//! the process asks for bf16 products and the CPU has AMX, on AMX tiles with bf16 operands
+//! and f32 sums.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gemm::Parallelism;
+
+/// How f32 matrix products are computed, for the whole process, as PyTorch's
+/// `torch.set_float32_matmul_precision`: a choice a binary makes once, at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatmulPrecision {
+    /// f32 operands and sums: the reference, and the default.
+    #[default]
+    F32,
+    /// Operands rounded to bf16, sums in f32, on AMX tiles (8 bits of mantissa: PyTorch's
+    /// bf16 autocast for products). Where the CPU has no AMX bf16, products stay f32.
+    Bf16,
+}
+
+impl MatmulPrecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatmulPrecision::F32 => "f32",
+            MatmulPrecision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for MatmulPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MatmulPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(MatmulPrecision::F32),
+            "bf16" | "bfloat16" => Ok(MatmulPrecision::Bf16),
+            _ => Err(format!("unknown matmul precision `{s}`: f32 or bf16")),
+        }
+    }
+}
+
+static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
+
+/// Sets how every later product in this process is computed; returns the precision that
+/// products will really use on this CPU.
+pub fn set_matmul_precision(precision: MatmulPrecision) -> MatmulPrecision {
+    let bf16 = precision == MatmulPrecision::Bf16 && bf16_supported();
+    BF16_PRODUCTS.store(bf16, Ordering::Relaxed);
+    matmul_precision()
+}
+
+/// The precision products use now.
+pub fn matmul_precision() -> MatmulPrecision {
+    if BF16_PRODUCTS.load(Ordering::Relaxed) {
+        MatmulPrecision::Bf16
+    } else {
+        MatmulPrecision::F32
+    }
+}
+
+/// Whether this CPU computes bf16 products (AMX bf16).
+pub fn bf16_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::amx::available(super::amx::Feature::Bf16);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// Where a strided matrix lies in its slice: element `(i, j)` of a `rows x cols` matrix is
 /// `data[offset + i * rs + j * cs]`.
@@ -91,6 +161,8 @@ impl<'a> ViewMut<'a> {
 
 /// Products at least this large (m * n * k) are split over the thread pool.
 const PARALLEL_MIN_WORK: usize = 1 << 20;
+/// Smaller products stay f32 even in bf16 mode: packing would cost more than it saves.
+const BF16_MIN_WORK: usize = 1 << 15;
 
 /// `dst = (accumulate ? dst : 0) + scale * a @ b`.
 ///
@@ -111,6 +183,12 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
     b.at.check(b.data.len(), "rhs");
     dst.at.check(dst.data.len(), "dst");
     if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if BF16_PRODUCTS.load(Ordering::Relaxed) && m * n * k >= BF16_MIN_WORK {
+        // SAFETY: bf16 products are switched on only where AMX bf16 is available.
+        unsafe { bf16::matmul(dst, a, b, accumulate, scale, threads) };
         return;
     }
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
@@ -146,6 +224,152 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod bf16 {
+    use std::cell::RefCell;
+
+    use rayon::prelude::*;
+
+    use super::{PARALLEL_MIN_WORK, View, ViewMut};
+    use crate::ops::amx::{self, BLOCK, Rows, Side, TILE_BYTES, Tiles};
+    use crate::ops::fused::SharedMut;
+
+    /// Blocks of rows and of columns per parallel task: 128 x 64 outputs, whose operands
+    /// stay in L2 for any K of the models here.
+    const TASK_ROW_BLOCKS: usize = 4;
+    const TASK_COL_BLOCKS: usize = 2;
+
+    thread_local! {
+        /// Packed operands of single-threaded products, reused call after call.
+        static SCRATCH: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    /// [`super::matmul`] on AMX bf16 tiles. Shapes are checked by the caller.
+    ///
+    /// # Safety
+    /// AMX bf16 must be available.
+    pub(super) unsafe fn matmul(
+        dst: ViewMut,
+        a: View,
+        b: View,
+        accumulate: bool,
+        scale: f32,
+        threads: usize,
+    ) {
+        let (m, k, n) = (a.at.rows, a.at.cols, b.at.cols);
+        let parallel = threads > 1 && m * n * k >= PARALLEL_MIN_WORK;
+        let k_tiles = k.div_ceil(32);
+        fn rows(v: View<'_>, transpose: bool) -> Rows<'_> {
+            let at = if transpose { v.t().at } else { v.at };
+            Rows {
+                data: v.data,
+                offset: at.offset,
+                rows: at.rows,
+                k: at.cols,
+                rs: at.rs,
+                ts: at.cs,
+            }
+        }
+        let run = |packed_a: &mut Vec<u16>, packed_b: &mut Vec<u16>| {
+            amx::pack_bf16(rows(a, false), Side::Left, k_tiles, parallel, packed_a);
+            // The right operand's columns are the rows of its transpose.
+            amx::pack_bf16(rows(b, true), Side::Right, k_tiles, parallel, packed_b);
+            let shape = (m, n, k_tiles);
+            // SAFETY: forwarded from the caller; the operands are packed for these shapes.
+            unsafe {
+                products(
+                    dst,
+                    (packed_a, packed_b),
+                    shape,
+                    (accumulate, scale),
+                    parallel,
+                )
+            };
+        };
+        if parallel {
+            run(&mut Vec::new(), &mut Vec::new());
+        } else {
+            // Nothing below reenters this thread's scratch: the sequential path spawns no
+            // rayon work that could run another product here.
+            SCRATCH.with_borrow_mut(|(pa, pb)| run(pa, pb));
+        }
+    }
+
+    /// # Safety
+    /// AMX bf16 must be available; `a` and `b` are packed tiles of `m` rows and `n` columns
+    /// with `k_tiles` tiles of K each.
+    unsafe fn products(
+        dst: ViewMut,
+        (a, b): (&[u16], &[u16]),
+        (m, n, k_tiles): (usize, usize, usize),
+        (accumulate, scale): (bool, f32),
+        parallel: bool,
+    ) {
+        let group_len = k_tiles * TILE_BYTES / 2;
+        let (row_blocks, col_blocks) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
+        assert!(a.len() >= row_blocks * 2 * group_len && b.len() >= col_blocks * 2 * group_len);
+        let at = dst.at;
+        let out = SharedMut::new(dst.data);
+        let row_tasks = row_blocks.div_ceil(TASK_ROW_BLOCKS);
+        let col_tasks = col_blocks.div_ceil(TASK_COL_BLOCKS);
+        let task = |t: usize| {
+            // SAFETY: AMX bf16 is available (the caller's promise).
+            let tiles = unsafe { Tiles::configure() };
+            // SAFETY: task t writes only its own rows x columns of dst (each element once),
+            // and reads no element that another task writes.
+            let dst = unsafe { out.get() };
+            let mut sums = [0f32; BLOCK * BLOCK];
+            let (rt, ct) = (t / col_tasks, t % col_tasks);
+            let rows = rt * TASK_ROW_BLOCKS..((rt + 1) * TASK_ROW_BLOCKS).min(row_blocks);
+            for rb in rows {
+                let cols = ct * TASK_COL_BLOCKS..((ct + 1) * TASK_COL_BLOCKS).min(col_blocks);
+                for cb in cols {
+                    // SAFETY: row block rb and column block cb lie inside the packed operands
+                    // (asserted above).
+                    unsafe {
+                        let (a, b) = (a.as_ptr(), b.as_ptr());
+                        let (a, b) = (a.add(rb * 2 * group_len), b.add(cb * 2 * group_len));
+                        tiles.block_bf16(a, b, k_tiles, &mut sums);
+                    }
+                    let (r0, c0) = (rb * BLOCK, cb * BLOCK);
+                    let width = BLOCK.min(n - c0);
+                    for (i, sums) in sums.chunks_exact(BLOCK).take(m - r0).enumerate() {
+                        let row = at.offset + (r0 + i) * at.rs + c0 * at.cs;
+                        store(dst, row, at.cs, &sums[..width], accumulate, scale);
+                    }
+                }
+            }
+        };
+        if parallel {
+            (0..row_tasks * col_tasks).into_par_iter().for_each(task);
+        } else {
+            (0..row_tasks * col_tasks).for_each(task);
+        }
+    }
+
+    /// `dst[at + j * cs] = (accumulate ? dst : 0) + scale * sums[j]`.
+    #[inline]
+    fn store(dst: &mut [f32], at: usize, cs: usize, sums: &[f32], accumulate: bool, scale: f32) {
+        if cs == 1 {
+            let dst = &mut dst[at..at + sums.len()];
+            if accumulate {
+                dst.iter_mut().zip(sums).for_each(|(d, s)| *d += scale * s);
+            } else {
+                dst.iter_mut().zip(sums).for_each(|(d, s)| *d = scale * s);
+            }
+        } else {
+            for (j, &s) in sums.iter().enumerate() {
+                let d = &mut dst[at + j * cs];
+                *d = if accumulate {
+                    *d + scale * s
+                } else {
+                    scale * s
+                };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +402,59 @@ mod tests {
                 );
             }
             assert_eq!(dst[i * 6 + 5], 1.0, "padding untouched");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn bf16_products_are_close_to_f32() {
+        if !bf16_supported() {
+            eprintln!("no AMX bf16 on this CPU: the bf16 path cannot run here");
+            return;
+        }
+        let value = |i: usize, seed: f32| (i as f32 * 0.61 + seed).sin() * 2.0;
+        // Partial blocks in every dimension, K across several tiles, both operand layouts,
+        // the parallel path, and accumulation with a scale.
+        for (m, n, k, threads) in [(1, 1, 40, 1), (33, 17, 70, 1), (70, 130, 300, 2)] {
+            for (transpose_a, transpose_b, accumulate) in
+                [(false, true, false), (true, false, true)]
+            {
+                let a: Vec<f32> = (0..m * k).map(|i| value(i, 1.0)).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| value(i, 2.0)).collect();
+                let av = if transpose_a {
+                    View::rows(&a, k, m).t()
+                } else {
+                    View::rows(&a, m, k)
+                };
+                let bv = if transpose_b {
+                    View::rows(&b, n, k).t()
+                } else {
+                    View::rows(&b, k, n)
+                };
+                let start: Vec<f32> = (0..m * n).map(|i| value(i, 3.0)).collect();
+                let (mut want, mut got) = (start.clone(), start);
+                matmul(ViewMut::rows(&mut want, m, n), av, bv, accumulate, 0.5, 1);
+                // SAFETY: AMX bf16 is available (checked above).
+                unsafe {
+                    bf16::matmul(
+                        ViewMut::rows(&mut got, m, n),
+                        av,
+                        bv,
+                        accumulate,
+                        0.5,
+                        threads,
+                    )
+                };
+                // bf16 keeps 8 bits of mantissa: relative error about 2^-8 per operand, and
+                // the sums' errors partly cancel.
+                let tol = 0.5 * (k as f32).sqrt() * 2.0 * 2.0 * 2f32.powi(-7);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= tol,
+                        "{m}x{n}x{k} [{i}]: {g} vs {w} (tol {tol})"
+                    );
+                }
+            }
         }
     }
 }

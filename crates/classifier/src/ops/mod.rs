@@ -7,6 +7,8 @@
 //! ops, so candle's autograd differentiates them; they are the oracle that the [`fused`]
 //! kernels (our own forward and backward passes) are tested against.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod cpu;
 mod dropout;
 pub mod fused;
@@ -15,6 +17,7 @@ pub mod int8;
 pub mod math;
 
 pub use dropout::site_seed;
+pub use gemm::{MatmulPrecision, set_matmul_precision};
 pub use int8::Precision;
 
 use candle_core::{D, DType, Result, Tensor};

@@ -5,13 +5,19 @@
 //! i16) cannot saturate: `2 * 255 * 63 = 32130 <= i16::MAX`. ONNX Runtime's `reduce_range`
 //! does the same for the same instruction. Activations use all 8 bits, asymmetric (their
 //! range is lopsided after GELU), with the zero point folded out through each channel's
-//! weight sum. Integer sums are exact, so the AVX2 and portable kernels agree bit for bit.
+//! weight sum. Integer sums are exact, so the AMX, AVX2 and portable kernels agree bit for
+//! bit, and a model gives the same outputs on every machine.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::amx;
 use super::cpu::with_f32;
 use super::fused::SharedMut;
 use super::math;
@@ -55,8 +61,8 @@ impl std::str::FromStr for Precision {
 
 /// Largest weight level: 7 bits, see the module docs.
 const W_LEVELS: f32 = 63.0;
-/// Rows are padded to a multiple of one AVX2 register of bytes.
-const K_ALIGN: usize = 32;
+/// Rows are padded to a multiple of one AMX tile row (two AVX2 registers) of bytes.
+const K_ALIGN: usize = 64;
 /// Rows and output channels per parallel task: both operands of a task stay in L2.
 const TASK_ROWS: usize = 64;
 const TASK_COLS: usize = 64;
@@ -72,7 +78,10 @@ pub struct QuantizedLinear {
     in_dim: usize,
     /// `in_dim` rounded up to [`K_ALIGN`].
     stride: usize,
-    /// `out_dim x stride`, one output channel per row, zero padded.
+    /// The kernel that runs this layer; it decides the layout of `weights`.
+    kernel: Kernel,
+    /// `out_dim x stride`, one output channel per row, zero padded; for AMX, packed into
+    /// its weight tiles.
     weights: Vec<i8>,
     scales: Vec<f32>,
     /// Per channel, the sum of its quantised weights (removes the activations' zero point).
@@ -81,8 +90,13 @@ pub struct QuantizedLinear {
 }
 
 impl QuantizedLinear {
-    /// Quantises `w` (`out_dim x in_dim`, row-major) and keeps `b` (`out_dim`) in f32.
+    /// Quantises `w` (`out_dim x in_dim`, row-major) and keeps `b` (`out_dim`) in f32, for
+    /// the fastest kernel this CPU has.
     pub fn new(w: &[f32], b: &[f32], out_dim: usize, in_dim: usize) -> Self {
+        Self::for_kernel(w, b, out_dim, in_dim, Kernel::detect())
+    }
+
+    fn for_kernel(w: &[f32], b: &[f32], out_dim: usize, in_dim: usize, kernel: Kernel) -> Self {
         assert_eq!(
             w.len(),
             out_dim * in_dim,
@@ -103,10 +117,15 @@ impl QuantizedLinear {
             scales[c] = scale;
             sums[c] = q.iter().map(|&v| i32::from(v)).sum();
         }
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Amx {
+            weights = amx::pack_i8(&weights, out_dim, stride);
+        }
         Self {
             out_dim,
             in_dim,
             stride,
+            kernel,
             weights,
             scales,
             sums,
@@ -148,7 +167,7 @@ impl QuantizedLinear {
             );
         }
         let rows = x.elem_count() / inner.max(1);
-        let y = with_f32(x, |x| self.forward_with(x, rows, Kernel::detect(), then))?;
+        let y = with_f32(x, |x| self.forward_with(x, rows, then))?;
         let mut out = dims;
         *out.last_mut().expect("rank >= 1") = self.out_dim;
         Tensor::from_vec(y, out, x.device())
@@ -156,12 +175,13 @@ impl QuantizedLinear {
 
     /// `x` is `rows x in_dim`, row-major; returns `rows x out_dim`.
     pub fn forward_rows(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.forward_with(x, rows, Kernel::detect(), Then::Nothing)
+        self.forward_with(x, rows, Then::Nothing)
     }
 
-    fn forward_with(&self, x: &[f32], rows: usize, kernel: Kernel, then: Then) -> Vec<f32> {
+    fn forward_with(&self, x: &[f32], rows: usize, then: Then) -> Vec<f32> {
         assert_eq!(x.len(), rows * self.in_dim, "input is not rows x in_dim");
-        let acts = Activations::quantize(x, rows, self.in_dim, self.stride);
+        let acts =
+            Activations::quantize(x, rows, self.in_dim, self.stride, self.kernel.row_align());
         let n = self.out_dim;
         let mut y = vec![0f32; rows * n];
         let out = SharedMut::new(&mut y);
@@ -173,7 +193,12 @@ impl QuantizedLinear {
             // other task writes, and reads nothing of `y`.
             let y = unsafe { out.get() };
             let (r1, c1) = ((r0 + TASK_ROWS).min(rows), (c0 + TASK_COLS).min(n));
-            self.task(&acts, r0..r1, c0..c1, kernel, then, y);
+            match self.kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the layer was packed for AMX only where AMX int8 is available.
+                Kernel::Amx => unsafe { self.amx_task(&acts, r0..r1, c0..c1, then, y) },
+                kernel => self.task(&acts, r0..r1, c0..c1, kernel, then, y),
+            }
         });
         y
     }
@@ -188,7 +213,6 @@ impl QuantizedLinear {
         y: &mut [f32],
     ) {
         let s = self.stride;
-        let width = cols.len();
         let mut dots = [[0i32; TASK_COLS]; MR];
         for r in rows.clone().step_by(MR) {
             let mr = MR.min(rows.end - r);
@@ -204,22 +228,80 @@ impl QuantizedLinear {
                     c - cols.start,
                 );
             }
-            // Dequantise a row of the tile at a time: equal-length slices, so it vectorises.
-            for (i, dots) in dots.iter().enumerate().take(mr) {
-                let (scale, zero) = (acts.scales[r + i], acts.zeros[r + i]);
-                let start = (r + i) * self.out_dim + cols.start;
-                let ch = cols.clone();
-                dequantize_row(
-                    &mut y[start..start + width],
-                    &dots[..width],
-                    (scale, zero),
-                    (
-                        &self.scales[ch.clone()],
-                        &self.sums[ch.clone()],
-                        &self.bias[ch],
-                    ),
-                    then == Then::Gelu,
+            let dots = dots.as_flattened();
+            self.dequantize(y, (dots, TASK_COLS), acts, r..r + mr, cols.clone(), then);
+        }
+    }
+
+    /// Writes outputs `rows x cols` of `y` from their integer sums, `dots.0` holding row
+    /// `rows.start + i`'s sums from `i * dots.1` on.
+    fn dequantize(
+        &self,
+        y: &mut [f32],
+        dots: (&[i32], usize),
+        acts: &Activations,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        then: Then,
+    ) {
+        let start = rows.start * self.out_dim + cols.start;
+        let ch = cols.clone();
+        dequantize_block(
+            &mut y[start..],
+            (self.out_dim, cols.len(), rows.len()),
+            dots,
+            (&acts.scales[rows.clone()], &acts.zeros[rows]),
+            (
+                &self.scales[ch.clone()],
+                &self.sums[ch.clone()],
+                &self.bias[ch],
+            ),
+            then == Then::Gelu,
+        );
+    }
+
+    /// [`Self::task`] on AMX: 32 x 32 blocks, each dequantised as soon as it is summed.
+    ///
+    /// # Safety
+    /// AMX must be available and the weights packed for it.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn amx_task(
+        &self,
+        acts: &Activations,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        then: Then,
+        y: &mut [f32],
+    ) {
+        let s = self.stride;
+        let k_tiles = s / amx::K_STEP;
+        // SAFETY: forwarded from the caller.
+        let tiles = unsafe { amx::Tiles::configure() };
+        let mut dots = [0i32; amx::BLOCK * amx::BLOCK];
+        for r in rows.clone().step_by(amx::BLOCK) {
+            for c in cols.clone().step_by(amx::BLOCK) {
+                let group = c / 16;
+                assert!(
+                    (r + amx::BLOCK) * s <= acts.q.len()
+                        && (group + 2) * k_tiles * amx::TILE_BYTES <= self.weights.len(),
+                    "AMX block outside its operands"
                 );
+                // SAFETY: activations are padded to whole blocks of rows and weights to
+                // whole blocks of channels (checked just above).
+                unsafe {
+                    tiles.block_i8(
+                        acts.q.as_ptr().add(r * s),
+                        s,
+                        self.weights.as_ptr().add(group * k_tiles * amx::TILE_BYTES),
+                        k_tiles,
+                        &mut dots,
+                    );
+                }
+                let (r1, c1) = (
+                    (r + amx::BLOCK).min(rows.end),
+                    (c + amx::BLOCK).min(cols.end),
+                );
+                self.dequantize(y, (&dots, amx::BLOCK), acts, r..r1, c..c1, then);
             }
         }
     }
@@ -236,8 +318,10 @@ struct Activations {
 }
 
 impl Activations {
-    fn quantize(x: &[f32], rows: usize, in_dim: usize, stride: usize) -> Self {
-        let mut q = vec![0u8; rows * stride];
+    /// Quantises `rows x in_dim` values into `stride`-byte rows, adding zero rows up to a
+    /// multiple of `row_align` (kernels that work on whole blocks read them, never use them).
+    fn quantize(x: &[f32], rows: usize, in_dim: usize, stride: usize, row_align: usize) -> Self {
+        let mut q = vec![0u8; rows.div_ceil(row_align) * row_align * stride];
         let mut params = vec![(0f32, 0i32); rows];
         let one = |(row, (q, p)): RowWork| {
             *p = quantize_row(row, q);
@@ -264,28 +348,44 @@ enum Then {
     Gelu,
 }
 
-/// `y = x_scale * w_scale * (dot - x_zero * w_sum) + b` along one output row, then GELU.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-fn dequantize_row(
+/// `y[i][j] = x_scale[i] * w_scale[j] * (dot[i][j] - x_zero[i] * w_sum[j]) + b[j]`, then
+/// GELU, for a block of `rows x width` outputs `y_stride` apart. One call per block: per-row
+/// calls cost more in dispatch than the row's arithmetic.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn dequantize_block(
     y: &mut [f32],
-    dots: &[i32],
-    (x_scale, x_zero): (f32, i32),
+    (y_stride, width, rows): (usize, usize, usize),
+    (dots, dots_stride): (&[i32], usize),
+    (x_scale, x_zero): (&[f32], &[i32]),
     (w_scale, w_sum, b): (&[f32], &[i32], &[f32]),
     gelu: bool,
 ) {
-    let params = w_scale.iter().zip(w_sum).zip(b);
-    for ((y, &dot), ((&w_scale, &w_sum), &b)) in y.iter_mut().zip(dots).zip(params) {
-        *y = x_scale * w_scale * (dot - x_zero * w_sum) as f32 + b;
-    }
-    if gelu {
-        for y in y.iter_mut() {
-            *y = math::gelu(*y);
+    let (w_scale, w_sum, b) = (&w_scale[..width], &w_sum[..width], &b[..width]);
+    for i in 0..rows {
+        let y = &mut y[i * y_stride..][..width];
+        let dots = &dots[i * dots_stride..][..width];
+        let (x_scale, x_zero) = (x_scale[i], x_zero[i]);
+        for j in 0..width {
+            y[j] = x_scale * w_scale[j] * (dots[j] - x_zero * w_sum[j]) as f32 + b[j];
+        }
+        if gelu {
+            for y in y.iter_mut() {
+                *y = math::gelu(*y);
+            }
         }
     }
 }
 
 /// Quantises one row into `q` (its padding left zero); returns its scale and zero point.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
     // The range includes 0, so exact zeros stay exact.
     let (lo, hi) = row
@@ -304,21 +404,47 @@ fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
     (scale, zero as i32)
 }
 
-/// Which integer dot-product kernel runs: chosen once per call from the CPU's features.
+/// Which integer dot-product kernel runs: chosen from the CPU's features when a layer is
+/// quantised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 impl Kernel {
     fn detect() -> Self {
+        *Self::available()
+            .last()
+            .expect("portable is always available")
+    }
+
+    /// The kernels this CPU runs, slowest first.
+    fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut kernels = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Kernel::Avx2;
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
+            if amx::available(amx::Feature::Int8) {
+                kernels.push(Kernel::Amx);
+            }
         }
-        Kernel::Portable
+        kernels
+    }
+
+    /// Activation rows are padded to a multiple of this.
+    fn row_align(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::BLOCK,
+            _ => 1,
+        }
     }
 
     /// `out[i][col + j] = a_i . w_j` for the first `mr` rows of `a` and `nr` rows of `w`,
@@ -341,6 +467,8 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 was detected; the lengths were checked above.
             Kernel::Avx2 => unsafe { avx2::tile(a, w, stride, mr, nr, out, col) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => unreachable!("AMX layers run whole blocks"),
         }
     }
 }
@@ -367,90 +495,6 @@ fn portable_tile(
                 .map(|(&a, &w)| i32::from(a) * i32::from(w))
                 .sum();
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::Dots;
-
-    /// Dispatches the partial tiles at the matrix edges to their own monomorphic kernels.
-    ///
-    /// # Safety
-    /// AVX2 must be available; `a` holds `mr` rows and `w` holds `nr` rows of `stride` bytes.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn tile(
-        a: &[u8],
-        w: &[i8],
-        stride: usize,
-        mr: usize,
-        nr: usize,
-        out: &mut Dots,
-        col: usize,
-    ) {
-        let (a, w) = (a.as_ptr(), w.as_ptr());
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match (mr, nr) {
-                (4, 2) => fixed::<4, 2>(a, w, stride, out, col),
-                (3, 2) => fixed::<3, 2>(a, w, stride, out, col),
-                (2, 2) => fixed::<2, 2>(a, w, stride, out, col),
-                (1, 2) => fixed::<1, 2>(a, w, stride, out, col),
-                (4, 1) => fixed::<4, 1>(a, w, stride, out, col),
-                (3, 1) => fixed::<3, 1>(a, w, stride, out, col),
-                (2, 1) => fixed::<2, 1>(a, w, stride, out, col),
-                (1, 1) => fixed::<1, 1>(a, w, stride, out, col),
-                _ => unreachable!("tile of {mr} x {nr}"),
-            }
-        }
-    }
-
-    /// # Safety
-    /// AVX2 must be available; `a` points at `M` rows and `w` at `N` rows of `stride` bytes.
-    #[target_feature(enable = "avx2")]
-    unsafe fn fixed<const M: usize, const N: usize>(
-        a: *const u8,
-        w: *const i8,
-        stride: usize,
-        out: &mut Dots,
-        col: usize,
-    ) {
-        let ones = _mm256_set1_epi16(1);
-        let mut sum = [[_mm256_setzero_si256(); N]; M];
-        let mut k = 0;
-        while k < stride {
-            let mut wv = [_mm256_setzero_si256(); N];
-            for (j, wv) in wv.iter_mut().enumerate() {
-                // SAFETY: k + 32 <= stride, inside row j of w.
-                *wv = unsafe { _mm256_loadu_si256(w.add(j * stride + k).cast()) };
-            }
-            for (i, sum) in sum.iter_mut().enumerate() {
-                // SAFETY: k + 32 <= stride, inside row i of a.
-                let av = unsafe { _mm256_loadu_si256(a.add(i * stride + k).cast()) };
-                for (s, &wv) in sum.iter_mut().zip(&wv) {
-                    // u8 x i8 pairs into i16 (no saturation with 7-bit weights), then
-                    // pairs of those into i32.
-                    let pairs = _mm256_maddubs_epi16(av, wv);
-                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
-                }
-            }
-            k += 32;
-        }
-        for (out, sum) in out.iter_mut().zip(&sum) {
-            for (out, &s) in out[col..col + N].iter_mut().zip(sum) {
-                *out = hsum(s);
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn hsum(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
     }
 }
 
@@ -494,19 +538,22 @@ mod tests {
 
     #[test]
     fn kernels_agree_exactly() {
-        let (rows, n, k) = (9, 7, 100);
-        let (x, w, b) = (data(rows * k, 4), data(n * k, 5), data(n, 6));
-        let q = QuantizedLinear::new(&w, &b, n, k);
-        for then in [Then::Nothing, Then::Gelu] {
-            let portable = q.forward_with(&x, rows, Kernel::Portable, then);
-            assert_eq!(q.forward_with(&x, rows, Kernel::detect(), then), portable);
+        // Partial register tiles, partial AMX blocks (rows and channels), several K steps.
+        for (rows, n, k) in [(9, 7, 100), (40, 70, 200), (67, 33, 64)] {
+            let (x, w, b) = (data(rows * k, 4), data(n * k, 5), data(n, 6));
+            let portable = QuantizedLinear::for_kernel(&w, &b, n, k, Kernel::Portable);
+            for kernel in Kernel::available() {
+                let q = QuantizedLinear::for_kernel(&w, &b, n, k, kernel);
+                for then in [Then::Nothing, Then::Gelu] {
+                    let want = portable.forward_with(&x, rows, then);
+                    let got = q.forward_with(&x, rows, then);
+                    assert_eq!(got, want, "{kernel:?} {then:?} {rows}x{n}x{k}");
+                }
+                let plain = q.forward_with(&x, rows, Then::Nothing);
+                let fused: Vec<f32> = plain.into_iter().map(math::gelu).collect();
+                assert_eq!(q.forward_with(&x, rows, Then::Gelu), fused, "{kernel:?}");
+            }
         }
-        let plain = q.forward_with(&x, rows, Kernel::detect(), Then::Nothing);
-        let fused: Vec<f32> = plain.into_iter().map(math::gelu).collect();
-        assert_eq!(
-            q.forward_with(&x, rows, Kernel::detect(), Then::Gelu),
-            fused
-        );
     }
 
     #[test]
