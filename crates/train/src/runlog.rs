@@ -6,6 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use classifier::MatmulPrecision;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Hyperparameters;
@@ -107,6 +108,9 @@ pub struct RunSummary {
     pub optimizer_steps: u64,
     pub peak_rss_mb: Option<f64>,
     pub threads: usize,
+    /// The precision products really ran in (bf16 falls back to f32 without AMX).
+    #[serde(default)]
+    pub matmul_precision: MatmulPrecision,
     pub resumed: u32,
     pub versions: Versions,
     pub outputs: Outputs,

@@ -124,6 +124,13 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
         );
     }
     let cleaning = load_cleaning(&args.data_dir)?;
+    let products = classifier::set_matmul_precision(args.matmul_precision);
+    if products != args.matmul_precision {
+        tracing::warn!(
+            "--matmul-precision {} needs AMX bf16, which this CPU lacks: products run in {products}",
+            args.matmul_precision
+        );
+    }
 
     tracing::info!(model = %args.base_model, "loading the base model");
     let mut base = Checkpoint::load(
@@ -579,6 +586,7 @@ impl Run<'_> {
             optimizer_steps: state.optimizer_step,
             peak_rss_mb: classifier::runtime::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
             threads: rayon::current_num_threads(),
+            matmul_precision: classifier::ops::gemm::matmul_precision(),
             resumed: state.resumed,
             versions: Versions::default(),
             outputs: Outputs {
