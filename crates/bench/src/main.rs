@@ -23,9 +23,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use classifier::Precision;
 use classifier::checkpoint::{Trainable, random_tensors};
 use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+use classifier::ops::gemm::{self, View, ViewMut};
+use classifier::{MatmulPrecision, Precision};
 use serde::{Deserialize, Serialize};
 use train::optim::{AdamW, AdamWConfig};
 
@@ -99,6 +100,7 @@ impl Baseline {
 }
 
 const FP32: &[Baseline] = &[Baseline::TorchFp32];
+const TORCH: &[Baseline] = &[Baseline::TorchFp32, Baseline::TorchBf16];
 const REDUCED: &[Baseline] = &[Baseline::OrtInt8, Baseline::TorchBf16];
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +118,8 @@ struct Workload {
     seq: usize,
     /// Our precision (inference).
     precision: Precision,
+    /// How our f32 products run (`--matmul-precision` of train).
+    matmul: MatmulPrecision,
     /// What `--python` compares this row with.
     baselines: &'static [Baseline],
 }
@@ -127,6 +131,7 @@ const fn infer(name: &'static str, batch: usize, seq: usize, precision: Precisio
         batch,
         seq,
         precision,
+        matmul: MatmulPrecision::F32,
         baselines: match precision {
             Precision::F32 => FP32,
             Precision::Int8 => REDUCED,
@@ -134,29 +139,47 @@ const fn infer(name: &'static str, batch: usize, seq: usize, precision: Precisio
     }
 }
 
-const WORKLOADS: [Workload; 8] = [
+const fn train(name: &'static str, matmul: MatmulPrecision) -> Workload {
+    Workload {
+        name,
+        kind: Kind::Train,
+        batch: 8,
+        seq: 128,
+        precision: Precision::F32,
+        matmul,
+        baselines: match matmul {
+            MatmulPrecision::F32 => FP32,
+            MatmulPrecision::Bf16 => TORCH,
+        },
+    }
+}
+
+const fn gemm(name: &'static str, matmul: MatmulPrecision) -> Workload {
+    Workload {
+        name,
+        kind: Kind::Gemm,
+        batch: 1,
+        seq: 2048,
+        precision: Precision::F32,
+        matmul,
+        baselines: match matmul {
+            MatmulPrecision::F32 => FP32,
+            MatmulPrecision::Bf16 => TORCH,
+        },
+    }
+}
+
+const WORKLOADS: [Workload; 10] = [
     infer("infer-b1-s32", 1, 32, Precision::F32),
     infer("infer-b1-s128", 1, 128, Precision::F32),
     infer("infer-b32-s128", 32, 128, Precision::F32),
     infer("infer-b1-s32-int8", 1, 32, Precision::Int8),
     infer("infer-b1-s128-int8", 1, 128, Precision::Int8),
     infer("infer-b32-s128-int8", 32, 128, Precision::Int8),
-    Workload {
-        name: "train-b8-s128",
-        kind: Kind::Train,
-        batch: 8,
-        seq: 128,
-        precision: Precision::F32,
-        baselines: FP32,
-    },
-    Workload {
-        name: "gemm-2048",
-        kind: Kind::Gemm,
-        batch: 1,
-        seq: 2048,
-        precision: Precision::F32,
-        baselines: FP32,
-    },
+    train("train-b8-s128", MatmulPrecision::F32),
+    train("train-b8-s128-bf16", MatmulPrecision::Bf16),
+    gemm("gemm-2048", MatmulPrecision::F32),
+    gemm("gemm-2048-bf16", MatmulPrecision::Bf16),
 ];
 
 /// One workload's figures.
@@ -230,16 +253,26 @@ fn write_base_model(dir: &Path, vocab: Option<&Path>) -> Result<()> {
 }
 
 fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
+    if classifier::set_matmul_precision(w.matmul) != w.matmul {
+        bail!(
+            "{}: {} products need AMX bf16, which this CPU lacks",
+            w.name,
+            w.matmul
+        );
+    }
     let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
     let mut times = Vec::new();
     match w.kind {
         Kind::Gemm => {
             let n = w.seq;
-            let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-            let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+            let a = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
+            let b = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             for i in 0..warmup + iters {
                 let t = Instant::now();
-                let c = a.matmul(&b)?;
+                let mut c = vec![0f32; n * n];
+                let (av, bv) = (View::rows(&a, n, n), View::rows(&b, n, n));
+                gemm::matmul(ViewMut::rows(&mut c, n, n), av, bv, false, 1.0, threads);
                 drop(c);
                 if i >= warmup {
                     times.push(t.elapsed().as_secs_f64());
@@ -542,6 +575,13 @@ fn main() -> Result<()> {
     // A baseline on one shape is measured once, whichever of our rows it stands beside.
     let mut baseline_runs: HashMap<(Baseline, &str, usize, usize), Measured> = HashMap::new();
     for w in selected {
+        if w.matmul == MatmulPrecision::Bf16 && !gemm::bf16_supported() {
+            eprintln!(
+                "skipping {}: bf16 products need AMX bf16, which this CPU lacks",
+                w.name
+            );
+            continue;
+        }
         eprintln!("running {} ...", w.name);
         let o = ours(&args, w)?;
         if !o.phases_ms.is_empty() {
