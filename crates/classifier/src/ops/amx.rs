@@ -121,80 +121,90 @@ pub fn pack_bf16(src: Rows, side: Side, k_tiles: usize, parallel: bool, out: &mu
         );
     }
     let group_len = k_tiles * TILE_BYTES / 2;
-    let group = |(g, tiles): (usize, &mut [u16])| pack_group(src, side, g, tiles);
+    // A transposed operand is read across rows; a task sweeps K once for many groups, so
+    // its reads are long contiguous runs rather than one cache line per page.
+    let groups = if src.ts != 1 && src.rs == 1 {
+        SWEEP_GROUPS
+    } else {
+        1
+    };
+    let task = |(t, tiles): (usize, &mut [u16])| {
+        pack_groups(src, side, t * groups, (tiles, group_len));
+    };
     out.clear();
     out.resize(src.rows.div_ceil(BLOCK) * 2 * group_len, 0);
     use rayon::prelude::*;
     if parallel {
-        out.par_chunks_mut(group_len).enumerate().for_each(group);
+        out.par_chunks_mut(groups * group_len)
+            .enumerate()
+            .for_each(task);
     } else {
-        out.chunks_mut(group_len).enumerate().for_each(group);
+        out.chunks_mut(groups * group_len)
+            .enumerate()
+            .for_each(task);
     }
 }
 
-/// Packs rows `16 g..` of `src` into their tiles (see [`pack_bf16`]).
+/// Groups of 16 rows one task packs from a transposed operand: 256 values per K step.
+const SWEEP_GROUPS: usize = 16;
+
+/// Packs the groups of 16 rows from `16 g0` on into `tiles`, `group_len` values per group
+/// (see [`pack_bf16`]).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
-fn pack_group(src: Rows, side: Side, g: usize, tiles: &mut [u16]) {
-    let rows = 16.min(src.rows.saturating_sub(g * 16));
+fn pack_groups(src: Rows, side: Side, g0: usize, (tiles, group_len): (&mut [u16], usize)) {
+    let rows = (tiles.len() / group_len * 16).min(src.rows.saturating_sub(g0 * 16));
     if rows == 0 {
         return;
     }
-    let base = src.offset + g * 16 * src.rs;
-    let k = src.k;
+    let base = src.offset + g0 * 16 * src.rs;
+    // Where value t of row i (of this task) goes.
+    let at = |i: usize, t: usize| {
+        let tile = (i / 16) * group_len + (t / 32) * 512;
+        let (i, t) = (i % 16, t % 32);
+        tile + match side {
+            Side::Left => i * 32 + t,
+            Side::Right => (t / 2) * 32 + i * 2 + t % 2,
+        }
+    };
     if src.ts == 1 {
         // K contiguous: each row converts in runs of a tile's 32 values.
         for i in 0..rows {
-            let row = &src.data[base + i * src.rs..][..k];
-            for (tile, run) in row.chunks(32).enumerate() {
-                let tile = &mut tiles[tile * 512..][..512];
+            let row = &src.data[base + i * src.rs..][..src.k];
+            for (run_start, run) in (0..src.k).step_by(32).zip(row.chunks(32)) {
+                let start = at(i, run_start);
                 match side {
                     Side::Left => {
-                        for (d, &x) in tile[i * 32..][..run.len()].iter_mut().zip(run) {
+                        for (d, &x) in tiles[start..][..run.len()].iter_mut().zip(run) {
                             *d = bf16(x);
                         }
                     }
                     Side::Right => {
+                        let tile = &mut tiles[start..];
                         for (p, &x) in run.iter().enumerate() {
-                            tile[(p / 2) * 32 + i * 2 + p % 2] = bf16(x);
+                            tile[(p / 2) * 32 + p % 2] = bf16(x);
                         }
                     }
                 }
             }
         }
     } else if src.rs == 1 {
-        // Rows contiguous (a transposed operand): convert the 16 rows' value t at once,
-        // then spread them over the tile.
-        let mut column = [0u16; 16];
-        for t in 0..k {
+        // Rows contiguous (a transposed operand): convert value t of every row at once,
+        // then spread them over the tiles.
+        let mut column = [0u16; SWEEP_GROUPS * 16];
+        let column = &mut column[..rows];
+        for t in 0..src.k {
             let values = &src.data[base + t * src.ts..][..rows];
             for (d, &x) in column.iter_mut().zip(values) {
                 *d = bf16(x);
             }
-            let tile = &mut tiles[(t / 32) * 512..][..512];
-            let t = t % 32;
-            match side {
-                Side::Left => {
-                    for (i, &v) in column[..rows].iter().enumerate() {
-                        tile[i * 32 + t] = v;
-                    }
-                }
-                Side::Right => {
-                    let pair = &mut tile[(t / 2) * 32..][..32];
-                    for (i, &v) in column[..rows].iter().enumerate() {
-                        pair[i * 2 + t % 2] = v;
-                    }
-                }
+            for (i, &v) in column.iter().enumerate() {
+                tiles[at(i, t)] = v;
             }
         }
     } else {
         for i in 0..rows {
-            for t in 0..k {
-                let x = src.data[base + i * src.rs + t * src.ts];
-                let at = match side {
-                    Side::Left => i * 32 + t % 32,
-                    Side::Right => (t % 32 / 2) * 32 + i * 2 + t % 2,
-                };
-                tiles[(t / 32) * 512 + at] = bf16(x);
+            for t in 0..src.k {
+                tiles[at(i, t)] = bf16(src.data[base + i * src.rs + t * src.ts]);
             }
         }
     }
