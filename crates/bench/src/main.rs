@@ -8,7 +8,8 @@
 //! With `--python`, each row also runs a baseline on the same shape: PyTorch fp32 for our f32
 //! rows and training; for the `-int8` rows (our int8 serving path, `PRECISION=int8`), ONNX
 //! Runtime on a dynamically int8-quantised export and PyTorch with bf16 autocast, the
-//! reduced-precision paths users would otherwise pick.
+//! reduced-precision paths users would otherwise pick; for the `-bf16` rows (bf16 products
+//! on AMX, `train --matmul-precision bf16`), PyTorch fp32 and PyTorch bf16 autocast.
 //!
 //! ```sh
 //! cargo run --release -p bench                                  # ours only
