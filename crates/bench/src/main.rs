@@ -268,7 +268,8 @@ fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
             let n = w.seq;
             let a = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
             let b = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // The pool `runtime::init` sized from --threads.
+            let threads = candle_core::utils::get_num_threads();
             for i in 0..warmup + iters {
                 let t = Instant::now();
                 let mut c = vec![0f32; n * n];

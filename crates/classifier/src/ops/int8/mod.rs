@@ -22,7 +22,8 @@ use super::cpu::with_f32;
 use super::fused::SharedMut;
 use super::math;
 
-/// Numeric precision of the encoder's matrix products at inference. Training is always f32.
+/// Numeric precision of the encoder's weights at inference. (Products of f32 weights, in
+/// training too, follow [`super::gemm::MatmulPrecision`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// f32 weights and products: the reference, and the default.
