@@ -9,7 +9,7 @@
 //! rows and training; for the `-int8` rows (our int8 serving path, `PRECISION=int8`), ONNX
 //! Runtime on a dynamically int8-quantised export and PyTorch with bf16 autocast, the
 //! reduced-precision paths users would otherwise pick; for the `-bf16` rows (bf16 products
-//! on AMX, `train --matmul-precision bf16`), PyTorch fp32 and PyTorch bf16 autocast.
+//! on AMX or AVX-512 BF16, `train --matmul-precision bf16`), PyTorch fp32 and PyTorch bf16 autocast.
 //!
 //! ```sh
 //! cargo run --release -p bench                                  # ours only
@@ -84,7 +84,7 @@ struct Args {
 enum Baseline {
     /// PyTorch eager fp32 (transformers' DistilBertForSequenceClassification).
     TorchFp32,
-    /// PyTorch with bf16 autocast (AMX tiles where the CPU has them).
+    /// PyTorch with bf16 autocast (AMX tiles or AVX-512 BF16 where the CPU has them).
     TorchBf16,
     /// ONNX Runtime on the dynamically int8-quantised ONNX export.
     OrtInt8,
@@ -256,7 +256,7 @@ fn write_base_model(dir: &Path, vocab: Option<&Path>) -> Result<()> {
 fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
     if classifier::set_matmul_precision(w.matmul) != w.matmul {
         bail!(
-            "{}: {} products need AMX bf16, which this CPU lacks",
+            "{}: {} products need AMX or AVX-512 BF16, which this CPU lacks",
             w.name,
             w.matmul
         );
@@ -579,7 +579,7 @@ fn main() -> Result<()> {
     for w in selected {
         if w.matmul == MatmulPrecision::Bf16 && !gemm::bf16_supported() {
             eprintln!(
-                "skipping {}: bf16 products need AMX bf16, which this CPU lacks",
+                "skipping {}: bf16 products need AMX or AVX-512 BF16, which this CPU lacks",
                 w.name
             );
             continue;

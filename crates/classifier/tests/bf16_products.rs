@@ -47,10 +47,10 @@ fn bf16_logits_stay_close_to_f32() {
         assert_eq!(
             got,
             MatmulPrecision::F32,
-            "without AMX bf16, products stay f32"
+            "without AMX or AVX-512 BF16, products stay f32"
         );
         assert_eq!(logits(&model), exact);
-        eprintln!("no AMX bf16 on this CPU: only the fallback was checked");
+        eprintln!("no AMX or AVX-512 BF16 on this CPU: only the fallback was checked");
         return;
     }
     let reduced = logits(&model);

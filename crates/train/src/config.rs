@@ -84,9 +84,10 @@ pub struct Args {
     pub pooling: Option<PoolingArg>,
 
     /// Precision of the matrix products: `f32`, or `bf16` (operands rounded to bf16, sums in
-    /// f32, on AMX tiles: what PyTorch's bf16 autocast does to products; weights, gradients
-    /// and the optimizer stay f32). bf16 is much faster on CPUs with AMX (Intel Xeon 4th
-    /// generation and later); elsewhere products stay f32, with a warning.
+    /// f32: what PyTorch's bf16 autocast does to products; weights, gradients and the
+    /// optimizer stay f32). bf16 is faster on CPUs with AMX (Intel Xeon 4th generation and
+    /// later) or AVX-512 BF16 (AMD Zen 4 and later); elsewhere products stay f32, with a
+    /// warning.
     #[arg(long, env = "MATMUL_PRECISION", default_value = "f32")]
     pub matmul_precision: MatmulPrecision,
 

@@ -127,7 +127,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     let products = classifier::set_matmul_precision(args.matmul_precision);
     if products != args.matmul_precision {
         tracing::warn!(
-            "--matmul-precision {} needs AMX bf16, which this CPU lacks: products run in {products}",
+            "--matmul-precision {} needs AMX or AVX-512 BF16, which this CPU lacks: products run in {products}",
             args.matmul_precision
         );
     }

@@ -108,10 +108,15 @@ pub enum Side {
     Right,
 }
 
+/// Pairs of bf16 values (the even K index in the low half) per packed tile.
+pub const TILE_PAIRS: usize = TILE_BYTES / 4;
+
 /// Packs `src` as bf16 tiles for `side`: per 16 rows, K in tiles of 32 values (1 KiB each,
 /// contiguous, so tile loads never alias in the cache), zero padded to whole blocks of rows
-/// and to `k_tiles * 32` values. `out` is reused across calls.
-pub fn pack_bf16(src: Rows, side: Side, k_tiles: usize, parallel: bool, out: &mut Vec<u16>) {
+/// and to `k_tiles * 32` values. Both sides are stored as pairs of consecutive K values in
+/// one u32: a left tile is 16 rows of 16 pairs, a right tile 16 pairs of K rows of 16
+/// columns. `out` is reused across calls.
+pub fn pack_bf16(src: Rows, side: Side, k_tiles: usize, parallel: bool, out: &mut Vec<u32>) {
     assert!(src.k <= k_tiles * 32);
     if src.rows > 0 && src.k > 0 {
         let last = src.offset + (src.rows - 1) * src.rs + (src.k - 1) * src.ts;
@@ -120,7 +125,7 @@ pub fn pack_bf16(src: Rows, side: Side, k_tiles: usize, parallel: bool, out: &mu
             "pack_bf16: {src:?} overruns its slice"
         );
     }
-    let group_len = k_tiles * TILE_BYTES / 2;
+    let group_len = k_tiles * TILE_PAIRS;
     // A transposed operand is read across rows; a task sweeps K once for many groups, so
     // its reads are long contiguous runs rather than one cache line per page.
     let groups = if src.ts != 1 && src.rs == 1 {
@@ -128,7 +133,7 @@ pub fn pack_bf16(src: Rows, side: Side, k_tiles: usize, parallel: bool, out: &mu
     } else {
         1
     };
-    let task = |(t, tiles): (usize, &mut [u16])| {
+    let task = |(t, tiles): (usize, &mut [u32])| {
         pack_groups(src, side, t * groups, (tiles, group_len));
     };
     out.clear();
@@ -148,66 +153,108 @@ pub fn pack_bf16(src: Rows, side: Side, k_tiles: usize, parallel: bool, out: &mu
 /// Groups of 16 rows one task packs from a transposed operand: 256 values per K step.
 const SWEEP_GROUPS: usize = 16;
 
-/// Packs the groups of 16 rows from `16 g0` on into `tiles`, `group_len` values per group
+/// Packs the groups of 16 rows from `16 g0` on into `tiles`, `group_len` pairs per group
 /// (see [`pack_bf16`]).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
-fn pack_groups(src: Rows, side: Side, g0: usize, (tiles, group_len): (&mut [u16], usize)) {
+fn pack_groups(src: Rows, side: Side, g0: usize, (tiles, group_len): (&mut [u32], usize)) {
     let rows = (tiles.len() / group_len * 16).min(src.rows.saturating_sub(g0 * 16));
     if rows == 0 {
         return;
     }
     let base = src.offset + g0 * 16 * src.rs;
-    // Where value t of row i (of this task) goes.
-    let at = |i: usize, t: usize| {
-        let tile = (i / 16) * group_len + (t / 32) * 512;
-        let (i, t) = (i % 16, t % 32);
+    let pairs = src.k.div_ceil(2);
+    // Where pair p of row i (of this task) goes.
+    let at = |i: usize, p: usize| {
+        let tile = (i / 16) * group_len + (p / 16) * TILE_PAIRS;
+        let (i, p) = (i % 16, p % 16);
         tile + match side {
-            Side::Left => i * 32 + t,
-            Side::Right => (t / 2) * 32 + i * 2 + t % 2,
+            Side::Left => i * 16 + p,
+            Side::Right => p * 16 + i,
         }
     };
     if src.ts == 1 {
-        // K contiguous: each row converts in runs of a tile's 32 values.
+        // K contiguous: a row's pairs are neighbours in its source, converted a tile's 32
+        // values at a time.
         for i in 0..rows {
             let row = &src.data[base + i * src.rs..][..src.k];
-            for (run_start, run) in (0..src.k).step_by(32).zip(row.chunks(32)) {
-                let start = at(i, run_start);
+            for (kt, chunk) in row.chunks(32).enumerate() {
+                let mut values = [0f32; 32];
+                values[..chunk.len()].copy_from_slice(chunk);
+                let pairs = pairs16(&values);
+                let start = at(i, 16 * kt);
                 match side {
-                    Side::Left => {
-                        for (d, &x) in tiles[start..][..run.len()].iter_mut().zip(run) {
-                            *d = bf16(x);
-                        }
-                    }
+                    Side::Left => tiles[start..][..16].copy_from_slice(&pairs),
                     Side::Right => {
-                        let tile = &mut tiles[start..];
-                        for (p, &x) in run.iter().enumerate() {
-                            tile[(p / 2) * 32 + p % 2] = bf16(x);
+                        for (q, &v) in pairs.iter().enumerate() {
+                            tiles[start + q * 16] = v;
                         }
                     }
                 }
             }
         }
     } else if src.rs == 1 {
-        // Rows contiguous (a transposed operand): convert value t of every row at once,
-        // then spread them over the tiles.
-        let mut column = [0u16; SWEEP_GROUPS * 16];
+        // Rows contiguous (a transposed operand): pair up K rows 2p and 2p + 1 for every row
+        // at once, then spread them over the tiles.
+        let mut column = [0u32; SWEEP_GROUPS * 16];
         let column = &mut column[..rows];
-        for t in 0..src.k {
-            let values = &src.data[base + t * src.ts..][..rows];
-            for (d, &x) in column.iter_mut().zip(values) {
-                *d = bf16(x);
+        for p in 0..pairs {
+            let even = &src.data[base + 2 * p * src.ts..][..rows];
+            if 2 * p + 1 < src.k {
+                let odd = &src.data[base + (2 * p + 1) * src.ts..][..rows];
+                for ((d, &lo), &hi) in column.iter_mut().zip(even).zip(odd) {
+                    *d = pair(lo, hi);
+                }
+            } else {
+                for (d, &lo) in column.iter_mut().zip(even) {
+                    *d = pair(lo, 0.0);
+                }
             }
-            for (i, &v) in column.iter().enumerate() {
-                tiles[at(i, t)] = v;
+            match side {
+                Side::Right => {
+                    // 16 columns of one pair are one tile row.
+                    for (g, run) in column.chunks(16).enumerate() {
+                        tiles[at(g * 16, p)..][..run.len()].copy_from_slice(run);
+                    }
+                }
+                Side::Left => {
+                    for (i, &v) in column.iter().enumerate() {
+                        tiles[at(i, p)] = v;
+                    }
+                }
             }
         }
     } else {
+        let value = |i: usize, t: usize| {
+            if t < src.k {
+                src.data[base + i * src.rs + t * src.ts]
+            } else {
+                0.0
+            }
+        };
         for i in 0..rows {
-            for t in 0..src.k {
-                tiles[at(i, t)] = bf16(src.data[base + i * src.rs + t * src.ts]);
+            for p in 0..pairs {
+                tiles[at(i, p)] = pair(value(i, 2 * p), value(i, 2 * p + 1));
             }
         }
     }
+}
+
+/// 32 consecutive f32 values as 16 pairs of bf16. Split into even and odd values first, so
+/// the conversion vectorises.
+#[inline(always)]
+fn pairs16(values: &[f32; 32]) -> [u32; 16] {
+    let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
+    for q in 0..16 {
+        lo[q] = values[2 * q];
+        hi[q] = values[2 * q + 1];
+    }
+    std::array::from_fn(|q| pair(lo[q], hi[q]))
+}
+
+/// Two f32 values as bf16, `lo` in the low half.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    bf16(lo) as u32 | (bf16(hi) as u32) << 16
 }
 
 /// f32 to bf16, rounding to nearest even; NaN stays NaN. Branch-free, so loops of it
@@ -274,8 +321,8 @@ impl Tiles {
     /// tiles each).
     pub unsafe fn block_bf16(
         &self,
-        a: *const u16,
-        w: *const u16,
+        a: *const u32,
+        w: *const u32,
         k_tiles: usize,
         out: &mut [f32; BLOCK * BLOCK],
     ) {

@@ -1,7 +1,7 @@
 //! A checked, strided f32 matrix product over slices, on the `gemm` crate (what candle's CPU
 //! matmul runs on), for kernels that need products on sub-matrices without copies; or, where
-//! the process asks for bf16 products and the CPU has AMX, on AMX tiles with bf16 operands
-//! and f32 sums.
+//! the process asks for bf16 products, with bf16 operands and f32 sums on AMX tiles or
+//! AVX-512 BF16.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,8 +15,9 @@ pub enum MatmulPrecision {
     /// f32 operands and sums: the reference, and the default.
     #[default]
     F32,
-    /// Operands rounded to bf16, sums in f32, on AMX tiles (8 bits of mantissa: PyTorch's
-    /// bf16 autocast for products). Where the CPU has no AMX bf16, products stay f32.
+    /// Operands rounded to bf16, sums in f32, on AMX tiles or AVX-512 BF16 (8 bits of
+    /// mantissa: PyTorch's bf16 autocast for products). Where the CPU has neither, products
+    /// stay f32.
     Bf16,
 }
 
@@ -65,10 +66,10 @@ pub fn matmul_precision() -> MatmulPrecision {
     }
 }
 
-/// Whether this CPU computes bf16 products (AMX bf16).
+/// Whether this CPU computes bf16 products (AMX bf16 or AVX-512 BF16).
 pub fn bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return super::amx::available(super::amx::Feature::Bf16);
+    return bf16::Kernel::best().is_some();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -187,8 +188,10 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
     }
     #[cfg(target_arch = "x86_64")]
     if BF16_PRODUCTS.load(Ordering::Relaxed) && m * n * k >= BF16_MIN_WORK {
-        // SAFETY: bf16 products are switched on only where AMX bf16 is available.
-        unsafe { bf16::matmul(dst, a, b, accumulate, scale, threads) };
+        let kernel =
+            bf16::Kernel::best().expect("bf16 products are switched on only where supported");
+        // SAFETY: `best` returns only kernels this CPU runs.
+        unsafe { bf16::matmul(kernel, dst, a, b, accumulate, scale, threads) };
         return;
     }
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
@@ -231,8 +234,39 @@ mod bf16 {
     use rayon::prelude::*;
 
     use super::{PARALLEL_MIN_WORK, View, ViewMut};
-    use crate::ops::amx::{self, BLOCK, Rows, Side, TILE_BYTES, Tiles};
+    use crate::ops::amx::{self, BLOCK, Rows, Side, TILE_PAIRS, Tiles};
+    use crate::ops::avx512_bf16;
     use crate::ops::fused::SharedMut;
+
+    /// What computes a block of bf16 products; both read the same packed operands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kernel {
+        /// `tdpbf16ps` on AMX tiles (Intel Sapphire Rapids and later).
+        Amx,
+        /// `vdpbf16ps` on AVX-512 registers (AMD Zen 4 and later, Intel Cooper Lake).
+        Avx512,
+    }
+
+    impl Kernel {
+        /// The fastest kernel this CPU runs, if any.
+        pub fn best() -> Option<Kernel> {
+            if amx::available(amx::Feature::Bf16) {
+                Some(Kernel::Amx)
+            } else if avx512_bf16::available() {
+                Some(Kernel::Avx512)
+            } else {
+                None
+            }
+        }
+
+        /// Every kernel this CPU runs (for tests).
+        #[cfg(test)]
+        pub fn all() -> Vec<Kernel> {
+            let amx = amx::available(amx::Feature::Bf16).then_some(Kernel::Amx);
+            let avx512 = avx512_bf16::available().then_some(Kernel::Avx512);
+            amx.into_iter().chain(avx512).collect()
+        }
+    }
 
     /// Blocks of rows and of columns per parallel task: 128 x 64 outputs, whose operands
     /// stay in L2 for any K of the models here.
@@ -241,14 +275,15 @@ mod bf16 {
 
     thread_local! {
         /// Packed operands of single-threaded products, reused call after call.
-        static SCRATCH: RefCell<(Vec<u16>, Vec<u16>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+        static SCRATCH: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     }
 
-    /// [`super::matmul`] on AMX bf16 tiles. Shapes are checked by the caller.
+    /// [`super::matmul`] with bf16 operands, on `kernel`. Shapes are checked by the caller.
     ///
     /// # Safety
-    /// AMX bf16 must be available.
+    /// The CPU must run `kernel`.
     pub(super) unsafe fn matmul(
+        kernel: Kernel,
         dst: ViewMut,
         a: View,
         b: View,
@@ -270,7 +305,7 @@ mod bf16 {
                 ts: at.cs,
             }
         }
-        let run = |packed_a: &mut Vec<u16>, packed_b: &mut Vec<u16>| {
+        let run = |packed_a: &mut Vec<u32>, packed_b: &mut Vec<u32>| {
             amx::pack_bf16(rows(a, false), Side::Left, k_tiles, parallel, packed_a);
             // The right operand's columns are the rows of its transpose.
             amx::pack_bf16(rows(b, true), Side::Right, k_tiles, parallel, packed_b);
@@ -278,6 +313,7 @@ mod bf16 {
             // SAFETY: forwarded from the caller; the operands are packed for these shapes.
             unsafe {
                 products(
+                    kernel,
                     dst,
                     (packed_a, packed_b),
                     shape,
@@ -296,16 +332,17 @@ mod bf16 {
     }
 
     /// # Safety
-    /// AMX bf16 must be available; `a` and `b` are packed tiles of `m` rows and `n` columns
+    /// The CPU must run `kernel`; `a` and `b` are packed tiles of `m` rows and `n` columns
     /// with `k_tiles` tiles of K each.
     unsafe fn products(
+        kernel: Kernel,
         dst: ViewMut,
-        (a, b): (&[u16], &[u16]),
+        (a, b): (&[u32], &[u32]),
         (m, n, k_tiles): (usize, usize, usize),
         (accumulate, scale): (bool, f32),
         parallel: bool,
     ) {
-        let group_len = k_tiles * TILE_BYTES / 2;
+        let group_len = k_tiles * TILE_PAIRS;
         let (row_blocks, col_blocks) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
         assert!(a.len() >= row_blocks * 2 * group_len && b.len() >= col_blocks * 2 * group_len);
         let at = dst.at;
@@ -313,8 +350,8 @@ mod bf16 {
         let row_tasks = row_blocks.div_ceil(TASK_ROW_BLOCKS);
         let col_tasks = col_blocks.div_ceil(TASK_COL_BLOCKS);
         let task = |t: usize| {
-            // SAFETY: AMX bf16 is available (the caller's promise).
-            let tiles = unsafe { Tiles::configure() };
+            // SAFETY: the CPU runs `kernel` (the caller's promise).
+            let tiles = (kernel == Kernel::Amx).then(|| unsafe { Tiles::configure() });
             // SAFETY: task t writes only its own rows x columns of dst (each element once),
             // and reads no element that another task writes.
             let dst = unsafe { out.get() };
@@ -325,11 +362,14 @@ mod bf16 {
                 let cols = ct * TASK_COL_BLOCKS..((ct + 1) * TASK_COL_BLOCKS).min(col_blocks);
                 for cb in cols {
                     // SAFETY: row block rb and column block cb lie inside the packed operands
-                    // (asserted above).
+                    // (asserted above); the CPU runs `kernel`, and AMX has its tiles.
                     unsafe {
                         let (a, b) = (a.as_ptr(), b.as_ptr());
                         let (a, b) = (a.add(rb * 2 * group_len), b.add(cb * 2 * group_len));
-                        tiles.block_bf16(a, b, k_tiles, &mut sums);
+                        match &tiles {
+                            Some(tiles) => tiles.block_bf16(a, b, k_tiles, &mut sums),
+                            None => avx512_bf16::block_bf16(a, b, k_tiles, &mut sums),
+                        }
                     }
                     let (r0, c0) = (rb * BLOCK, cb * BLOCK);
                     let width = BLOCK.min(n - c0);
@@ -408,51 +448,59 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn bf16_products_are_close_to_f32() {
-        if !bf16_supported() {
-            eprintln!("no AMX bf16 on this CPU: the bf16 path cannot run here");
-            return;
+        let kernels = bf16::Kernel::all();
+        if kernels.is_empty() {
+            eprintln!("no AMX bf16 or AVX-512 BF16 on this CPU: the bf16 path cannot run here");
         }
         let value = |i: usize, seed: f32| (i as f32 * 0.61 + seed).sin() * 2.0;
         // Partial blocks in every dimension, K across several tiles, both operand layouts,
         // the parallel path, and accumulation with a scale.
-        for (m, n, k, threads) in [(1, 1, 40, 1), (33, 17, 70, 1), (70, 130, 300, 2)] {
-            for (transpose_a, transpose_b, accumulate) in
-                [(false, true, false), (true, false, true)]
-            {
-                let a: Vec<f32> = (0..m * k).map(|i| value(i, 1.0)).collect();
-                let b: Vec<f32> = (0..k * n).map(|i| value(i, 2.0)).collect();
-                let av = if transpose_a {
-                    View::rows(&a, k, m).t()
-                } else {
-                    View::rows(&a, m, k)
-                };
-                let bv = if transpose_b {
-                    View::rows(&b, n, k).t()
-                } else {
-                    View::rows(&b, k, n)
-                };
-                let start: Vec<f32> = (0..m * n).map(|i| value(i, 3.0)).collect();
-                let (mut want, mut got) = (start.clone(), start);
-                matmul(ViewMut::rows(&mut want, m, n), av, bv, accumulate, 0.5, 1);
-                // SAFETY: AMX bf16 is available (checked above).
-                unsafe {
-                    bf16::matmul(
-                        ViewMut::rows(&mut got, m, n),
-                        av,
-                        bv,
-                        accumulate,
-                        0.5,
-                        threads,
-                    )
-                };
-                // bf16 keeps 8 bits of mantissa: relative error about 2^-8 per operand, and
-                // the sums' errors partly cancel.
-                let tol = 0.5 * (k as f32).sqrt() * 2.0 * 2.0 * 2f32.powi(-7);
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= tol,
-                        "{m}x{n}x{k} [{i}]: {g} vs {w} (tol {tol})"
-                    );
+        for kernel in kernels {
+            for (m, n, k, threads) in [(1, 1, 40, 1), (33, 17, 70, 1), (70, 130, 300, 2)] {
+                // Row-major, transposed, and strided both ways (the general packing path).
+                for (layout_a, layout_b, accumulate) in [(0, 1, false), (1, 0, true), (2, 2, false)]
+                {
+                    let a: Vec<f32> = (0..2 * m * k).map(|i| value(i, 1.0)).collect();
+                    let b: Vec<f32> = (0..2 * k * n).map(|i| value(i, 2.0)).collect();
+                    let view = |data, rows: usize, cols: usize, layout| match layout {
+                        0 => View::rows(data, rows, cols),
+                        1 => View::rows(data, cols, rows).t(),
+                        _ => View::new(
+                            data,
+                            Layout2 {
+                                offset: 1,
+                                rows,
+                                cols,
+                                rs: 2 * cols,
+                                cs: 2,
+                            },
+                        ),
+                    };
+                    let (av, bv) = (view(&a, m, k, layout_a), view(&b, k, n, layout_b));
+                    let start: Vec<f32> = (0..m * n).map(|i| value(i, 3.0)).collect();
+                    let (mut want, mut got) = (start.clone(), start);
+                    matmul(ViewMut::rows(&mut want, m, n), av, bv, accumulate, 0.5, 1);
+                    // SAFETY: the CPU runs `kernel` (listed by `all`).
+                    unsafe {
+                        bf16::matmul(
+                            kernel,
+                            ViewMut::rows(&mut got, m, n),
+                            av,
+                            bv,
+                            accumulate,
+                            0.5,
+                            threads,
+                        )
+                    };
+                    // bf16 keeps 8 bits of mantissa: relative error about 2^-8 per operand, and
+                    // the sums' errors partly cancel.
+                    let tol = 0.5 * (k as f32).sqrt() * 2.0 * 2.0 * 2f32.powi(-7);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= tol,
+                            "{kernel:?} {m}x{n}x{k} [{i}]: {g} vs {w} (tol {tol})"
+                        );
+                    }
                 }
             }
         }

@@ -9,6 +9,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_bf16;
 pub mod cpu;
 mod dropout;
 pub mod fused;
