@@ -5,11 +5,13 @@
 //! i16) cannot saturate: `2 * 255 * 63 = 32130 <= i16::MAX`. ONNX Runtime's `reduce_range`
 //! does the same for the same instruction. Activations use all 8 bits, asymmetric (their
 //! range is lopsided after GELU), with the zero point folded out through each channel's
-//! weight sum. Integer sums are exact, so the AMX, AVX2 and portable kernels agree bit for
-//! bit, and a model gives the same outputs on every machine.
+//! weight sum. Integer sums are exact, so the AMX, AVX-512 VNNI, AVX2 and portable kernels
+//! agree bit for bit, and a model gives the same outputs on every machine.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 use std::sync::Arc;
 
@@ -119,7 +121,7 @@ impl QuantizedLinear {
             sums[c] = q.iter().map(|&v| i32::from(v)).sum();
         }
         #[cfg(target_arch = "x86_64")]
-        if kernel == Kernel::Amx {
+        if kernel.blocks() {
             weights = amx::pack_i8(&weights, out_dim, stride);
         }
         Self {
@@ -196,8 +198,10 @@ impl QuantizedLinear {
             let (r1, c1) = ((r0 + TASK_ROWS).min(rows), (c0 + TASK_COLS).min(n));
             match self.kernel {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the layer was packed for AMX only where AMX int8 is available.
-                Kernel::Amx => unsafe { self.amx_task(&acts, r0..r1, c0..c1, then, y) },
+                // SAFETY: the layer was packed for blocks only where their kernel runs.
+                Kernel::Amx | Kernel::Avx512Vnni => unsafe {
+                    self.block_task(&acts, r0..r1, c0..c1, then, y)
+                },
                 kernel => self.task(&acts, r0..r1, c0..c1, kernel, then, y),
             }
         });
@@ -261,12 +265,13 @@ impl QuantizedLinear {
         );
     }
 
-    /// [`Self::task`] on AMX: 32 x 32 blocks, each dequantised as soon as it is summed.
+    /// [`Self::task`] on 32 x 32 blocks (AMX tiles or AVX-512 VNNI), each dequantised as soon
+    /// as it is summed.
     ///
     /// # Safety
-    /// AMX must be available and the weights packed for it.
+    /// The layer's kernel must run on this CPU and the weights be packed for blocks.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn amx_task(
+    unsafe fn block_task(
         &self,
         acts: &Activations,
         rows: std::ops::Range<usize>,
@@ -277,7 +282,7 @@ impl QuantizedLinear {
         let s = self.stride;
         let k_tiles = s / amx::K_STEP;
         // SAFETY: forwarded from the caller.
-        let tiles = unsafe { amx::Tiles::configure() };
+        let tiles = (self.kernel == Kernel::Amx).then(|| unsafe { amx::Tiles::configure() });
         let mut dots = [0i32; amx::BLOCK * amx::BLOCK];
         for r in rows.clone().step_by(amx::BLOCK) {
             for c in cols.clone().step_by(amx::BLOCK) {
@@ -285,18 +290,17 @@ impl QuantizedLinear {
                 assert!(
                     (r + amx::BLOCK) * s <= acts.q.len()
                         && (group + 2) * k_tiles * amx::TILE_BYTES <= self.weights.len(),
-                    "AMX block outside its operands"
+                    "block outside its operands"
                 );
                 // SAFETY: activations are padded to whole blocks of rows and weights to
-                // whole blocks of channels (checked just above).
+                // whole blocks of channels (checked just above); the kernel runs here.
                 unsafe {
-                    tiles.block_i8(
-                        acts.q.as_ptr().add(r * s),
-                        s,
-                        self.weights.as_ptr().add(group * k_tiles * amx::TILE_BYTES),
-                        k_tiles,
-                        &mut dots,
-                    );
+                    let a = acts.q.as_ptr().add(r * s);
+                    let w = self.weights.as_ptr().add(group * k_tiles * amx::TILE_BYTES);
+                    match &tiles {
+                        Some(tiles) => tiles.block_i8(a, s, w, k_tiles, &mut dots),
+                        None => avx512::block_i8(a, s, w, k_tiles, rows.end - r, &mut dots),
+                    }
                 }
                 let (r1, c1) = (
                     (r + amx::BLOCK).min(rows.end),
@@ -413,6 +417,8 @@ enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Avx2,
     #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+    #[cfg(target_arch = "x86_64")]
     Amx,
 }
 
@@ -432,6 +438,9 @@ impl Kernel {
             if std::arch::is_x86_feature_detected!("avx2") {
                 kernels.push(Kernel::Avx2);
             }
+            if avx512::available() {
+                kernels.push(Kernel::Avx512Vnni);
+            }
             if amx::available(amx::Feature::Int8) {
                 kernels.push(Kernel::Amx);
             }
@@ -443,9 +452,14 @@ impl Kernel {
     fn row_align(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => amx::BLOCK,
+            Kernel::Amx | Kernel::Avx512Vnni => amx::BLOCK,
             _ => 1,
         }
+    }
+
+    /// Whether the kernel works on 32 x 32 blocks of packed weights, not register tiles.
+    fn blocks(self) -> bool {
+        self.row_align() > 1
     }
 
     /// `out[i][col + j] = a_i . w_j` for the first `mr` rows of `a` and `nr` rows of `w`,
@@ -469,7 +483,7 @@ impl Kernel {
             // SAFETY: AVX2 was detected; the lengths were checked above.
             Kernel::Avx2 => unsafe { avx2::tile(a, w, stride, mr, nr, out, col) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => unreachable!("AMX layers run whole blocks"),
+            Kernel::Amx | Kernel::Avx512Vnni => unreachable!("{self:?} layers run whole blocks"),
         }
     }
 }
