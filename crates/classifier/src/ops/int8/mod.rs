@@ -458,6 +458,7 @@ impl Kernel {
     }
 
     /// Whether the kernel works on 32 x 32 blocks of packed weights, not register tiles.
+    #[cfg(target_arch = "x86_64")]
     fn blocks(self) -> bool {
         self.row_align() > 1
     }
