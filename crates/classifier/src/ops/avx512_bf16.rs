@@ -8,16 +8,12 @@
 //! of K values for one row is broadcast from its tile.
 
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
 use super::amx::{BLOCK, TILE_PAIRS};
 
 /// Whether this CPU has AVX-512 BF16.
 pub fn available() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-    })
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
 }
 
 /// Rows of the block one pass holds in registers: 8 rows x 32 columns is 16 accumulators,
@@ -25,7 +21,8 @@ pub fn available() -> bool {
 const PASS_ROWS: usize = 8;
 
 /// `out[i * 32 + j] = a_i . w_j`, f32 sums of bf16 products, for a block of 32 rows and
-/// 32 columns, both packed by [`super::amx::pack_bf16`].
+/// 32 columns, both packed by [`super::amx::pack_bf16`]; rows from `rows` on (rounded up to a
+/// pass) are left as they were.
 ///
 /// # Safety
 /// AVX-512 BF16 must be [`available`]; `a` and `w` point at the tiles of 32 rows and 32
@@ -35,11 +32,11 @@ pub unsafe fn block_bf16(
     a: *const u32,
     w: *const u32,
     k_tiles: usize,
+    rows: usize,
     out: &mut [f32; BLOCK * BLOCK],
 ) {
     let group = k_tiles * TILE_PAIRS;
-    for pass in 0..BLOCK / PASS_ROWS {
-        let r0 = pass * PASS_ROWS;
+    for r0 in (0..rows.min(BLOCK)).step_by(PASS_ROWS) {
         // Row r of the block is row r % 16 of group r / 16.
         let a = a.wrapping_add((r0 / 16) * group + (r0 % 16) * 16);
         let mut acc = [[_mm512_setzero_ps(); 2]; PASS_ROWS];

@@ -361,6 +361,7 @@ mod bf16 {
             for rb in rows {
                 let cols = ct * TASK_COL_BLOCKS..((ct + 1) * TASK_COL_BLOCKS).min(col_blocks);
                 for cb in cols {
+                    let (r0, c0) = (rb * BLOCK, cb * BLOCK);
                     // SAFETY: row block rb and column block cb lie inside the packed operands
                     // (asserted above); the CPU runs `kernel`, and AMX has its tiles.
                     unsafe {
@@ -368,10 +369,9 @@ mod bf16 {
                         let (a, b) = (a.add(rb * 2 * group_len), b.add(cb * 2 * group_len));
                         match &tiles {
                             Some(tiles) => tiles.block_bf16(a, b, k_tiles, &mut sums),
-                            None => avx512_bf16::block_bf16(a, b, k_tiles, &mut sums),
+                            None => avx512_bf16::block_bf16(a, b, k_tiles, m - r0, &mut sums),
                         }
                     }
-                    let (r0, c0) = (rb * BLOCK, cb * BLOCK);
                     let width = BLOCK.min(n - c0);
                     for (i, sums) in sums.chunks_exact(BLOCK).take(m - r0).enumerate() {
                         let row = at.offset + (r0 + i) * at.rs + c0 * at.cs;
