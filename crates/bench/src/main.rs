@@ -27,6 +27,7 @@ use clap::Parser;
 use classifier::checkpoint::{Trainable, random_tensors};
 use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
 use classifier::ops::gemm::{self, View, ViewMut};
+use classifier::runtime::on_pool;
 use classifier::{MatmulPrecision, Precision};
 use serde::{Deserialize, Serialize};
 use train::optim::{AdamW, AdamWConfig};
@@ -319,19 +320,25 @@ fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
                 ("optimizer", vec![]),
             ];
             for i in 0..warmup + iters {
+                // As the trainer does: each phase starts on the pool (`runtime::on_pool`).
                 let t0 = Instant::now();
-                let logits =
-                    trainable
-                        .model
-                        .forward(&ids, &mask, Mode::Train { seed: i as u64 })?;
-                let loss = classifier::ops::cross_entropy(&logits, &labels)?;
-                loss.to_scalar::<f32>()?;
+                let loss = on_pool(|| {
+                    let logits =
+                        trainable
+                            .model
+                            .forward(&ids, &mask, Mode::Train { seed: i as u64 })?;
+                    let loss = classifier::ops::cross_entropy(&logits, &labels)?;
+                    loss.to_scalar::<f32>()?;
+                    anyhow::Ok(loss)
+                })?;
                 let t1 = Instant::now();
-                let grads = loss.backward()?;
+                let grads = on_pool(|| loss.backward())?;
                 let t2 = Instant::now();
-                opt.accumulate(&grads, w.batch as f64)?;
-                drop(grads);
-                opt.step(5e-5)?;
+                on_pool(|| {
+                    opt.accumulate(&grads, w.batch as f64)?;
+                    drop(grads);
+                    opt.step(5e-5)
+                })?;
                 let t3 = Instant::now();
                 if i >= warmup {
                     times.push((t3 - t0).as_secs_f64());

@@ -252,6 +252,14 @@ impl Run<'_> {
         batch: &[usize],
         seed: u64,
     ) -> Result<(f32, candle_core::backprop::GradStore)> {
+        classifier::runtime::on_pool(|| self.forward_backward_here(batch, seed))
+    }
+
+    fn forward_backward_here(
+        &self,
+        batch: &[usize],
+        seed: u64,
+    ) -> Result<(f32, candle_core::backprop::GradStore)> {
         let seqs: Vec<&[u32]> = batch
             .iter()
             .map(|&i| self.train_ids[i].as_slice())
@@ -433,8 +441,12 @@ impl Run<'_> {
                             args.lr
                         );
                     }
-                    self.optimizer.accumulate(&grads, batch.len() as f64)?;
-                    drop(grads);
+                    let optimizer = &mut self.optimizer;
+                    classifier::runtime::on_pool(|| {
+                        optimizer.accumulate(&grads, batch.len() as f64)?;
+                        drop(grads);
+                        anyhow::Ok(())
+                    })?;
                     epoch_loss += f64::from(loss) * batch.len() as f64;
                     epoch_n += batch.len();
                     window_loss += f64::from(loss) * batch.len() as f64;
@@ -442,7 +454,8 @@ impl Run<'_> {
                     progress.inc(1);
                 }
                 let lr = self.schedule.lr(self.optimizer.steps_taken() + 1);
-                let stats = self.optimizer.step(lr)?;
+                let optimizer = &mut self.optimizer;
+                let stats = classifier::runtime::on_pool(|| optimizer.step(lr))?;
                 train_timer += t.elapsed();
                 state.optimizer_step = self.optimizer.steps_taken();
                 state.next_batch = (g + 1) * args.grad_accum;

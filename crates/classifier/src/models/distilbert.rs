@@ -810,6 +810,15 @@ impl DistilBertForSequenceClassification {
         attention_mask: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
+        crate::runtime::on_pool(|| self.forward_here(input_ids, attention_mask, mode))
+    }
+
+    fn forward_here(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let k = self.kernels;
         let hidden = self.encode(input_ids, attention_mask, mode)?;
         let pooled = match self.pooling {
