@@ -16,6 +16,8 @@ pub fn available() -> bool {
 
 /// Rows per pass: 8 rows x 32 channels is 16 accumulators, with 2 registers of weights.
 const PASS_ROWS: usize = 8;
+/// How far ahead weights are prefetched, in tiles (1 KiB each).
+const PREFETCH_TILES: usize = 8;
 
 /// `out[i * 32 + j] = a_i . w_j`, i32 sums of u8 x i8, for a block of 32 rows and 32
 /// channels; rows from `rows` on (rounded up to a pass) are left as they were.
@@ -43,6 +45,11 @@ pub unsafe fn block_i8(
                 let (a, w0) = (a.add(r0 * stride + kt * K_STEP), w.add(kt * TILE_BYTES));
                 let w1 = w0.add(group);
                 for q in 0..K_STEP / 4 {
+                    // The hardware prefetcher stops at page boundaries; ask for each line a
+                    // few tiles ahead (past a group's end, the next stream's start).
+                    let ahead = PREFETCH_TILES * TILE_BYTES + q * 64;
+                    _mm_prefetch::<_MM_HINT_T0>(w0.wrapping_add(ahead).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(w1.wrapping_add(ahead).cast());
                     let b0 = _mm512_loadu_si512(w0.add(q * 64).cast());
                     let b1 = _mm512_loadu_si512(w1.add(q * 64).cast());
                     for (r, acc) in acc.iter_mut().enumerate() {
