@@ -39,23 +39,26 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// erf(x) from the Numerical Recipes erfc Chebyshev fit (|error| < 1.2e-7, below f32's
-/// resolution near 1).
+/// erf(x) as a rational function of x (|error| < 4e-7, a few f32 ulps near +-1), the fit
+/// XLA and Eigen use for f32: a third of the work of an erfc fit through `exp`, no branch.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_092
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_204
-                                + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
-    let erfc = t * exp(poly);
-    let v = 1.0 - erfc;
-    if x < 0.0 { -v } else { v }
+    // Beyond +-4, erf is +-1 to f32 precision.
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = -2.726_142_3e-10f32;
+    let p = p * x2 + 2.770_681_4e-8;
+    let p = p * x2 - 2.101_024e-6;
+    let p = p * x2 - 5.692_506_4e-5;
+    let p = p * x2 - 7.349_906_3e-4;
+    let p = p * x2 - 2.954_6e-3;
+    let p = p * x2 - 1.609_603_3e-2;
+    let q = -1.456_607_2e-5f32;
+    let q = q * x2 - 2.133_740_6e-4;
+    let q = q * x2 - 1.682_827e-3;
+    let q = q * x2 - 7.373_329e-3;
+    let q = q * x2 - 1.426_474e-2;
+    x * p / q
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -166,7 +169,7 @@ mod tests {
             // erf via its series-free identity with f64 libm-free reference: use the
             // complementary relation erf(x) = 2 Phi(x sqrt 2) - 1 computed by integration.
             let reference = erf_f64(x);
-            assert!((erf(x as f32) as f64 - reference).abs() < 3e-7, "erf({x})");
+            assert!((erf(x as f32) as f64 - reference).abs() < 4e-7, "erf({x})");
             let g = x * 0.5 * (1.0 + erf_f64(x / std::f64::consts::SQRT_2));
             assert!((gelu(x as f32) as f64 - g).abs() < 1e-6, "gelu({x})");
             let h = 1e-4;
