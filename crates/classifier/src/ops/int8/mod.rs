@@ -555,7 +555,7 @@ mod tests {
     #[test]
     fn kernels_agree_exactly() {
         // Partial register tiles, partial AMX blocks (rows and channels), several K steps.
-        for (rows, n, k) in [(9, 7, 100), (40, 70, 200), (67, 33, 64)] {
+        for (rows, n, k) in [(9, 7, 100), (40, 70, 200), (67, 33, 64), (33, 40, 600)] {
             let (x, w, b) = (data(rows * k, 4), data(n * k, 5), data(n, 6));
             let portable = QuantizedLinear::for_kernel(&w, &b, n, k, Kernel::Portable);
             for kernel in Kernel::available() {
