@@ -19,12 +19,16 @@ pub fn init(requested: Option<usize>) -> Result<usize> {
 /// then spends a third of its time in page faults (zeroing fresh pages) and TLB shootdowns.
 /// Serving such sizes from the heap (up to glibc's 32 MiB cap) and never trimming it makes
 /// training about 1.4x faster; memory stays at its peak, which the next step needs anyway.
+/// One arena for all threads: tensors are allocated on whichever pool thread runs an
+/// operation ([`on_pool`]), and with an arena per thread each would keep its own peak
+/// (training's peak RSS went from 1.8 to 2.2-2.5 GB); no slowdown was measurable.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets glibc's tunables; called before other threads allocate.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
