@@ -43,6 +43,9 @@ pub fn release_free_memory() {
     }
 }
 
+/// candle's spin count before its elementwise threads park (its default is 25,000).
+const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
 /// Sets up `requested` threads (all available cores when `None` or 0) and returns the count.
 pub fn init_threads(requested: Option<usize>) -> Result<usize> {
     let n = match requested {
@@ -52,6 +55,13 @@ pub fn init_threads(requested: Option<usize>) -> Result<usize> {
     // SAFETY: called at start-up before other threads exist (documented contract), so no
     // concurrent getenv can race this setenv.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    // candle runs large elementwise ops on its own extra threads, which spin for about a
+    // millisecond after each op: on a machine with as many threads as cores, that spinning
+    // takes a core from the pool's next product. Parking soon measured 2-3% faster training.
+    if std::env::var_os(CANDLE_SPIN).is_none() {
+        // SAFETY: as above.
+        unsafe { std::env::set_var(CANDLE_SPIN, "100") };
+    }
     match rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
