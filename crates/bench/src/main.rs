@@ -39,8 +39,9 @@ struct Args {
     /// Timed iterations per workload; the median is reported.
     #[arg(long, env = "BENCH_ITERS", default_value_t = 10)]
     iters: usize,
-    /// Untimed iterations before timing.
-    #[arg(long, env = "BENCH_WARMUP", default_value_t = 2)]
+    /// Untimed iterations before timing, for every engine alike. On shared VMs the first
+    /// half dozen batch-1 passes after loading ran up to 1.7x slower than later ones.
+    #[arg(long, env = "BENCH_WARMUP", default_value_t = 10)]
     warmup: usize,
     /// CPU threads (default: all available cores); PyTorch gets the same number.
     #[arg(long, env = "NUM_THREADS")]
