@@ -17,7 +17,7 @@ pub fn available() -> bool {
 /// Rows per pass: 8 rows x 32 channels is 16 accumulators, with 2 registers of weights.
 const PASS_ROWS: usize = 8;
 /// How far ahead weights are prefetched, in tiles (1 KiB each).
-const PREFETCH_TILES: usize = 8;
+const PREFETCH_TILES: usize = 4;
 
 /// `out[i * 32 + j] = a_i . w_j`, i32 sums of u8 x i8, for a block of 32 rows and 32
 /// channels; rows from `rows` on (rounded up to a pass) are left as they were.
