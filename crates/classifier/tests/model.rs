@@ -420,6 +420,42 @@ fn batched_predictions_equal_one_at_a_time() {
     }
 }
 
+#[test]
+fn long_batches_run_in_chunks_with_the_same_logits() {
+    // 20 x 64 tokens is over the 1024 an inference chunk holds: the model runs 16, then 4.
+    let clf =
+        Classifier::from_checkpoint(load("tiny-distilbert", &LoadOptions::default())).unwrap();
+    let (batch, seq) = (20usize, 64usize);
+    let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 7 % 130) as u32 + 5).collect();
+    let mask: Vec<u32> = (0..batch * seq)
+        .map(|i| u32::from(i % seq < seq - (i / seq) % 9))
+        .collect();
+    let ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
+    let together = clf
+        .model()
+        .forward(&ids, &mask, Mode::Eval)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(together.len(), batch);
+    for (i, row) in together.iter().enumerate() {
+        let alone = clf
+            .model()
+            .forward(
+                &ids.narrow(0, i, 1).unwrap(),
+                &mask.narrow(0, i, 1).unwrap(),
+                Mode::Eval,
+            )
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in alone[0].iter().zip(row) {
+            assert!((a - b).abs() < 1e-5, "sequence {i}: {a} vs {b}");
+        }
+    }
+}
+
 /// Copies a fixture folder so a test can break it.
 fn broken_copy(name: &str, edit: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
