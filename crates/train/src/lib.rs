@@ -4,6 +4,7 @@
 //! - [`data`]: sampling and length-grouped micro-batches.
 //! - [`optim`], [`schedule`]: fused AdamW with accumulation and clipping; linear warm-up
 //!   and decay.
+//! - [`ema`]: the moving average of the weights that evaluation and the saved model use.
 //! - [`trainer`]: the loop, evaluation, best-epoch saving.
 //! - [`evaluate`]: metrics overall and per source.
 //! - [`resume`]: checkpoints that `--resume` continues from.
@@ -11,6 +12,7 @@
 
 pub mod config;
 pub mod data;
+pub mod ema;
 pub mod evaluate;
 pub mod optim;
 pub mod resume;

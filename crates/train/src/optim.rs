@@ -25,6 +25,15 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Clip the global gradient norm to this value; `None` for no clipping.
     pub max_grad_norm: Option<f64>,
+    /// Layer-wise learning-rate decay (Sun et al. 2019, "How to Fine-Tune BERT"): the top
+    /// encoder layer and the head learn at the scheduled rate, each layer below at this
+    /// factor times the one above, the embeddings below the bottom layer. 1 = one rate for all.
+    #[serde(default = "no_layer_decay")]
+    pub layer_lr_decay: f64,
+}
+
+fn no_layer_decay() -> f64 {
+    1.0
 }
 
 impl Default for AdamWConfig {
@@ -35,6 +44,7 @@ impl Default for AdamWConfig {
             eps: 1e-8,
             weight_decay: 0.01,
             max_grad_norm: Some(1.0),
+            layer_lr_decay: 1.0,
         }
     }
 }
@@ -44,10 +54,57 @@ pub fn decays(name: &str) -> bool {
     !(name.ends_with(".bias") || name.contains("LayerNorm") || name.contains("layer_norm"))
 }
 
+/// Where a parameter sits in the encoder stack, for layer-wise learning rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Embeddings,
+    /// Encoder layer `n` (0 = the bottom).
+    Layer(usize),
+    /// The classification head and anything else above the encoder.
+    Head,
+}
+
+/// Reads the depth from DistilBERT weight names (`...embeddings...`,
+/// `...transformer.layer.N....`).
+pub fn depth(name: &str) -> Depth {
+    if let Some((_, rest)) = name.split_once("transformer.layer.")
+        && let Some(n) = rest.split('.').next().and_then(|n| n.parse().ok())
+    {
+        return Depth::Layer(n);
+    }
+    if name.contains("embeddings.") {
+        return Depth::Embeddings;
+    }
+    Depth::Head
+}
+
+/// The factor on the scheduled learning rate of each named parameter under layer-wise decay.
+pub fn layer_lr_scales(names: &[&str], decay: f64) -> Vec<f64> {
+    let depths: Vec<Depth> = names.iter().map(|n| depth(n)).collect();
+    let layers = depths
+        .iter()
+        .filter_map(|d| match d {
+            Depth::Layer(n) => Some(n + 1),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    depths
+        .iter()
+        .map(|d| match *d {
+            Depth::Head => 1.0,
+            Depth::Layer(n) => decay.powi((layers - 1 - n) as i32),
+            Depth::Embeddings => decay.powi(layers as i32),
+        })
+        .collect()
+}
+
 struct Param {
     name: String,
     var: Var,
     decay: bool,
+    /// Factor on the scheduled learning rate (layer-wise decay).
+    lr_scale: f64,
     grad: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
@@ -72,12 +129,16 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: Vec<(String, Var)>, cfg: AdamWConfig) -> Self {
+        let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+        let scales = layer_lr_scales(&names, cfg.layer_lr_decay);
         let params = params
             .into_iter()
-            .map(|(name, var)| {
+            .zip(scales)
+            .map(|((name, var), lr_scale)| {
                 let n = var.elem_count();
                 Param {
                     decay: decays(&name),
+                    lr_scale,
                     name,
                     var,
                     grad: vec![0.0; n],
@@ -163,10 +224,11 @@ impl AdamW {
         let t = self.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2 = 1.0 - c.beta2.powi(t);
-        let step_size = (lr / bias1) as f32;
         let inv_sqrt_bias2 = (1.0 / bias2.sqrt()) as f32;
         let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
         for p in &mut self.params {
+            let lr = lr * p.lr_scale;
+            let step_size = (lr / bias1) as f32;
             let keep = if p.decay {
                 (1.0 - lr * c.weight_decay) as f32
             } else {
@@ -286,6 +348,51 @@ mod tests {
             (m[0] - 0.1 * 0.6).abs() < 1e-6 && (m[1] - 0.1 * 0.8).abs() < 1e-6,
             "{m:?}"
         );
+    }
+
+    #[test]
+    fn layer_wise_rates_shrink_from_the_top_layer_down() {
+        let names = [
+            "distilbert.embeddings.word_embeddings.weight",
+            "distilbert.transformer.layer.0.ffn.lin1.weight",
+            "distilbert.transformer.layer.1.attention.q_lin.bias",
+            "distilbert.transformer.layer.2.output_layer_norm.weight",
+            "pre_classifier.weight",
+            "classifier.bias",
+        ];
+        let got = layer_lr_scales(&names, 0.5);
+        assert_eq!(got, [0.125, 0.25, 0.5, 1.0, 1.0, 1.0]);
+        assert!(layer_lr_scales(&names, 1.0).iter().all(|&s| s == 1.0));
+    }
+
+    /// A parameter at half the rate moves half as far on AdamW's first step.
+    #[test]
+    fn a_scaled_parameter_takes_a_scaled_step() {
+        let start = [1.0f32, -2.0];
+        let make = || Var::from_tensor(&Tensor::new(&start, &Device::Cpu).unwrap()).unwrap();
+        let (top, bottom) = (make(), make());
+        let mut opt = AdamW::new(
+            vec![
+                ("m.transformer.layer.0.x.bias".into(), bottom.clone()),
+                ("m.transformer.layer.1.x.bias".into(), top.clone()),
+            ],
+            AdamWConfig {
+                max_grad_norm: None,
+                layer_lr_decay: 0.5,
+                ..Default::default()
+            },
+        );
+        let loss =
+            (top.as_tensor().sum_all().unwrap() + bottom.as_tensor().sum_all().unwrap()).unwrap();
+        opt.accumulate(&loss.backward().unwrap(), 1.0).unwrap();
+        opt.step(0.1).unwrap();
+        let moved = |v: &Var| -> Vec<f32> {
+            let now = v.as_tensor().to_vec1::<f32>().unwrap();
+            now.iter().zip(start).map(|(n, s)| s - n).collect()
+        };
+        for (t, b) in moved(&top).iter().zip(moved(&bottom)) {
+            assert!((t - 0.1).abs() < 1e-6 && (b - 0.05).abs() < 1e-6, "{t} {b}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use classifier::checkpoint::Trainable;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Hyperparameters;
+use crate::ema::Ema;
 use crate::optim::{AdamW, OptimizerState};
 use crate::runlog::EpochRecord;
 
@@ -47,7 +48,13 @@ pub struct TrainState {
 }
 
 /// Writes a checkpoint of the run into `dir`, replacing any previous one in one step.
-pub fn save(dir: &Path, state: &TrainState, model: &Trainable, optimizer: &AdamW) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    state: &TrainState,
+    model: &Trainable,
+    optimizer: &AdamW,
+    ema: Option<&Ema>,
+) -> Result<()> {
     classifier::atomic::replace_dir(dir, |tmp| {
         let weights: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         candle_core::safetensors::save(&weights, tmp.join(WEIGHTS_FILE))?;
@@ -57,6 +64,12 @@ pub fn save(dir: &Path, state: &TrainState, model: &Trainable, optimizer: &AdamW
             let n = m.len();
             moments.insert(format!("m.{name}"), Tensor::from_vec(m, n, &Device::Cpu)?);
             moments.insert(format!("v.{name}"), Tensor::from_vec(v, n, &Device::Cpu)?);
+        }
+        if let Some(ema) = ema {
+            for ((name, _), avg) in model.params.iter().zip(ema.shadow()) {
+                let t = Tensor::from_slice(avg, avg.len(), &Device::Cpu)?;
+                moments.insert(format!("ema.{name}"), t);
+            }
         }
         candle_core::safetensors::save(&moments, tmp.join(OPTIMIZER_FILE))?;
         let json = serde_json::to_vec_pretty(state).expect("serializable");
@@ -72,7 +85,8 @@ pub fn exists(dir: &Path) -> bool {
 }
 
 /// Reads the checkpoint in `dir`, checks it belongs to a run with `hyper` on data of the
-/// given sizes, and restores the weights into `model` and the moments into `optimizer`.
+/// given sizes, and restores the weights into `model`, the moments into `optimizer` and the
+/// weight averages into `ema`.
 pub fn restore(
     dir: &Path,
     hyper: &Hyperparameters,
@@ -80,6 +94,7 @@ pub fn restore(
     eval_rows: usize,
     model: &Trainable,
     optimizer: &mut AdamW,
+    ema: Option<&mut Ema>,
 ) -> Result<TrainState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -125,21 +140,32 @@ pub fn restore(
                 dir.join(OPTIMIZER_FILE).display()
             )
         })?;
+    let get = |k: &str, name: &str| -> Result<Vec<f32>> {
+        Ok(moments
+            .get(&format!("{k}.{name}"))
+            .with_context(|| format!("optimizer state lacks `{k}.{name}`"))?
+            .to_vec1::<f32>()?)
+    };
     let mut opt_state = OptimizerState {
         step: state.optimizer_step,
         moments: Vec::new(),
     };
     for (name, _) in &model.params {
-        let get = |k: &str| -> Result<Vec<f32>> {
-            Ok(moments
-                .get(&format!("{k}.{name}"))
-                .with_context(|| format!("optimizer state lacks `{k}.{name}`"))?
-                .to_vec1::<f32>()?)
-        };
-        opt_state.moments.push((name.clone(), get("m")?, get("v")?));
+        opt_state
+            .moments
+            .push((name.clone(), get("m", name)?, get("v", name)?));
     }
     optimizer
         .load_state(opt_state)
         .map_err(anyhow::Error::msg)?;
+    if let Some(ema) = ema {
+        let shadow = model
+            .params
+            .iter()
+            .map(|(name, _)| get("ema", name))
+            .collect::<Result<_>>()?;
+        ema.load(shadow, state.optimizer_step)
+            .map_err(anyhow::Error::msg)?;
+    }
     Ok(state)
 }

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{Args, Hyperparameters};
 use crate::data::{epoch_batches, stratified_sample};
+use crate::ema::Ema;
 use crate::evaluate::{Evaluation, score};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::resume::{self, TrainState};
@@ -93,6 +94,8 @@ struct Run<'a> {
     pipeline: Pipeline,
     model: Trainable,
     optimizer: AdamW,
+    /// The weight average that evaluation and the saved model use (`--ema-decay`).
+    ema: Option<Ema>,
     schedule: LinearSchedule,
     micro_batches_per_epoch: usize,
 }
@@ -173,10 +176,14 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
         model.params.clone(),
         AdamWConfig {
             weight_decay: args.weight_decay,
+            layer_lr_decay: args.layer_lr_decay,
             max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
             ..AdamWConfig::default()
         },
     );
+    let ema = (args.ema_decay > 0.0)
+        .then(|| Ema::new(&model.params, args.ema_decay))
+        .transpose()?;
     let micro_batches_per_epoch = train.len().div_ceil(args.batch_size);
     let steps_per_epoch = micro_batches_per_epoch.div_ceil(args.grad_accum) as u64;
     let schedule = LinearSchedule::new(
@@ -196,6 +203,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
         pipeline,
         model,
         optimizer,
+        ema,
         schedule,
         micro_batches_per_epoch,
     };
@@ -260,20 +268,29 @@ impl Run<'_> {
         batch: &[usize],
         seed: u64,
     ) -> Result<(f32, candle_core::backprop::GradStore)> {
-        let seqs: Vec<&[u32]> = batch
-            .iter()
-            .map(|&i| self.train_ids[i].as_slice())
-            .collect();
+        // R-Drop runs the batch twice in one pass: dropout masks differ by row.
+        let copies = if self.args.rdrop_alpha > 0.0 { 2 } else { 1 };
+        let rows: Vec<usize> = batch.repeat(copies);
+        let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.train_ids[i].as_slice()).collect();
         let inputs = self.base.tokenizer.pad(&seqs, &Device::Cpu)?;
-        let labels: Vec<u32> = batch.iter().map(|&i| self.train[i].label as u32).collect();
-        let labels = Tensor::from_vec(labels, batch.len(), &Device::Cpu)?;
+        let labels: Vec<u32> = rows.iter().map(|&i| self.train[i].label as u32).collect();
+        let labels = Tensor::from_vec(labels, rows.len(), &Device::Cpu)?;
         let logits = self.model.model.forward(
             &inputs.input_ids,
             &inputs.attention_mask,
             Mode::Train { seed },
         )?;
-        let loss = classifier::ops::cross_entropy(&logits, &labels)?;
-        let value = loss.to_scalar::<f32>()?;
+        let ce = classifier::ops::cross_entropy(&logits, &labels)?;
+        let value = ce.to_scalar::<f32>()?;
+        let loss = if copies == 2 {
+            // The paper's CE1 + CE2 + alpha/2 (KL12 + KL21), halved to keep the CE scale.
+            let n = batch.len();
+            let kl =
+                classifier::ops::symmetric_kl(&logits.narrow(0, 0, n)?, &logits.narrow(0, n, n)?)?;
+            (ce + (kl * (self.args.rdrop_alpha / 4.0))?)?
+        } else {
+            ce
+        };
         Ok((value, loss.backward()?))
     }
 
@@ -334,6 +351,18 @@ impl Run<'_> {
         Ok(Some(score(&preds, &self.eval)))
     }
 
+    /// Runs `f` with the weight average (if any) in the model instead of the training weights.
+    fn with_eval_weights<R>(&mut self, f: impl FnOnce(&Self) -> Result<R>) -> Result<R> {
+        if let Some(ema) = self.ema.as_mut() {
+            ema.swap(&self.model.params)?;
+        }
+        let out = f(self);
+        if let Some(ema) = self.ema.as_mut() {
+            ema.swap(&self.model.params)?;
+        }
+        out
+    }
+
     fn save_model(&self) -> Result<()> {
         checkpoint::save(
             &self.args.output_dir,
@@ -348,8 +377,14 @@ impl Run<'_> {
     }
 
     fn checkpoint(&self, state: &TrainState) -> Result<()> {
-        resume::save(&self.ckpt_dir, state, &self.model, &self.optimizer)
-            .with_context(|| format!("saving a checkpoint to {}", self.ckpt_dir.display()))
+        resume::save(
+            &self.ckpt_dir,
+            state,
+            &self.model,
+            &self.optimizer,
+            self.ema.as_ref(),
+        )
+        .with_context(|| format!("saving a checkpoint to {}", self.ckpt_dir.display()))
     }
 
     fn train_loop(mut self, stop: &AtomicBool, wall: Instant, data: DataStats) -> Result<Outcome> {
@@ -362,6 +397,7 @@ impl Run<'_> {
                 self.eval.len(),
                 &self.model,
                 &mut self.optimizer,
+                self.ema.as_mut(),
             )?;
             s.resumed += 1;
             tracing::info!(
@@ -456,6 +492,10 @@ impl Run<'_> {
                 let lr = self.schedule.lr(self.optimizer.steps_taken() + 1);
                 let optimizer = &mut self.optimizer;
                 let stats = classifier::runtime::on_pool(|| optimizer.step(lr))?;
+                if let Some(ema) = self.ema.as_mut() {
+                    let params = &self.model.params;
+                    classifier::runtime::on_pool(|| ema.update(params))?;
+                }
                 train_timer += t.elapsed();
                 state.optimizer_step = self.optimizer.steps_taken();
                 state.next_batch = (g + 1) * args.grad_accum;
@@ -499,7 +539,9 @@ impl Run<'_> {
             // End of the epoch: evaluate, keep the best, checkpoint past this point.
             state.train_seconds = seconds_before + train_timer.as_secs_f64();
             let eval_start = Instant::now();
-            let Some(eval) = progress.suspend(|| self.evaluate(stop))? else {
+            let Some(eval) =
+                progress.suspend(|| self.with_eval_weights(|run| run.evaluate(stop)))?
+            else {
                 state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
                 return self.interrupted(&state, &progress);
             };
@@ -542,7 +584,7 @@ impl Run<'_> {
             {
                 state.best_f1 = Some(eval.overall.f1_score);
                 state.best_epoch = Some(epoch + 1);
-                self.save_model()?;
+                self.with_eval_weights(Self::save_model)?;
                 classifier::atomic::write_json(
                     &args.results_dir.join("metrics.json"),
                     &MetricsFile {

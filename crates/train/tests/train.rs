@@ -355,6 +355,11 @@ fn spawn_train(model: &Path, work: &Path, resume: bool) -> std::process::Child {
             "1",
             "--log-every",
             "1000",
+            // The weight average and R-Drop must survive a resume too.
+            "--ema-decay",
+            "0.9",
+            "--rdrop-alpha",
+            "1",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -394,8 +399,8 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
 }
 
 /// SIGTERM: checkpoint and exit; SIGKILL: the last periodic checkpoint survives. Either way
-/// `--resume` ends with exactly the weights of an uninterrupted run, and model_output is
-/// never seen half-written.
+/// `--resume` ends with exactly the weights (here a weight average) of an uninterrupted run,
+/// and model_output is never seen half-written.
 #[test]
 fn interrupted_runs_resume_to_the_uninterrupted_result() {
     let root = tempfile::tempdir().unwrap();

@@ -118,3 +118,39 @@ pub fn attention_bias(mask: &Tensor) -> Result<Tensor> {
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, labels)
 }
+
+/// KL(p||q) + KL(q||p) between the softmax distributions of two `(batch, classes)` logits,
+/// averaged over the batch: R-Drop's consistency term (Liang et al. 2021).
+pub fn symmetric_kl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let la = candle_nn::ops::log_softmax(a, candle_core::D::Minus1)?;
+    let lb = candle_nn::ops::log_softmax(b, candle_core::D::Minus1)?;
+    // sum p log(p/q) + sum q log(q/p) = sum (p - q)(log p - log q)
+    let p_minus_q = (la.exp()? - lb.exp()?)?;
+    (p_minus_q * (la - lb)?)?
+        .sum(candle_core::D::Minus1)?
+        .mean_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn symmetric_kl_matches_the_definition() -> Result<()> {
+        let a = Tensor::new(&[[2.0f32, 0.0], [0.5, 0.5]], &Device::Cpu)?;
+        let b = Tensor::new(&[[0.0f32, 1.0], [0.5, 0.5]], &Device::Cpu)?;
+        let softmax = |x: [f64; 2]| {
+            let z = x[0].exp() + x[1].exp();
+            [x[0].exp() / z, x[1].exp() / z]
+        };
+        let (p, q) = (softmax([2.0, 0.0]), softmax([0.0, 1.0]));
+        let kl = |p: [f64; 2], q: [f64; 2]| p[0] * (p[0] / q[0]).ln() + p[1] * (p[1] / q[1]).ln();
+        // The second row agrees with itself: KL 0.
+        let expected = (kl(p, q) + kl(q, p)) / 2.0;
+        let got = f64::from(symmetric_kl(&a, &b)?.to_scalar::<f32>()?);
+        assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+        assert_eq!(symmetric_kl(&a, &a)?.to_scalar::<f32>()?, 0.0);
+        Ok(())
+    }
+}
