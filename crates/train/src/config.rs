@@ -71,8 +71,8 @@ pub struct Args {
 
     /// R-Drop (Liang et al. 2021): run every example twice with different dropout and add
     /// this weight x the symmetric KL divergence between the two predictions to the loss
-    /// (0 = off; the paper used 0.1-1 on GLUE). Regularises small data sets; each step
-    /// costs about twice as much.
+    /// (0 = off; the paper used 0.1-1 on GLUE). Regularises small data sets; a step costs
+    /// about 1.5x as much (one pass over twice the rows).
     #[arg(long, env = "RDROP_ALPHA", default_value_t = 0.0)]
     pub rdrop_alpha: f64,
 

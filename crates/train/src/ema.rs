@@ -11,7 +11,7 @@ use candle_core::{Result, Var};
 use classifier::ops::cpu::{update_f32, with_f32};
 use rayon::prelude::*;
 
-const CHUNK: usize = 1 << 15;
+use crate::optim::CHUNK;
 
 pub struct Ema {
     decay: f64,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// Elements per parallel work item: large enough to amortise scheduling, small enough to
 /// spread one big matrix over every core.
-const CHUNK: usize = 1 << 15;
+pub(crate) const CHUNK: usize = 1 << 15;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
