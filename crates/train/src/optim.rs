@@ -28,12 +28,7 @@ pub struct AdamWConfig {
     /// Layer-wise learning-rate decay (Sun et al. 2019, "How to Fine-Tune BERT"): the top
     /// encoder layer and the head learn at the scheduled rate, each layer below at this
     /// factor times the one above, the embeddings below the bottom layer. 1 = one rate for all.
-    #[serde(default = "no_layer_decay")]
     pub layer_lr_decay: f64,
-}
-
-fn no_layer_decay() -> f64 {
-    1.0
 }
 
 impl Default for AdamWConfig {
