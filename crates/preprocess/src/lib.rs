@@ -120,6 +120,11 @@ pub struct Args {
     #[arg(long, env = "STRIP_PUNCTUATION")]
     pub strip_punctuation: bool,
 
+    /// Keep HTML character references such as `&amp;` and `&lt;3` as written (default:
+    /// decoded, as tweets and scraped reviews carry them).
+    #[arg(long, env = "KEEP_HTML_ENTITIES")]
+    pub keep_html_entities: bool,
+
     /// Keep HTML line breaks (`<br />`) (default: replaced by spaces).
     #[arg(long, env = "KEEP_HTML_BREAKS")]
     pub keep_html_breaks: bool,
@@ -149,6 +154,7 @@ Examples:
 impl Args {
     pub fn cleaning(&self) -> Cleaning {
         Cleaning {
+            decode_html_entities: !self.keep_html_entities,
             unicode_nfc: !self.no_nfc,
             html_line_breaks: !self.keep_html_breaks,
             strip_urls: !self.keep_urls,
