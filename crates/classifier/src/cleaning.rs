@@ -19,15 +19,21 @@ static PUNCTUATION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[^\w\s]").expect("valid regex"));
 static WHITESPACE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+").expect("valid regex"));
 
+/// Passes of entity decoding, one level of escaping each. Real text is escaped twice at most;
+/// the bound keeps a crafted request (`&amp;amp;amp;...`, one level per pass) from costing a
+/// pass over the whole body per level.
+const ENTITY_PASSES: usize = 4;
+
 /// Which cleaning steps run, in the order of the fields. Missing keys in a saved file take
 /// their defaults, so older model folders keep loading.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Cleaning {
     /// Decode HTML character references (`&amp;`, `&lt;3`, `&#39;`), which tweets from the
-    /// Twitter API and scraped reviews carry, until none is left, so that double-escaped
-    /// text (`&amp;lt;`) decodes fully and a second cleaning changes nothing. A saved file
-    /// without the key turns it off: models trained before this step serve as trained.
+    /// Twitter API and scraped reviews carry, through up to four levels of escaping, so
+    /// that double-escaped text (`&amp;lt;`) decodes fully and a second cleaning changes
+    /// nothing. A saved file without the key turns it off: models trained before this step
+    /// serve as trained.
     #[serde(default)]
     pub decode_html_entities: bool,
     /// Unicode NFC, so that "é" typed two ways is one token.
@@ -84,10 +90,12 @@ impl Cleaning {
     pub fn clean(&self, text: &str) -> String {
         let mut s: Cow<str> = Cow::Borrowed(text);
         if self.decode_html_entities {
-            // A pass returns Owned only when it decoded something, and ends: each decoding
-            // removes an `&` or, when it yields one (`&amp;`), shortens the text.
-            while let Cow::Owned(decoded) = html_escape::decode_html_entities(&s) {
-                s = Cow::Owned(decoded);
+            for _ in 0..ENTITY_PASSES {
+                // Owned only when the pass decoded something.
+                match html_escape::decode_html_entities(&s) {
+                    Cow::Owned(decoded) => s = Cow::Owned(decoded),
+                    Cow::Borrowed(_) => break,
+                }
             }
         }
         if self.unicode_nfc && is_nfc_quick(s.chars()) != IsNormalized::Yes {
@@ -149,6 +157,12 @@ mod tests {
         // Not references: left alone.
         assert_eq!(on.clean("AT&T & co &madeup;"), "AT&T & co &madeup;");
         assert_eq!(Cleaning::none().clean("&amp;lt;3"), "&amp;lt;3");
+        // Each pass peels one level; a crafted chain keeps all but the first few.
+        let deep = format!("&{}lt;", "amp;".repeat(100_000));
+        assert_eq!(
+            on.clean(&deep),
+            format!("&{}lt;", "amp;".repeat(100_000 - ENTITY_PASSES))
+        );
     }
 
     #[test]
