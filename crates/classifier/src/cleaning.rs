@@ -19,13 +19,13 @@ static PUNCTUATION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[^\w\s]").expect("valid regex"));
 static WHITESPACE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+").expect("valid regex"));
 
-/// Passes of entity decoding, one level of escaping each. Real text is escaped twice at most;
-/// the bound keeps a crafted request (`&amp;amp;amp;...`, one level per pass) from costing a
+/// Passes of entity decoding, one level of escaping each. The tweets here are escaped once
+/// (`&amp;`), re-posted text sometimes twice; the bound keeps a crafted request (`&amp;amp;amp;...`, one level per pass) from costing a
 /// pass over the whole body per level.
 const ENTITY_PASSES: usize = 4;
 
 /// Which cleaning steps run, in the order of the fields. Missing keys in a saved file take
-/// their defaults, so older model folders keep loading.
+/// their defaults (a step added later: off), so older model folders load and serve as trained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Cleaning {
