@@ -26,6 +26,20 @@ pub struct TextRequest {
         pattern = r"\S"
     )]
     pub text: String,
+    /// How a text longer than the model's max length is read; the server's `LONG_TEXT` when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_text: Option<LongTextMode>,
+}
+
+/// How a text longer than the model's max length is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LongTextMode {
+    /// Keep the model's max length of tokens (one forward pass).
+    Truncate,
+    /// Overlapping windows over the whole text, their logits averaged.
+    Windows,
 }
 
 /// The most texts one request may carry unless the server says otherwise (`--max-inputs`).
@@ -95,6 +109,10 @@ pub struct InputsRequest {
     #[serde(default)]
     #[schema(default = false)]
     pub raw_scores: bool,
+    /// How a text longer than the model's max length is read; the server's `LONG_TEXT` when
+    /// absent. Windows never truncate, so `truncate: false` refuses nothing with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_text: Option<LongTextMode>,
 }
 
 fn yes() -> bool {
@@ -197,6 +215,12 @@ pub struct Info {
     /// What the classification head reads: `cls` (first token) or `mean` (of the tokens).
     #[serde(default)]
     pub pooling: String,
+    /// How texts longer than `max_length` are read by default: `windows` or `truncate`.
+    #[serde(default)]
+    pub long_text: String,
+    /// Probabilities are `softmax(logits / temperature)` (fitted on validation data).
+    #[serde(default)]
+    pub temperature: Option<f32>,
     /// The model the classifier was fine-tuned from, when recorded.
     pub base_model: Option<String>,
     pub model_type: Option<String>,
@@ -233,7 +257,13 @@ mod tests {
     #[test]
     fn both_request_forms_parse() {
         let r: PredictRequest = serde_json::from_str(r#"{"text": "hi"}"#).unwrap();
-        assert_eq!(r, PredictRequest::Text(TextRequest { text: "hi".into() }));
+        assert_eq!(
+            r,
+            PredictRequest::Text(TextRequest {
+                text: "hi".into(),
+                long_text: None
+            })
+        );
         let r: PredictRequest =
             serde_json::from_str(r#"{"inputs": ["a", "b"], "raw_scores": true}"#).unwrap();
         let PredictRequest::Inputs(r) = r else {

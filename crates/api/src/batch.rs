@@ -15,6 +15,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use classifier::{BatchLimits, Classifier, Precision, runtime};
 
+use crate::config::LongTextArgs;
+
 /// Add sentiment predictions to every row of a CSV file.
 ///
 /// Example: batch_predict data/processed/small_test.csv results/predictions.csv
@@ -55,6 +57,9 @@ pub struct BatchArgs {
     /// faster, and within about half a point of f32's accuracy).
     #[arg(long, env = "PRECISION", default_value = "f32")]
     pub precision: Precision,
+
+    #[command(flatten)]
+    pub long_text: LongTextArgs,
 }
 
 /// What a run did.
@@ -135,6 +140,7 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
             })
         })
         .and_then(|c| c.with_precision(args.precision))
+        .map(|c| c.with_long_text(args.long_text.policy()))
         .with_context(|| format!("loading the model from {}", args.model_path.display()))?;
     runtime::release_free_memory();
     let labels = classifier.labels().to_vec();

@@ -3,7 +3,32 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use classifier::Precision;
+use classifier::{LongText, LongTextPolicy, Precision};
+
+/// How texts longer than the model's max length are read: shared by `api` and
+/// `batch_predict`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct LongTextArgs {
+    /// `windows`: a text longer than the model's max length is read in overlapping windows
+    /// whose logits are averaged (a 700-word review costs about four forward passes; texts
+    /// that fit cost what they did); `truncate`: keep max-length tokens as the model was
+    /// trained (its pipeline's truncation), one pass per text.
+    #[arg(long, env = "LONG_TEXT", default_value_t = LongText::Windows)]
+    pub long_text: LongText,
+
+    /// Word pieces between the starts of two windows (0 = half a window).
+    #[arg(long, env = "WINDOW_STRIDE", default_value_t = 0)]
+    pub window_stride: usize,
+}
+
+impl LongTextArgs {
+    pub fn policy(&self) -> LongTextPolicy {
+        LongTextPolicy {
+            mode: self.long_text,
+            stride: self.window_stride,
+        }
+    }
+}
 
 /// Serve the sentiment model over HTTP: POST /predict, GET /health, /info, /metrics,
 /// /openapi.json and /docs.
@@ -62,6 +87,9 @@ pub struct Args {
     /// Seconds between attempts to load a model that is missing or broken.
     #[arg(long, env = "MODEL_RETRY_SECONDS", default_value_t = 10)]
     pub model_retry_seconds: u64,
+
+    #[command(flatten)]
+    pub long_text: LongTextArgs,
 }
 
 impl Args {

@@ -106,6 +106,7 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
             })
         })
         .and_then(|c| c.with_precision(args.precision))
+        .map(|c| c.with_long_text(args.long_text.policy()))
         .map_err(|e| format!("cannot load the model: {e}"))?;
     runtime::release_free_memory();
     let classifier = Arc::new(classifier);
@@ -122,6 +123,8 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
         truncation: classifier.pipeline().truncation.to_string(),
         precision: classifier.precision().to_string(),
         pooling: config.pooling.to_string(),
+        long_text: classifier.long_text().mode.to_string(),
+        temperature: Some(classifier.pipeline().temperature),
         base_model: config
             .extra
             .get("_name_or_path")

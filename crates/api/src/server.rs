@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use api_types::{
     ErrorResponse, ErrorType, Health, Info, Inputs, InputsRequest, InputsResponse, LabelScore,
-    PredictAnswer, PredictRequest, PredictResponse, Text, TextRequest, Texts, TrainingLog,
+    LongTextMode, PredictAnswer, PredictRequest, PredictResponse, Text, TextRequest, Texts,
+    TrainingLog,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use classifier::Prediction;
+use classifier::{LongText, Prediction};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use utoipa::OpenApi;
@@ -71,6 +72,7 @@ impl AppState {
         PredictRequest,
         TextRequest,
         InputsRequest,
+        LongTextMode,
         Inputs,
         Text,
         Texts,
@@ -131,21 +133,29 @@ async fn predict(
         }
     })?;
     let request = parse_request(&body)?;
-    let (texts, truncate, raw_scores, form) = match request {
-        PredictRequest::Text(r) => (vec![r.text], true, false, Form::Text),
-        PredictRequest::Inputs(r) => match r.inputs {
-            Inputs::One(t) => (vec![t.0], r.truncate, r.raw_scores, Form::One),
-            Inputs::Many(ts) => (
-                ts.0.into_iter().map(|t| t.0).collect(),
-                r.truncate,
-                r.raw_scores,
-                Form::Many,
-            ),
-        },
+    let (texts, read, raw_scores, form) = match request {
+        PredictRequest::Text(r) => (
+            vec![r.text],
+            Reading::new(true, r.long_text),
+            false,
+            Form::Text,
+        ),
+        PredictRequest::Inputs(r) => {
+            let read = Reading::new(r.truncate, r.long_text);
+            match r.inputs {
+                Inputs::One(t) => (vec![t.0], read, r.raw_scores, Form::One),
+                Inputs::Many(ts) => (
+                    ts.0.into_iter().map(|t| t.0).collect(),
+                    read,
+                    r.raw_scores,
+                    Form::Many,
+                ),
+            }
+        }
     };
     validate(&texts, state.args.max_inputs)?;
     let loaded = state.loaded()?;
-    let preds = classify(&state, &loaded, texts, truncate).await?;
+    let preds = classify(&state, &loaded, texts, read).await?;
     let labels = &loaded.info.labels;
     for p in &preds {
         state
@@ -272,42 +282,86 @@ fn check_api_key(args: &Args, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Tokenizes off the runtime, queues every text, and waits for the model thread's answers.
+/// How one request's long texts are read.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    /// `false`: a text the model would have to truncate is refused.
+    truncate: bool,
+    /// The request's own long-text mode, else the server's.
+    mode: Option<LongText>,
+}
+
+impl Reading {
+    fn new(truncate: bool, mode: Option<LongTextMode>) -> Self {
+        let mode = mode.map(|m| match m {
+            LongTextMode::Truncate => LongText::Truncate,
+            LongTextMode::Windows => LongText::Windows,
+        });
+        Self { truncate, mode }
+    }
+}
+
+/// Tokenizes every text into the windows it is read in, off the runtime.
+async fn encode(
+    loaded: &Arc<Loaded>,
+    texts: Vec<String>,
+    read: Reading,
+) -> Result<Vec<Vec<Vec<u32>>>, ApiError> {
+    let clf = loaded.classifier.clone();
+    let mut policy = clf.long_text();
+    policy.mode = read.mode.unwrap_or(policy.mode);
+    let max_length = loaded.info.max_length;
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        if policy.mode == LongText::Windows {
+            return clf.encode_windows_with(&refs, policy).map_err(tokenizer_error);
+        }
+        let encoded = clf.encode_with_lengths(&refs).map_err(tokenizer_error)?;
+        if !read.truncate
+            && let Some((i, (_, len))) = encoded.iter().enumerate().find(|(_, (_, len))| *len > max_length)
+        {
+            return Err(ApiError::validation(format!(
+                "input {i} is {len} tokens long; the model takes at most {max_length}: shorten it, send \"truncate\": true, or \"long_text\": \"windows\""
+            )));
+        }
+        Ok(encoded.into_iter().map(|(ids, _)| vec![ids]).collect())
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorType::Backend, format!("tokenization crashed: {e}")))?
+}
+
+fn tokenizer_error(e: classifier::Error) -> ApiError {
+    ApiError::new(ErrorType::Backend, format!("tokenization failed: {e}"))
+}
+
+/// Queues every window of every text, waits for the model thread's answers, and averages
+/// each text's windows.
 async fn classify(
     state: &AppState,
     loaded: &Arc<Loaded>,
     texts: Vec<String>,
-    truncate: bool,
+    read: Reading,
 ) -> Result<Vec<Prediction>, ApiError> {
     let started = Instant::now();
-    let clf = loaded.classifier.clone();
-    let encoded = tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        clf.encode_with_lengths(&refs)
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorType::Backend, format!("tokenization crashed: {e}")))?
-    .map_err(|e| ApiError::new(ErrorType::Backend, format!("tokenization failed: {e}")))?;
+    let windows = encode(loaded, texts, read).await?;
     state
         .metrics
         .tokenization_duration
         .with_label_values::<&str>(&[])
         .observe(started.elapsed().as_secs_f64());
-    let max_length = loaded.info.max_length;
-    if !truncate
-        && let Some((i, (_, len))) = encoded
-            .iter()
-            .enumerate()
-            .find(|(_, (_, len))| *len > max_length)
-    {
+    let counts: Vec<usize> = windows.iter().map(Vec::len).collect();
+    let total: usize = counts.iter().sum();
+    if total > state.args.max_queue {
         return Err(ApiError::validation(format!(
-            "input {i} is {len} tokens long; the model takes at most {max_length}: shorten it or send \"truncate\": true"
+            "these texts need {total} windows of the model's max length, more than the queue holds ({}): send fewer or shorter texts, or \"long_text\": \"truncate\"",
+            state.args.max_queue
         )));
     }
     let now = Instant::now();
-    let (entries, answers): (Vec<Entry>, Vec<_>) = encoded
+    let (entries, answers): (Vec<Entry>, Vec<_>) = windows
         .into_iter()
-        .map(|(ids, _)| {
+        .flatten()
+        .map(|ids| {
             let (tx, rx) = oneshot::channel();
             (
                 Entry {
@@ -319,7 +373,6 @@ async fn classify(
             )
         })
         .unzip();
-    let n = entries.len();
     loaded.queue.push_all(entries).map_err(|_| {
         ApiError::new(
             ErrorType::Overloaded,
@@ -329,10 +382,10 @@ async fn classify(
             ),
         )
     })?;
-    let mut preds = Vec::with_capacity(n);
+    let mut window_preds = Vec::with_capacity(total);
     for rx in answers {
         match rx.await {
-            Ok(Ok(p)) => preds.push(p),
+            Ok(Ok(p)) => window_preds.push(p),
             Ok(Err(e)) => return Err(ApiError::new(ErrorType::Backend, e)),
             Err(_) => {
                 return Err(ApiError::new(
@@ -342,7 +395,15 @@ async fn classify(
             }
         }
     }
-    Ok(preds)
+    let mut window_preds = window_preds.into_iter();
+    Ok(counts
+        .into_iter()
+        .map(|n| {
+            loaded
+                .classifier
+                .aggregate(window_preds.by_ref().take(n).collect())
+        })
+        .collect())
 }
 
 /// Liveness and readiness: 200 once the model answered a warm-up prediction.
@@ -390,6 +451,8 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
             truncation: String::new(),
             precision: String::new(),
             pooling: String::new(),
+            long_text: String::new(),
+            temperature: None,
             base_model: None,
             model_type: None,
             parameters: None,

@@ -256,13 +256,24 @@ async fn bad_requests_get_clear_4xx_errors() {
     assert_error(st, &b, 422, "validation");
     let (st, b) = s.predict(json!({"text": "x".repeat(2000)})).await;
     assert_error(st, &b, 413, "payload_too_large");
-    // Too long for the model: truncated by default, refused when truncate is false.
+    // Too long for the model: read in windows by default (so nothing is cut), truncated on
+    // request, and refused when truncation is asked for but not allowed.
     let long = "great ".repeat(150);
-    let (st, _) = s.predict(json!({"inputs": long})).await;
+    let (st, _) = s.predict(json!({"inputs": long, "truncate": false})).await;
+    assert_eq!(st, 200, "windows read the whole text");
+    let (st, _) = s
+        .predict(json!({"inputs": long, "long_text": "truncate"}))
+        .await;
     assert_eq!(st, 200);
-    let (st, b) = s.predict(json!({"inputs": long, "truncate": false})).await;
+    let (st, b) = s
+        .predict(json!({"inputs": long, "truncate": false, "long_text": "truncate"}))
+        .await;
     assert_error(st, &b, 422, "validation");
     assert!(b["error"].as_str().unwrap().contains("tokens"));
+    let (st, b) = s
+        .predict(json!({"text": long, "long_text": "sideways"}))
+        .await;
+    assert_error(st, &b, 422, "validation");
 
     let (st, b) = s.get("/nope").await;
     assert_error(st, &serde_json::from_str(&b).unwrap(), 404, "not_found");
@@ -354,7 +365,8 @@ async fn a_full_queue_answers_429_and_recovers() {
     )
     .await;
     let text = "a wonderful heart warming film ".repeat(60);
-    let body = json!({"inputs": vec![text; 8]}).to_string();
+    // Truncated: one queue slot per text, so eight texts fill the queue exactly.
+    let body = json!({"inputs": vec![text; 8], "long_text": "truncate"}).to_string();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (client, url, body) = (s.client.clone(), s.url.clone(), body.clone());

@@ -208,3 +208,107 @@ fn another_text_column_and_a_failed_run_keeps_the_old_output() {
     let text = std::fs::read_to_string(&output).unwrap();
     assert!(text.starts_with("id,review,note,sentiment,confidence\n"));
 }
+
+fn classifier_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../classifier/tests/fixtures")
+        .join(name)
+}
+
+#[derive(serde::Deserialize)]
+struct ExpectedClassifier {
+    texts: Vec<String>,
+    labels: Vec<String>,
+    probabilities: Vec<Vec<f32>>,
+}
+
+#[test]
+fn a_fine_tuned_bert_classifier_gives_transformers_probabilities_and_labels() {
+    let e: ExpectedClassifier = serde_json::from_str(
+        &std::fs::read_to_string(classifier_fixture("expected-bert-classifier.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let mut w = csv::Writer::from_path(&input).unwrap();
+    w.write_record(["text"]).unwrap();
+    for t in &e.texts {
+        w.write_record([t]).unwrap();
+    }
+    w.flush().unwrap();
+    let output = dir.path().join("out.csv");
+    let model = classifier_fixture("tiny-bert-classifier");
+    let out = run(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--model-path",
+        model.to_str().unwrap(),
+        "--probabilities",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = csv::Reader::from_path(&output).unwrap();
+    let columns: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let probs: Vec<String> = e.labels.iter().map(|l| format!("prob_{l}")).collect();
+    assert_eq!(
+        columns[3..],
+        probs,
+        "one column per label of the checkpoint"
+    );
+    let mut checked = 0;
+    for (r, (text, expected)) in reader
+        .records()
+        .map(Result::unwrap)
+        .zip(e.texts.iter().zip(&e.probabilities))
+    {
+        if text.is_empty() {
+            assert_eq!(&r[1], "", "a row without text stays unpredicted");
+            continue;
+        }
+        let ours: Vec<f32> = (3..3 + e.labels.len())
+            .map(|i| r[i].parse().unwrap())
+            .collect();
+        for (a, b) in ours.iter().zip(expected) {
+            assert!(
+                (a - b).abs() < 2e-5,
+                "{text:?}: ours {ours:?}, transformers {expected:?}"
+            );
+        }
+        let best = (0..expected.len())
+            .max_by(|&a, &b| expected[a].total_cmp(&expected[b]))
+            .unwrap();
+        assert_eq!(&r[1], e.labels[best], "{text:?}");
+        checked += 1;
+    }
+    assert_eq!(checked, e.texts.iter().filter(|t| !t.is_empty()).count());
+}
+
+#[test]
+fn a_bare_encoder_is_refused_instead_of_predicting_with_a_random_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "text\ngreat film\n").unwrap();
+    let output = dir.path().join("out.csv");
+    let encoder = classifier_fixture("tiny-bert");
+    let out = run(&[
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--model-path",
+        encoder.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no classification head") && err.contains("train --base-model"),
+        "{err}"
+    );
+    assert!(!output.exists(), "nothing is written");
+}

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::hub::{self, CONFIG_FILE, ModelSource, TOKENIZER_FILES, WEIGHT_FILES};
 use crate::models::bert::{self, BertConfig};
 use crate::models::distilbert::{
-    Config, DistilBertForSequenceClassification, ENCODER_PREFIX, Pooling, head_parameter_shapes,
+    Config, DistilBertForSequenceClassification, ENCODER_PREFIX, HeadActivation, Pooling,
+    head_parameter_shapes,
 };
 use crate::pipeline::{PIPELINE_FILE, Pipeline};
 use crate::tokenizer::TextTokenizer;
@@ -32,6 +33,30 @@ pub struct LoadOptions {
     pub revision: Option<String>,
     /// Which pooling the head uses.
     pub pooling: PoolingChoice,
+    /// Training (a fresh head where needed) or serving (the checkpoint's own head or an error).
+    pub purpose: Purpose,
+}
+
+impl LoadOptions {
+    /// For inference: the checkpoint's labels and head, nothing made up.
+    pub fn serving() -> Self {
+        Self {
+            purpose: Purpose::Serve,
+            ..Default::default()
+        }
+    }
+}
+
+/// What a checkpoint is loaded for, which decides what happens when it has no usable head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// Fine-tuning: a missing or mismatched head is initialised afresh, and so is a BERT
+    /// classifier's pooler head (it has no DistilBERT layout to be saved back in).
+    #[default]
+    Train,
+    /// Inference: a fresh head would be random weights predicting noise, so a checkpoint
+    /// without its own trained head is an error.
+    Serve,
 }
 
 /// Which pooling a classifier's head uses.
@@ -188,6 +213,81 @@ fn fresh_head(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>> {
         .collect()
 }
 
+/// Why a head cannot be used as it is; the caller adds the file it concerns.
+struct HeadProblem(String);
+
+impl HeadProblem {
+    fn at(self, path: &Path) -> Error {
+        Error::artifact(path, self.0)
+    }
+}
+
+/// Decides whether the checkpoint's head is kept, and sets the config's labels, pooling and
+/// head activation to match.
+fn choose_head(
+    config: &mut Config,
+    model_type: &str,
+    tensors: &HashMap<String, Tensor>,
+    opts: &LoadOptions,
+    source: &ModelSource,
+) -> std::result::Result<Head, HeadProblem> {
+    let stored = config.labels().map_err(HeadProblem)?;
+    let wanted = opts.labels.clone().unwrap_or_else(|| stored.clone());
+    let has_head = head_parameter_shapes(config.dim, config.num_labels())
+        .iter()
+        .all(|(n, _)| tensors.contains_key(n));
+    let bert_head = model_type == "bert" && has_head;
+    let fresh_reason = if !has_head {
+        Some("the checkpoint has no classification head (a base encoder)".to_string())
+    } else if wanted.len() != stored.len() {
+        Some(format!(
+            "the checkpoint's head has {} classes, {} are wanted",
+            stored.len(),
+            wanted.len()
+        ))
+    } else if bert_head && opts.purpose == Purpose::Train {
+        Some("a BERT classifier's pooler head cannot be saved in DistilBERT layout".into())
+    } else {
+        None
+    };
+    if let (Some(reason), Purpose::Serve) = (&fresh_reason, opts.purpose) {
+        return Err(HeadProblem(format!(
+            "cannot serve {}: {reason}, and serving never predicts with a random head. \
+             Fine-tune it first (`train --base-model {}`) and serve the model_output folder \
+             it writes, or point the model path at a fine-tuned *ForSequenceClassification \
+             folder",
+            source.id, source.id
+        )));
+    }
+    config.set_labels(&wanted);
+    config.architectures = vec!["DistilBertForSequenceClassification".into()];
+    let head = match fresh_reason {
+        None => Head::Loaded,
+        Some(reason) => Head::Fresh(reason),
+    };
+    config.classifier_activation = if head == Head::Loaded && bert_head {
+        HeadActivation::Tanh
+    } else {
+        HeadActivation::Relu
+    };
+    config.pooling = match (&head, opts.pooling) {
+        (Head::Loaded, PoolingChoice::Exactly(asked)) if asked != config.pooling => {
+            return Err(HeadProblem(format!(
+                "its classification head was trained on {} pooling, so it cannot run with \
+                 {asked} pooling; leave the pooling unset to keep the head's",
+                config.pooling
+            )));
+        }
+        (Head::Loaded, _) => config.pooling,
+        (Head::Fresh(_), PoolingChoice::Exactly(asked)) => asked,
+        (Head::Fresh(_), PoolingChoice::Keep) => Pooling::Cls,
+        (Head::Fresh(_), PoolingChoice::Auto) => sentence_transformers_pooling(&source.path)
+            .map_err(|e| HeadProblem(e.to_string()))?
+            .unwrap_or(Pooling::Cls),
+    };
+    Ok(head)
+}
+
 impl Checkpoint {
     /// Loads a local model folder or a Hugging Face Hub id.
     pub fn load(model: &str, opts: &LoadOptions) -> Result<Self> {
@@ -215,6 +315,17 @@ impl Checkpoint {
         let tokenizer = TextTokenizer::from_dir(&dir)?;
 
         let raw = read_json(&config_path)?;
+        if let Some(kind) = raw.get("problem_type").and_then(|v| v.as_str())
+            && kind != "single_label_classification"
+        {
+            return Err(Error::artifact(
+                &config_path,
+                format!(
+                    "problem_type `{kind}` is not supported: this tool runs single-label \
+                     classifiers (one softmax over the labels)"
+                ),
+            ));
+        }
         let model_type = raw
             .get("model_type")
             .and_then(|v| v.as_str())
@@ -263,49 +374,12 @@ impl Checkpoint {
             .validate()
             .map_err(|e| Error::artifact(&config_path, e))?;
 
-        // The head: keep it when present and of the right size, else start a fresh one.
-        let wanted = opts.labels.clone().unwrap_or(
-            config
-                .labels()
-                .map_err(|e| Error::artifact(&config_path, e))?,
-        );
-        let has_head = head_parameter_shapes(config.dim, config.num_labels())
-            .iter()
-            .all(|(n, _)| tensors.contains_key(n));
-        let head = if model_type == "bert" {
-            Head::Fresh("a BERT checkpoint has no DistilBERT classification head".into())
-        } else if !has_head {
-            Head::Fresh("the checkpoint has no classification head (a base encoder)".into())
-        } else if wanted.len() != config.num_labels() {
-            Head::Fresh(format!(
-                "the checkpoint's head has {} classes, {} are wanted",
-                config.num_labels(),
-                wanted.len()
-            ))
-        } else {
-            Head::Loaded
-        };
-        config.set_labels(&wanted);
-        config.architectures = vec!["DistilBertForSequenceClassification".into()];
-        match (&head, opts.pooling) {
-            (Head::Loaded, PoolingChoice::Exactly(asked)) if asked != config.pooling => {
-                return Err(Error::Input(format!(
-                    "{}: its classification head was trained on {} pooling, so it cannot run \
-                     with {asked} pooling; leave the pooling unset to keep the head's",
-                    source.id, config.pooling
-                )));
-            }
-            (Head::Loaded, _) => {}
-            (Head::Fresh(_), PoolingChoice::Exactly(asked)) => config.pooling = asked,
-            (Head::Fresh(_), PoolingChoice::Keep) => config.pooling = Pooling::Cls,
-            (Head::Fresh(_), PoolingChoice::Auto) => {
-                config.pooling = sentence_transformers_pooling(&dir)?.unwrap_or(Pooling::Cls);
-            }
-        }
+        let head = choose_head(&mut config, &model_type, &tensors, opts, &source)
+            .map_err(|e| e.at(&config_path))?;
         if let Head::Fresh(reason) = &head {
             tracing::info!(
                 model = %source.id,
-                labels = ?wanted,
+                labels = ?config.labels().unwrap_or_default(),
                 seed = opts.seed,
                 pooling = %config.pooling,
                 "initialising a fresh classification head: {reason}"
@@ -462,6 +536,13 @@ pub fn save(dir: &Path, req: &SaveRequest) -> Result<()> {
     config
         .validate()
         .map_err(|e| Error::Input(format!("refusing to save: {e}")))?;
+    if config.classifier_activation != HeadActivation::Relu {
+        return Err(Error::Input(
+            "refusing to save: a BERT classifier's tanh pooler head has no DistilBERT layout \
+             (transformers would run it with ReLU)"
+                .into(),
+        ));
+    }
     let expected: HashMap<String, Vec<usize>> = config.parameter_shapes().into_iter().collect();
     for (name, t) in req.tensors {
         match expected.get(name) {

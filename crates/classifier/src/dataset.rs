@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The processed files `preprocess` writes and `train` reads: it trains on the first,
+/// selects its epoch and fits its calibration on the second, and reads the third only for
+/// the final evaluation.
+pub const TRAIN_FILE: &str = "train.csv";
+pub const VALIDATION_FILE: &str = "validation.csv";
+pub const TEST_FILE: &str = "test.csv";
+
 /// Class names, in class-index order, of every model this tool trains.
 pub const LABELS: [&str; 2] = ["negative", "positive"];
 

@@ -3,6 +3,9 @@
 //! Texts are cleaned and tokenized as the model was trained (its [`Pipeline`]), sorted by
 //! length and cut into batches bounded by a count and a token budget, so padding stays small
 //! and memory stays bounded however many texts come in; results return in input order.
+//! A text longer than the model's max length is read in overlapping windows ([`LongText`])
+//! whose logits are averaged; probabilities are the softmax of the logits over the
+//! pipeline's fitted temperature.
 
 use std::path::Path;
 
@@ -35,6 +38,39 @@ impl Default for BatchLimits {
     }
 }
 
+/// How a text longer than the model's max length is read.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::Display,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case", ascii_case_insensitive)]
+pub enum LongText {
+    /// Keep `max_length` tokens as the pipeline's truncation says: one forward pass.
+    Truncate,
+    /// Overlapping windows of `max_length` tokens, their logits averaged: a text of `n`
+    /// word pieces costs about `n / stride` passes. A text that fits is one window, exactly
+    /// as with `Truncate`.
+    #[default]
+    Windows,
+}
+
+/// [`LongText`] with its window stride.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LongTextPolicy {
+    pub mode: LongText,
+    /// Word pieces between window starts; 0 = half a window.
+    pub stride: usize,
+}
+
 /// One text's classification.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
@@ -51,6 +87,43 @@ impl Prediction {
     pub fn confidence(&self) -> f32 {
         self.probabilities[self.class]
     }
+
+    /// The prediction of `logits`: `softmax(logits / temperature)` and its argmax.
+    pub fn from_logits(logits: Vec<f32>, temperature: f32) -> Self {
+        let t = f64::from(temperature);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f64> = logits
+            .iter()
+            .map(|&l| (f64::from(l - max) / t).exp())
+            .collect();
+        let sum: f64 = exp.iter().sum();
+        let probabilities: Vec<f32> = exp.iter().map(|e| (e / sum) as f32).collect();
+        let class = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        Prediction {
+            class,
+            probabilities,
+            logits,
+        }
+    }
+
+    /// One prediction for a text read in windows: the mean of the windows' logits. A single
+    /// window is returned as it is.
+    pub fn mean_of(windows: Vec<Prediction>, temperature: f32) -> Self {
+        if windows.len() == 1 {
+            return windows.into_iter().next().expect("one window");
+        }
+        let n = windows.len().max(1) as f32;
+        let classes = windows.first().map_or(0, |w| w.logits.len());
+        let mean = (0..classes)
+            .map(|c| windows.iter().map(|w| w.logits[c]).sum::<f32>() / n)
+            .collect();
+        Self::from_logits(mean, temperature)
+    }
 }
 
 /// A loaded model with its tokenizer and text pipeline.
@@ -62,6 +135,7 @@ pub struct Classifier {
     labels: Vec<String>,
     source: ModelSource,
     limits: BatchLimits,
+    long_text: LongTextPolicy,
     device: Device,
 }
 
@@ -76,19 +150,20 @@ impl std::fmt::Debug for Classifier {
 }
 
 impl Classifier {
-    /// Loads a model folder (or Hub id) for inference.
+    /// Loads a fine-tuned model folder (or Hub id) for inference; a checkpoint without its
+    /// own classification head is an error (see [`LoadOptions::serving`]).
     pub fn load(model: &str) -> Result<Self> {
-        Self::from_checkpoint(Checkpoint::load(model, &LoadOptions::default())?)
+        Self::from_checkpoint(Checkpoint::load(model, &LoadOptions::serving())?)
     }
 
-    /// Loads a local model folder.
+    /// Loads a local fine-tuned model folder, as [`Classifier::load`].
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let source = ModelSource {
             id: dir.display().to_string(),
             revision: None,
             path: dir.to_path_buf(),
         };
-        Self::from_checkpoint(Checkpoint::from_source(source, &LoadOptions::default())?)
+        Self::from_checkpoint(Checkpoint::from_source(source, &LoadOptions::serving())?)
     }
 
     pub fn from_checkpoint(ckpt: Checkpoint) -> Result<Self> {
@@ -115,6 +190,7 @@ impl Classifier {
             config,
             source,
             limits: BatchLimits::default(),
+            long_text: LongTextPolicy::default(),
             device: Device::Cpu,
         })
     }
@@ -129,6 +205,16 @@ impl Classifier {
         }
         self.limits = limits;
         Ok(self)
+    }
+
+    /// Reads texts longer than the max length as `policy` says from now on.
+    pub fn with_long_text(mut self, policy: LongTextPolicy) -> Self {
+        self.long_text = policy;
+        self
+    }
+
+    pub fn long_text(&self) -> LongTextPolicy {
+        self.long_text
     }
 
     /// Runs the encoder in `precision` from now on (see [`Precision`]).
@@ -201,10 +287,54 @@ impl Classifier {
             .count_tokens(&self.pipeline.cleaning.clean(text))
     }
 
+    /// Cleans and tokenizes texts into the windows the long-text policy reads (one per text
+    /// that fits, or in `Truncate` mode): what [`Classifier::predict_windows`] takes.
+    pub fn encode_windows(&self, texts: &[&str]) -> Result<Vec<Vec<Vec<u32>>>> {
+        self.encode_windows_with(texts, self.long_text)
+    }
+
+    /// [`Classifier::encode_windows`] under another policy (e.g. one request's).
+    pub fn encode_windows_with(
+        &self,
+        texts: &[&str],
+        policy: LongTextPolicy,
+    ) -> Result<Vec<Vec<Vec<u32>>>> {
+        if policy.mode == LongText::Truncate {
+            return Ok(self
+                .encode(texts)?
+                .into_iter()
+                .map(|ids| vec![ids])
+                .collect());
+        }
+        let cleaned: Vec<String> = texts
+            .iter()
+            .map(|t| self.pipeline.cleaning.clean(t))
+            .collect();
+        let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
+        self.tokenizer
+            .encode_windows(&refs, self.pipeline.max_length, policy.stride)
+    }
+
     /// Classifies `texts`; one prediction per text, in input order.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<Prediction>> {
-        let ids = self.encode(texts)?;
-        self.predict_ids(&ids)
+        let windows = self.encode_windows(texts)?;
+        self.predict_windows(&windows)
+    }
+
+    /// Classifies texts given as windows: all windows batched together, each text's
+    /// windows then averaged ([`Prediction::mean_of`]).
+    pub fn predict_windows(&self, windows: &[Vec<Vec<u32>>]) -> Result<Vec<Prediction>> {
+        let flat: Vec<Vec<u32>> = windows.iter().flatten().cloned().collect();
+        let mut preds = self.predict_ids(&flat)?.into_iter();
+        Ok(windows
+            .iter()
+            .map(|w| self.aggregate(preds.by_ref().take(w.len()).collect()))
+            .collect())
+    }
+
+    /// One text's prediction from its windows' predictions.
+    pub fn aggregate(&self, windows: Vec<Prediction>) -> Prediction {
+        Prediction::mean_of(windows, self.pipeline.temperature)
     }
 
     /// Classifies already-encoded texts, batching them by length under the limits.
@@ -231,32 +361,16 @@ impl Classifier {
         let logits = self
             .model
             .forward(&batch.input_ids, &batch.attention_mask, Mode::Eval)?;
-        probabilities(&logits)
+        probabilities(&logits, self.pipeline.temperature)
     }
 }
 
-/// Softmax of each row of `(batch, classes)` logits, with the argmax.
-pub fn probabilities(logits: &Tensor) -> Result<Vec<Prediction>> {
+/// `softmax(row / temperature)` of each row of `(batch, classes)` logits, with the argmax.
+pub fn probabilities(logits: &Tensor, temperature: f32) -> Result<Vec<Prediction>> {
     Ok(logits
         .to_vec2::<f32>()?
         .into_iter()
-        .map(|logits| {
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
-            let sum: f64 = exp.iter().sum();
-            let probabilities: Vec<f32> = exp.iter().map(|e| (e / sum) as f32).collect();
-            let class = probabilities
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            Prediction {
-                class,
-                probabilities,
-                logits,
-            }
-        })
+        .map(|logits| Prediction::from_logits(logits, temperature))
         .collect())
 }
 

@@ -9,6 +9,7 @@
 //! - [`inference`]: a loaded model classifying any number of texts in bounded batches.
 //! - [`dataset`]: the processed `text,label,source` CSV files.
 //! - [`metrics`]: accuracy, precision, recall, F1 and the confusion matrix.
+//! - [`calibration`]: temperature scaling, expected calibration error, reliability bins.
 //! - [`runtime`]: CPU threads and peak memory.
 //!
 //! No HTTP and no command line here: the binaries build on this crate.
@@ -23,6 +24,7 @@
 //! ```
 
 pub mod atomic;
+pub mod calibration;
 pub mod checkpoint;
 pub mod cleaning;
 pub mod dataset;
@@ -40,7 +42,7 @@ pub mod tokenizer;
 pub use checkpoint::{Checkpoint, LoadOptions, PoolingChoice};
 pub use cleaning::Cleaning;
 pub use error::{Error, Result};
-pub use inference::{BatchLimits, Classifier, Prediction};
+pub use inference::{BatchLimits, Classifier, LongText, LongTextPolicy, Prediction};
 pub use metrics::ClassificationMetrics;
 pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode, Pooling};
 pub use ops::{MatmulPrecision, Precision, set_matmul_precision};

@@ -1,5 +1,6 @@
-//! Classification metrics from true and predicted classes: accuracy, precision, recall and F1
-//! of the positive class, macro F1, and the confusion matrix.
+//! Classification metrics from true and predicted classes: accuracy, balanced accuracy,
+//! precision, recall and F1 of the positive class, every class's recall, macro F1, and the
+//! confusion matrix.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,13 @@ pub struct ClassificationMetrics {
     pub f1_score: f64,
     /// Unweighted mean of every class's F1.
     pub macro_f1: f64,
+    /// Unweighted mean of every class's recall: what accuracy would be on balanced data, so
+    /// a model that favours the majority class cannot hide behind it.
+    #[serde(default)]
+    pub balanced_accuracy: f64,
+    /// Recall of each class, in class-index order.
+    #[serde(default)]
+    pub recall_per_class: Vec<f64>,
     /// `confusion_matrix[true][predicted]`.
     pub confusion_matrix: Vec<Vec<u64>>,
     /// Examples per true class.
@@ -22,6 +30,10 @@ pub struct ClassificationMetrics {
     /// Mean cross-entropy, when the caller had logits.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub loss: Option<f64>,
+    /// Expected calibration error ([`crate::calibration`]), when the caller had
+    /// probabilities.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ece: Option<f64>,
 }
 
 fn ratio(num: u64, den: u64) -> f64 {
@@ -68,16 +80,20 @@ impl ClassificationMetrics {
         };
         let (precision, recall, f1_score) = per_class(positive);
         let macro_f1 = (0..num_classes).map(|c| per_class(c).2).sum::<f64>() / num_classes as f64;
+        let recall_per_class: Vec<f64> = (0..num_classes).map(|c| per_class(c).1).collect();
         Self {
             accuracy: ratio(correct, n),
             precision,
             recall,
             f1_score,
             macro_f1,
+            balanced_accuracy: recall_per_class.iter().sum::<f64>() / num_classes as f64,
+            recall_per_class,
             support: cm.iter().map(|row| row.iter().sum()).collect(),
             confusion_matrix: cm,
             examples: n,
             loss: None,
+            ece: None,
         }
     }
 }
@@ -101,6 +117,8 @@ mod tests {
         let f1_neg = 2.0 * 0.8 * (4.0 / 6.0) / (0.8 + 4.0 / 6.0);
         assert!((m.macro_f1 - (f1_pos + f1_neg) / 2.0).abs() < 1e-12);
         assert_eq!(m.support, vec![6, 4]);
+        assert_eq!(m.recall_per_class, vec![4.0 / 6.0, 0.75]);
+        assert!((m.balanced_accuracy - (4.0 / 6.0 + 0.75) / 2.0).abs() < 1e-12);
     }
 
     #[test]

@@ -81,6 +81,15 @@ impl FromStr for Truncation {
     }
 }
 
+/// Where the windows of a text of `len` word pieces start: 0, then every `stride` while the
+/// text goes on past the window, the last one moved back to end at the text's end.
+pub fn window_starts(len: usize, budget: usize, stride: usize) -> impl Iterator<Item = usize> {
+    let last = len.saturating_sub(budget);
+    let stride = stride.max(1);
+    let regular = (0..last).step_by(stride);
+    regular.chain(std::iter::once(last))
+}
+
 /// The special tokens of a BERT-family vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecialTokens {
@@ -353,6 +362,45 @@ impl TextTokenizer {
             .collect())
     }
 
+    /// Every text as overlapping windows of at most `max_length` tokens, each with its own
+    /// `[CLS]`/`[SEP]`: a text that fits is one window, exactly what [`Self::encode_batch`]
+    /// gives; a longer one is covered by windows starting every `stride` word pieces (half a
+    /// window when `stride` is 0), the last one ending at the text's end.
+    pub fn encode_windows(
+        &self,
+        texts: &[&str],
+        max_length: usize,
+        stride: usize,
+    ) -> Result<Vec<Vec<Vec<u32>>>> {
+        if max_length < 3 {
+            return Err(Error::Input(format!(
+                "max_length {max_length} is too small: [CLS] and [SEP] alone take 2 tokens"
+            )));
+        }
+        let budget = max_length - 2;
+        let stride = if stride == 0 {
+            budget.div_ceil(2)
+        } else {
+            stride.min(budget)
+        };
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(encodings
+            .iter()
+            .map(|enc| {
+                window_starts(enc.get_ids().len(), budget, stride)
+                    .map(|start| {
+                        let ids = enc.get_ids();
+                        let end = (start + budget).min(ids.len());
+                        self.wrap(&ids[start..end], max_length, Truncation::Head)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The number of word pieces of `text` before truncation, without special tokens.
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
         let enc = self
@@ -477,6 +525,37 @@ mod tests {
             assert!(s.parse::<Truncation>().is_ok(), "{s}");
         }
         assert!("middle".parse::<Truncation>().is_err());
+    }
+
+    #[test]
+    fn windows_cover_a_long_text_and_leave_a_short_one_alone() {
+        let starts = |len, budget, stride| window_starts(len, budget, stride).collect::<Vec<_>>();
+        assert_eq!(starts(3, 4, 2), [0]);
+        assert_eq!(starts(4, 4, 2), [0]);
+        assert_eq!(starts(10, 4, 2), [0, 2, 4, 6]);
+        assert_eq!(
+            starts(11, 4, 4),
+            [0, 4, 7],
+            "the last window ends at the end"
+        );
+        let t = tiny();
+        let short = t.encode_windows(&["good movie"], 8, 0).unwrap();
+        let truncated = t
+            .encode_batch(&["good movie"], 8, Truncation::Head)
+            .unwrap();
+        assert_eq!(
+            short[0], truncated,
+            "a text that fits is one unchanged window"
+        );
+        // 6 word pieces, 4 per window, stride 2: [g b g b] [g b g b]... as ids.
+        let long = t
+            .encode_windows(&["good bad good bad good !"], 6, 0)
+            .unwrap();
+        assert_eq!(
+            long[0],
+            vec![vec![2, 5, 6, 5, 6, 3], vec![2, 5, 6, 5, 10, 3],]
+        );
+        assert!(t.encode_windows(&["good"], 2, 0).is_err());
     }
 
     #[test]

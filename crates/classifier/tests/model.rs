@@ -107,6 +107,78 @@ fn bert_checkpoint_converts_exactly() {
     assert!(diff < 1e-4, "max |hidden difference| {diff}");
 }
 
+#[derive(Deserialize)]
+struct ExpectedClassifier {
+    texts: Vec<String>,
+    input_ids: Vec<Vec<u32>>,
+    attention_mask: Vec<Vec<u32>>,
+    labels: Vec<String>,
+    logits: Vec<Vec<f32>>,
+    probabilities: Vec<Vec<f32>>,
+}
+
+#[test]
+fn fine_tuned_bert_classifier_serves_its_own_head_as_transformers() {
+    let text = std::fs::read_to_string(fixtures().join("expected-bert-classifier.json")).unwrap();
+    let e: ExpectedClassifier = serde_json::from_str(&text).unwrap();
+    let path = fixtures().join("tiny-bert-classifier");
+    let clf = Classifier::load(path.to_str().unwrap()).unwrap();
+    assert_eq!(
+        clf.labels(),
+        e.labels,
+        "labels come from the checkpoint's id2label"
+    );
+
+    let (b, s) = (e.input_ids.len(), e.input_ids[0].len());
+    let ids = Tensor::from_vec(e.input_ids.concat(), (b, s), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(e.attention_mask.concat(), (b, s), &Device::Cpu).unwrap();
+    for kernels in [Kernels::Fused, Kernels::Reference] {
+        let model = clf.model().clone().with_kernels(kernels);
+        let logits = model.forward(&ids, &mask, Mode::Eval).unwrap();
+        let diff = max_abs_diff(&logits.to_vec2().unwrap(), &e.logits);
+        assert!(diff < 1e-4, "{kernels:?}: max |logit difference| {diff}");
+    }
+    let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
+    let probs: Vec<Vec<f32>> = clf
+        .predict(&texts)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.probabilities)
+        .collect();
+    let diff = max_abs_diff(&probs, &e.probabilities);
+    assert!(diff < 1e-5, "max |probability difference| {diff}");
+
+    // Fine-tuning it again starts a fresh DistilBERT head: a tanh pooler has no layout to be
+    // saved in that transformers would read back alike.
+    let train = load("tiny-bert-classifier", &LoadOptions::default());
+    assert!(matches!(train.head, Head::Fresh(_)), "{:?}", train.head);
+}
+
+#[test]
+fn serving_a_bare_encoder_is_an_error_not_a_random_head() {
+    let dir = fixtures().join("tiny-bert");
+    for err in [
+        Classifier::load_dir(&dir).unwrap_err().to_string(),
+        Classifier::load(dir.to_str().unwrap())
+            .unwrap_err()
+            .to_string(),
+    ] {
+        assert!(
+            err.contains("no classification head") && err.contains("train --base-model"),
+            "{err}"
+        );
+    }
+    // Asking a fine-tuned model for other labels while serving is refused the same way.
+    let opts = LoadOptions {
+        labels: Some(vec!["a".into(), "b".into(), "c".into()]),
+        ..LoadOptions::serving()
+    };
+    let err = Checkpoint::load(fixtures().join("tiny-distilbert").to_str().unwrap(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 classes, 3 are wanted"), "{err}");
+}
+
 #[test]
 fn fresh_head_is_seeded() {
     let opts = |seed| LoadOptions {
@@ -688,4 +760,72 @@ fn int8_refuses_weights_being_trained() {
         .with_precision(classifier::Precision::Int8)
         .unwrap_err();
     assert!(err.to_string().contains("for inference"), "{err}");
+}
+
+#[test]
+fn long_texts_average_their_windows_and_short_ones_are_unchanged() {
+    use classifier::{LongText, LongTextPolicy};
+    let base =
+        || Classifier::from_checkpoint(load("tiny-distilbert", &LoadOptions::default())).unwrap();
+    let max_length = base().pipeline().max_length;
+    let long: String = ["the plot was predictable", "i loved every minute", "dull"]
+        .iter()
+        .cycle()
+        .take(3 * max_length / 4)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let short = "great great great";
+    let windows = base().with_long_text(LongTextPolicy {
+        mode: LongText::Windows,
+        stride: 0,
+    });
+    let truncate = base().with_long_text(LongTextPolicy {
+        mode: LongText::Truncate,
+        stride: 0,
+    });
+    assert_eq!(
+        windows.predict(&[short]).unwrap(),
+        truncate.predict(&[short]).unwrap(),
+        "a text that fits is read exactly as before"
+    );
+
+    let parts = windows.encode_windows(&[&long]).unwrap().remove(0);
+    assert!(parts.len() >= 3, "{} windows", parts.len());
+    assert!(parts.iter().all(|w| w.len() <= max_length));
+    let each = windows.predict_ids(&parts).unwrap();
+    let classes = each[0].logits.len();
+    let mean: Vec<f32> = (0..classes)
+        .map(|c| each.iter().map(|p| p.logits[c]).sum::<f32>() / each.len() as f32)
+        .collect();
+    let got = windows.predict(&[&long]).unwrap().remove(0);
+    for (a, b) in got.logits.iter().zip(&mean) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "mean of the windows' logits: {:?} vs {mean:?}",
+            got.logits
+        );
+    }
+    assert_ne!(got, truncate.predict(&[&long]).unwrap().remove(0));
+}
+
+#[test]
+fn the_pipeline_temperature_scales_probabilities_not_logits() {
+    let ckpt = load("tiny-distilbert", &LoadOptions::default());
+    let plain = Classifier::from_checkpoint(ckpt).unwrap();
+    let p1 = plain.predict(&["not bad at all"]).unwrap().remove(0);
+    let ckpt = load("tiny-distilbert", &LoadOptions::default());
+    let model = ckpt.model().unwrap();
+    let pipeline = Pipeline {
+        temperature: 2.0,
+        ..ckpt.pipeline.clone().unwrap_or_default()
+    };
+    let hot =
+        Classifier::from_parts(model, ckpt.tokenizer, pipeline, ckpt.config, ckpt.source).unwrap();
+    let p2 = hot.predict(&["not bad at all"]).unwrap().remove(0);
+    assert_eq!(p1.logits, p2.logits);
+    assert_eq!(p1.class, p2.class);
+    let z = &p1.logits;
+    let expected = 1.0 / (1.0 + ((z[0] - z[1]) / 2.0).exp());
+    assert!((p2.probabilities[1] - expected).abs() < 1e-6);
 }

@@ -2,7 +2,8 @@
 //!
 //! sources ([`source`]) -> label mapping ([`labels`]) -> cleaning (the core library's
 //! [`Cleaning`], saved for serving) -> drop empty texts -> de-duplicate -> split ([`split`])
-//! -> `train.csv`, `test.csv`, `small_test.csv`, `cleaning.json`, `report.json`.
+//! -> `train.csv`, `validation.csv`, `test.csv`, `small_test.csv`, `cleaning.json`,
+//! `report.json`.
 
 pub mod labels;
 pub mod source;
@@ -28,14 +29,16 @@ use crate::source::{Defaults, Malformed, Row, SourceSpec, Split};
 /// copies it into the model folder so serving cleans alike.
 pub const CLEANING_FILE: &str = "cleaning.json";
 pub const REPORT_FILE: &str = "report.json";
+pub use classifier::dataset::{TEST_FILE, TRAIN_FILE, VALIDATION_FILE};
 
 /// Line numbers kept per kind of problem in the report.
 const EXAMPLES_KEPT: usize = 5;
 
 /// Prepare sentiment data for training: read sources, clean, de-duplicate, split.
 ///
-/// Writes train.csv, test.csv and small_test.csv (columns text,label,source; label 0 =
-/// negative, 1 = positive), cleaning.json and report.json into the output folder.
+/// Writes train.csv, validation.csv, test.csv and small_test.csv (columns text,label,source;
+/// label 0 = negative, 1 = positive), cleaning.json and report.json into the output folder.
+/// The trainer selects and calibrates on validation.csv and evaluates test.csv once.
 #[derive(Parser, Debug, Clone)]
 #[command(version, after_help = SOURCE_HELP)]
 pub struct Args {
@@ -73,6 +76,12 @@ pub struct Args {
     /// Fraction of each source held out for testing when the source has no split of its own.
     #[arg(long, env = "TEST_SIZE", default_value_t = 0.2)]
     pub test_size: f64,
+
+    /// Fraction of each source's non-test rows held out as validation.csv (seeded,
+    /// stratified, grouped like the test split): the trainer picks its epoch and fits its
+    /// calibration there, so test.csv stays unseen until the final evaluation.
+    #[arg(long, env = "VALIDATION_SIZE", default_value_t = 0.1)]
+    pub validation_size: f64,
 
     /// Seed of the split and of small_test.csv's sample.
     #[arg(long, env = "SEED", default_value_t = 42)]
@@ -226,11 +235,13 @@ pub struct Report {
     pub created_at: String,
     pub seed: u64,
     pub test_size: f64,
+    pub validation_size: f64,
     pub cleaning: Cleaning,
     pub sources: Vec<SourceReport>,
     pub rows_read: u64,
     pub rows_kept: u64,
     pub train: SideReport,
+    pub validation: SideReport,
     pub test: SideReport,
     pub small_test_rows: usize,
     pub lengths: LengthReport,
@@ -252,8 +263,13 @@ fn text_hash(text: &str) -> u64 {
 
 /// Runs the whole preprocessing and returns its report (also written to report.json).
 pub fn run(args: &Args) -> Result<Report> {
-    if !(0.0..1.0).contains(&args.test_size) || args.test_size == 0.0 {
-        bail!("--test-size must be in (0, 1), got {}", args.test_size);
+    for (flag, v) in [
+        ("--test-size", args.test_size),
+        ("--validation-size", args.validation_size),
+    ] {
+        if !(v > 0.0 && v < 1.0) {
+            bail!("{flag} must be in (0, 1), got {v}");
+        }
     }
     let defaults = Defaults {
         text_column: args.text_column.clone(),
@@ -436,20 +452,35 @@ pub fn run(args: &Args) -> Result<Report> {
         }
     }
 
+    let is_validation = validation_rows(&kept, &is_test, &specs, args);
     let to_example = |c: &Candidate| Example {
         text: c.text.clone(),
         label: c.label,
         source: specs[c.source].name.clone(),
     };
-    let (mut train, mut test) = (Vec::new(), Vec::new());
+    let (mut train, mut validation, mut test) = (Vec::new(), Vec::new(), Vec::new());
     for (i, c) in kept.iter().enumerate() {
-        if is_test[i] { &mut test } else { &mut train }.push(to_example(c));
+        let side = if is_test[i] {
+            &mut test
+        } else if is_validation[i] {
+            &mut validation
+        } else {
+            &mut train
+        };
+        side.push(to_example(c));
     }
     if train.is_empty() || test.is_empty() {
         bail!(
             "the split left {} training and {} test rows: both need some (check --test-size and the sources' split columns)",
             train.len(),
             test.len()
+        );
+    }
+    if validation.is_empty() {
+        tracing::warn!(
+            "--validation-size {} of {} training rows is no row: validation.csv is empty, and `train` will hold out a share of train.csv instead",
+            args.validation_size,
+            train.len()
         );
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
@@ -465,8 +496,11 @@ pub fn run(args: &Args) -> Result<Report> {
     kept.clear();
 
     let out = &args.output_dir;
-    write_file(&out.join("train.csv"), |p| write_examples(p, &train))?;
-    write_file(&out.join("test.csv"), |p| write_examples(p, &test))?;
+    write_file(&out.join(TRAIN_FILE), |p| write_examples(p, &train))?;
+    write_file(&out.join(VALIDATION_FILE), |p| {
+        write_examples(p, &validation)
+    })?;
+    write_file(&out.join(TEST_FILE), |p| write_examples(p, &test))?;
     write_file(&out.join("small_test.csv"), |p| write_examples(p, &small))?;
     write_json(&out.join(CLEANING_FILE), &cleaning)?;
 
@@ -474,11 +508,13 @@ pub fn run(args: &Args) -> Result<Report> {
         created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         seed: args.seed,
         test_size: args.test_size,
+        validation_size: args.validation_size,
         cleaning,
         rows_read: reports.iter().map(|r| r.rows_read).sum(),
-        rows_kept: (train.len() + test.len()) as u64,
+        rows_kept: (train.len() + validation.len() + test.len()) as u64,
         sources: reports,
         train: side(&train),
+        validation: side(&validation),
         test: side(&test),
         small_test_rows: small.len(),
         lengths,
@@ -486,6 +522,37 @@ pub fn run(args: &Args) -> Result<Report> {
     write_json(&out.join(REPORT_FILE), &report)?;
     Ok(report)
 }
+
+/// Which rows (of those not in test) go to validation: about `--validation-size` of each
+/// source's, stratified by class and grouped by the source's group column, seeded apart
+/// from the test split.
+fn validation_rows(
+    kept: &[Candidate],
+    is_test: &[bool],
+    specs: &[SourceSpec],
+    args: &Args,
+) -> Vec<bool> {
+    let mut is_validation = vec![false; kept.len()];
+    for (si, spec) in specs.iter().enumerate() {
+        let rows: Vec<usize> = (0..kept.len())
+            .filter(|&i| kept[i].source == si && !is_test[i])
+            .collect();
+        let labels: Vec<usize> = rows.iter().map(|&i| kept[i].label).collect();
+        let groups: Option<Vec<Option<String>>> = spec
+            .group_column
+            .as_ref()
+            .map(|_| rows.iter().map(|&i| kept[i].group.clone()).collect());
+        let seed = classifier::ops::site_seed(args.seed ^ VALIDATION_SEED, si as u64);
+        let chosen = split::test_rows(&labels, groups.as_deref(), args.validation_size, seed);
+        for (k, &i) in rows.iter().enumerate() {
+            is_validation[i] = chosen[k];
+        }
+    }
+    is_validation
+}
+
+/// Keeps the validation split's draws independent of the test split's.
+const VALIDATION_SEED: u64 = 0x5641_4C49_4441_5445;
 
 fn side(rows: &[Example]) -> SideReport {
     let mut class_balance = BTreeMap::new();

@@ -24,9 +24,11 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "train {} rows {:?}, test {} rows {:?}, small_test {} rows; {} p50/p95/max: {:?}/{:?}/{:?}; {:.1}% longer than {}",
+        "train {} rows {:?}, validation {} rows {:?}, test {} rows {:?}, small_test {} rows; {} p50/p95/max: {:?}/{:?}/{:?}; {:.1}% longer than {}",
         report.train.rows,
         report.train.class_balance,
+        report.validation.rows,
+        report.validation.class_balance,
         report.test.rows,
         report.test.class_balance,
         report.small_test_rows,

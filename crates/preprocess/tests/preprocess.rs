@@ -119,8 +119,11 @@ fn csv_jsonl_and_folders_merge_with_per_source_counts() {
     assert_eq!(by_name["rt"].kept, 100);
 
     let train = read_examples(&out.join("train.csv")).unwrap();
+    let validation = read_examples(&out.join("validation.csv")).unwrap();
     let test = read_examples(&out.join("test.csv")).unwrap();
-    assert_eq!(train.len() + test.len(), 113);
+    assert_eq!(train.len() + validation.len() + test.len(), 113);
+    assert_eq!(report.validation.rows, validation.len());
+    assert!(!validation.is_empty());
     assert_eq!(read_examples(&out.join("small_test.csv")).unwrap().len(), 5);
     // Cleaning: mention and '#' gone, <br /> gone, lowercased.
     assert!(
@@ -143,16 +146,21 @@ fn csv_jsonl_and_folders_merge_with_per_source_counts() {
             .unwrap()
             % 20
     };
-    let train_movies: std::collections::HashSet<_> = train
-        .iter()
-        .filter(|e| e.source == "rt")
-        .map(movie)
-        .collect();
-    assert!(
-        test.iter()
+    let movies = |side: &[Example]| -> std::collections::HashSet<usize> {
+        side.iter()
             .filter(|e| e.source == "rt")
-            .all(|e| !train_movies.contains(&movie(e)))
-    );
+            .map(movie)
+            .collect()
+    };
+    let (tr, va, te) = (movies(&train), movies(&validation), movies(&test));
+    assert!(!va.is_empty() && !te.is_empty());
+    assert!(tr.is_disjoint(&te) && tr.is_disjoint(&va) && va.is_disjoint(&te));
+    // Texts are on exactly one side.
+    let texts = |side: &[Example]| -> std::collections::HashSet<String> {
+        side.iter().map(|e| e.text.clone()).collect()
+    };
+    assert!(texts(&train).is_disjoint(&texts(&validation)));
+    assert!(texts(&validation).is_disjoint(&texts(&test)));
     assert!(out.join("cleaning.json").is_file() && out.join("report.json").is_file());
 }
 
@@ -169,6 +177,13 @@ fn same_seed_same_split_other_seed_other_split() {
     };
     let a = split("1", "a");
     assert_eq!(a, split("1", "b"));
+    let validation = read_examples(&dir.path().join("a/validation.csv")).unwrap();
+    assert_eq!(validation.len(), 8, "a tenth of the 80 non-test rows");
+    assert_eq!(
+        validation.iter().filter(|e| e.label == 1).count(),
+        5,
+        "stratified: 60% of 8, rounded"
+    );
     assert_ne!(a, split("2", "c"));
     assert_eq!(a.len(), 20);
     assert_eq!(
@@ -220,7 +235,8 @@ fn tsv_and_parquet_sources() {
     ))
     .unwrap();
     assert_eq!(report.rows_kept, 40);
-    assert_eq!(report.train.rows, 32);
+    assert_eq!(report.test.rows, 8);
+    assert_eq!((report.train.rows, report.validation.rows), (28, 4));
 }
 
 #[test]

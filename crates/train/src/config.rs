@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 
 /// Fine-tune a DistilBERT (or BERT-family) sentiment classifier on the CPU.
 ///
-/// Reads data/processed/{train,test}.csv (written by `preprocess`), trains with gradient
-/// accumulation, evaluates on the test split after every epoch, keeps the best epoch by F1
-/// in model_output/ (Hugging Face layout), and writes results/metrics.json,
-/// results/run_summary.json and results/runs/<run-id>/metrics.jsonl.
+/// Reads data/processed/{train,validation,test}.csv (written by `preprocess`), trains with
+/// gradient accumulation, evaluates on the validation split after every epoch, keeps the
+/// best epoch by validation macro F1 in model_output/ (Hugging Face layout), fits a
+/// confidence temperature on validation, evaluates the kept model once on the test split,
+/// and writes results/metrics.json, results/run_summary.json and
+/// results/runs/<run-id>/metrics.jsonl.
 #[derive(Parser, Debug, Clone)]
 #[command(version)]
 pub struct Args {
@@ -24,7 +26,8 @@ pub struct Args {
     #[arg(long, env = "MODEL_REVISION")]
     pub revision: Option<String>,
 
-    /// Folder with train.csv and test.csv from `preprocess`.
+    /// Folder with train.csv, validation.csv and test.csv from `preprocess` (a folder
+    /// without validation.csv gets a seeded tenth of train.csv held out instead).
     #[arg(long, env = "DATA_DIR", default_value = "data/processed")]
     pub data_dir: PathBuf,
 
@@ -114,9 +117,22 @@ pub struct Args {
     #[arg(long, env = "TRAIN_SAMPLES", default_value_t = 1500)]
     pub train_samples: usize,
 
-    /// Evaluate on a seeded, stratified sample of this many test examples (0 = all).
+    /// Select the epoch and fit the temperature on a seeded, stratified sample of this many
+    /// validation examples (0 = all).
     #[arg(long, env = "EVAL_SAMPLES", default_value_t = 500)]
     pub eval_samples: usize,
+
+    /// Evaluate the kept model once on a seeded, stratified sample of this many test
+    /// examples (0 = all).
+    #[arg(long, env = "TEST_SAMPLES", default_value_t = 2000)]
+    pub test_samples: usize,
+
+    /// Class weights of the loss: `balanced` weighs each class by the inverse of its share
+    /// of the training data (n / (classes x n_class)), so a 70%-negative data set does not
+    /// teach the model to say "negative" when unsure; `none` weighs every example alike;
+    /// `auto` is balanced when the largest class exceeds 55% of the training data.
+    #[arg(long, env = "CLASS_WEIGHT", value_enum, default_value_t = ClassWeight::Auto)]
+    pub class_weight: ClassWeight,
 
     /// Seed for sampling, batch order, dropout and a fresh classification head.
     #[arg(long, env = "SEED", default_value_t = 42)]
@@ -138,6 +154,37 @@ pub struct Args {
     /// Continue the interrupted run whose checkpoint is in results/checkpoint.
     #[arg(long, env = "RESUME")]
     pub resume: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeight {
+    None,
+    Balanced,
+    Auto,
+}
+
+/// `auto` turns balanced weights on above this majority share.
+pub const AUTO_BALANCE_ABOVE: f64 = 0.55;
+
+impl ClassWeight {
+    /// The loss weight of each class for training labels with these per-class counts;
+    /// `None` when every example weighs 1.
+    pub fn weights(self, counts: &[usize]) -> Option<Vec<f64>> {
+        let n: usize = counts.iter().sum();
+        let majority = counts.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64;
+        let balanced = match self {
+            ClassWeight::None => false,
+            ClassWeight::Balanced => true,
+            ClassWeight::Auto => majority > AUTO_BALANCE_ABOVE,
+        };
+        balanced.then(|| {
+            counts
+                .iter()
+                .map(|&c| n as f64 / (counts.len() as f64 * c.max(1) as f64))
+                .collect()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -193,6 +240,13 @@ pub struct Hyperparameters {
     pub matmul_precision: MatmulPrecision,
     pub train_samples: usize,
     pub eval_samples: usize,
+    /// Runs checkpointed before this field evaluated every epoch on test (0 here).
+    #[serde(default)]
+    pub test_samples: usize,
+    /// Per-class loss weights as resolved (`None`: all 1; runs checkpointed before this
+    /// field had none).
+    #[serde(default)]
+    pub class_weights: Option<Vec<f64>>,
     pub seed: u64,
 }
 
@@ -235,9 +289,14 @@ impl Args {
         Ok(())
     }
 
-    /// What this run will compute with, after the model caps `max_length` and resolves the
-    /// pooling.
-    pub fn hyperparameters(&self, max_length: usize, pooling: Pooling) -> Hyperparameters {
+    /// What this run will compute with, after the model caps `max_length`, the head
+    /// resolves the pooling and the training labels the class weights.
+    pub fn hyperparameters(
+        &self,
+        max_length: usize,
+        pooling: Pooling,
+        class_weights: Option<Vec<f64>>,
+    ) -> Hyperparameters {
         let adam = crate::optim::AdamWConfig::default();
         Hyperparameters {
             base_model: self.base_model.clone(),
@@ -261,7 +320,32 @@ impl Args {
             matmul_precision: self.matmul_precision,
             train_samples: self.train_samples,
             eval_samples: self.eval_samples,
+            test_samples: self.test_samples,
+            class_weights,
             seed: self.seed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_are_inverse_frequency_and_auto_needs_a_skew() {
+        let w = ClassWeight::Balanced.weights(&[300, 100]).unwrap();
+        assert_eq!(w, vec![400.0 / 600.0, 400.0 / 200.0]);
+        let mean = (300.0 * w[0] + 100.0 * w[1]) / 400.0;
+        assert!(
+            (mean - 1.0).abs() < 1e-12,
+            "weights average to 1 over the data"
+        );
+        assert_eq!(ClassWeight::Auto.weights(&[300, 100]), Some(w));
+        assert_eq!(
+            ClassWeight::Auto.weights(&[55, 45]),
+            None,
+            "55% is not a skew"
+        );
+        assert_eq!(ClassWeight::None.weights(&[300, 100]), None);
     }
 }

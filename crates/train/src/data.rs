@@ -4,7 +4,63 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use classifier::dataset::Example;
+use std::path::Path;
+
+use classifier::dataset::{Example, TRAIN_FILE, VALIDATION_FILE, read_examples};
+
+/// The share of train.csv held out for validation when a data folder has no
+/// validation.csv (made by a `preprocess` from before validation splits).
+pub const FALLBACK_VALIDATION_SHARE: f64 = 0.1;
+
+/// The training and validation examples of a processed data folder. The test split is not
+/// read here: the trainer opens it only for the final evaluation.
+pub struct Splits {
+    pub train: Vec<Example>,
+    pub validation: Vec<Example>,
+    /// Where the validation examples came from, for the records.
+    pub validation_from: String,
+}
+
+/// Reads train.csv and validation.csv; a folder without validation rows gets a seeded,
+/// stratified tenth of train.csv held out, with a warning.
+pub fn load_splits(data_dir: &Path, seed: u64) -> anyhow::Result<Splits> {
+    let train_path = data_dir.join(TRAIN_FILE);
+    let train = read_examples(&train_path)?;
+    anyhow::ensure!(!train.is_empty(), "{} has no rows", train_path.display());
+    let validation_path = data_dir.join(VALIDATION_FILE);
+    let validation = if validation_path.is_file() {
+        read_examples(&validation_path)?
+    } else {
+        Vec::new()
+    };
+    if !validation.is_empty() {
+        return Ok(Splits {
+            train,
+            validation,
+            validation_from: VALIDATION_FILE.into(),
+        });
+    }
+    anyhow::ensure!(
+        train.len() >= 2,
+        "{} has one row: nothing can be held out for validation",
+        train_path.display()
+    );
+    tracing::warn!(
+        "{} is missing or empty (an older `preprocess`, or too little data): holding out {:.0}% of {} for validation; re-run `preprocess` for a validation split grouped like the test split",
+        validation_path.display(),
+        100.0 * FALLBACK_VALIDATION_SHARE,
+        TRAIN_FILE
+    );
+    let (train, validation) = hold_out(train, FALLBACK_VALIDATION_SHARE, seed ^ 0x7641);
+    Ok(Splits {
+        train,
+        validation,
+        validation_from: format!(
+            "{:.0}% of {TRAIN_FILE} (no validation rows in {VALIDATION_FILE})",
+            100.0 * FALLBACK_VALIDATION_SHARE
+        ),
+    })
+}
 
 /// Micro-batches per sorting window: batches are cut from windows of this many batches'
 /// worth of examples sorted by length, so padding stays small while order stays random.
@@ -16,6 +72,28 @@ pub fn stratified_sample(examples: Vec<Example>, n: usize, seed: u64) -> Vec<Exa
     if n == 0 || n >= examples.len() {
         return examples;
     }
+    let chosen = stratified_choice(&examples, n, seed);
+    examples
+        .into_iter()
+        .zip(chosen)
+        .filter_map(|(e, c)| c.then_some(e))
+        .collect()
+}
+
+/// Splits a seeded, stratified `fraction` off `examples`: `(the rest, the fraction)`, both
+/// in their original order.
+pub fn hold_out(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
+    let n = ((examples.len() as f64 * fraction).round() as usize).clamp(1, examples.len());
+    let chosen = stratified_choice(&examples, n, seed);
+    let (mut rest, mut held) = (Vec::new(), Vec::new());
+    for (e, c) in examples.into_iter().zip(chosen) {
+        if c { &mut held } else { &mut rest }.push(e);
+    }
+    (rest, held)
+}
+
+/// Which `n` of `examples` a seeded, stratified draw picks.
+fn stratified_choice(examples: &[Example], n: usize, seed: u64) -> Vec<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let total = examples.len();
     let classes = examples.iter().map(|e| e.label).max().unwrap_or(0) + 1;
@@ -34,11 +112,7 @@ pub fn stratified_sample(examples: Vec<Example>, n: usize, seed: u64) -> Vec<Exa
         }
         taken += want.min(idx.len());
     }
-    examples
-        .into_iter()
-        .zip(chosen)
-        .filter_map(|(e, c)| c.then_some(e))
-        .collect()
+    chosen
 }
 
 /// The micro-batches (indices into the examples) of one epoch: shuffled by `(seed, epoch)`,
@@ -83,6 +157,16 @@ mod tests {
         assert_eq!(s, stratified_sample(all.clone(), 100, 1));
         assert_ne!(s, stratified_sample(all.clone(), 100, 2));
         assert_eq!(stratified_sample(all.clone(), 0, 1).len(), 1000);
+    }
+
+    #[test]
+    fn hold_out_is_disjoint_stratified_and_seeded() {
+        let all: Vec<Example> = (0..1000).map(|i| ex(usize::from(i % 10 < 3), i)).collect();
+        let (rest, held) = hold_out(all.clone(), 0.1, 5);
+        assert_eq!((rest.len(), held.len()), (900, 100));
+        assert_eq!(held.iter().filter(|e| e.label == 1).count(), 30);
+        assert!(held.iter().all(|h| !rest.contains(h)));
+        assert_eq!(hold_out(all, 0.1, 5).1, held);
     }
 
     #[test]

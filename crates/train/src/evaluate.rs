@@ -1,8 +1,10 @@
-//! Evaluation on held-out data: metrics over all examples and per source, with the loss.
+//! Evaluation on held-out data: metrics over all examples and per source, with the loss and
+//! the expected calibration error.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use classifier::calibration::Calibration;
 use classifier::dataset::{Example, LABELS, POSITIVE};
 use classifier::{ClassificationMetrics, Classifier, Prediction};
 use serde::{Deserialize, Serialize};
@@ -25,7 +27,18 @@ fn metrics_of(preds: &[&Prediction], labels: &[usize]) -> ClassificationMetrics 
         .sum::<f64>()
         / labels.len().max(1) as f64;
     m.loss = Some(loss);
+    m.ece = Some(calibration(preds, labels).ece);
     m
+}
+
+/// Confidence against correctness of `preds`.
+pub fn calibration(preds: &[&Prediction], labels: &[usize]) -> Calibration {
+    Calibration::of(
+        preds
+            .iter()
+            .zip(labels)
+            .map(|(p, &l)| (p.confidence(), p.class == l)),
+    )
 }
 
 /// Metrics of `predictions` against `examples` (same order).

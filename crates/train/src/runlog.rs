@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use classifier::MatmulPrecision;
 use serde::{Deserialize, Serialize};
 
+use classifier::calibration::Calibration;
+
 use crate::config::Hyperparameters;
 use crate::evaluate::Evaluation;
 
@@ -78,7 +80,8 @@ pub struct EpochRecord {
     pub eval: Evaluation,
 }
 
-/// `results/metrics.json`: the kept (best) epoch's evaluation.
+/// `results/metrics.json`: the kept model's one evaluation on the test split (flattened),
+/// with what selected and calibrated it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsFile {
     #[serde(flatten)]
@@ -87,7 +90,29 @@ pub struct MetricsFile {
     pub labels: Vec<String>,
     /// What the metrics were computed on.
     pub split: String,
+    /// How the kept epoch was chosen (never on the test split).
+    pub selection: String,
+    /// The kept model on the validation split, calibrated, as served.
+    pub validation: Evaluation,
+    pub calibration: CalibrationReport,
     pub model_dir: PathBuf,
+}
+
+/// The confidence temperature and what it did on held-out data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    /// Probabilities are `softmax(logits / temperature)`; stored in pipeline.json.
+    pub temperature: f32,
+    pub fitted_on: String,
+    pub validation_nll_before: f64,
+    pub validation_nll_after: f64,
+    pub validation_ece_before: f64,
+    pub validation_ece_after: f64,
+    pub test_ece_before: f64,
+    pub test_ece_after: f64,
+    /// The test split's reliability diagram, before and after.
+    pub test_reliability_before: Calibration,
+    pub test_reliability: Calibration,
 }
 
 /// `results/run_summary.json`.
@@ -100,8 +125,17 @@ pub struct RunSummary {
     pub base_model: BaseModel,
     pub hyperparameters: Hyperparameters,
     pub data: DataStats,
+    /// Each epoch's evaluation on the validation split.
     pub epochs: Vec<EpochRecord>,
     pub best_epoch: Option<usize>,
+    /// How the kept epoch was chosen.
+    #[serde(default)]
+    pub selection: String,
+    /// The kept model's one evaluation on the test split.
+    #[serde(default)]
+    pub test: Option<Evaluation>,
+    #[serde(default)]
+    pub calibration: Option<CalibrationReport>,
     pub wall_time_s: f64,
     pub train_time_s: f64,
     pub train_examples_per_s: f64,
@@ -132,10 +166,20 @@ pub struct DataStats {
     pub data_dir: PathBuf,
     pub train_rows_available: usize,
     pub train_rows: usize,
+    /// Validation rows (the per-epoch evaluation) available and used.
     pub eval_rows_available: usize,
     pub eval_rows: usize,
+    /// `validation.csv`, or the share of train.csv held out for a folder without one.
+    #[serde(default)]
+    pub validation_from: String,
+    #[serde(default)]
+    pub test_rows_available: usize,
+    #[serde(default)]
+    pub test_rows: usize,
     pub train_class_balance: [usize; 2],
     pub eval_class_balance: [usize; 2],
+    #[serde(default)]
+    pub test_class_balance: [usize; 2],
     pub train_sources: Vec<String>,
     /// Mean tokens per training text after truncation, and the share truncated.
     pub mean_train_tokens: f64,

@@ -1,5 +1,7 @@
-//! The training loop: micro-batches, gradient accumulation, schedule, evaluation after every
-//! epoch, the best epoch kept in the model folder, checkpoints, and the run's records.
+//! The training loop: micro-batches, gradient accumulation, schedule, evaluation on the
+//! validation split after every epoch, the best epoch kept in the model folder, checkpoints,
+//! then the kept model's calibration (on validation) and its one evaluation on the test
+//! split, and the run's records.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,20 +9,24 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use classifier::checkpoint::{self, Head, SaveRequest, Trainable};
-use classifier::dataset::{Example, LABELS, read_examples};
+use classifier::checkpoint::{self, Head, Purpose, SaveRequest, Trainable};
+use classifier::dataset::{Example, LABELS, TEST_FILE, TRAIN_FILE, read_examples};
 use classifier::models::distilbert::Mode;
-use classifier::{Checkpoint, Classifier, Cleaning, LoadOptions, Pipeline};
+use classifier::pipeline::PIPELINE_FILE;
+use classifier::{
+    Checkpoint, Classifier, Cleaning, LoadOptions, Pipeline, Prediction, calibration,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{Args, Hyperparameters};
-use crate::data::{epoch_batches, stratified_sample};
+use crate::data::{epoch_batches, load_splits, stratified_sample};
 use crate::ema::Ema;
-use crate::evaluate::{Evaluation, score};
+use crate::evaluate::{self, Evaluation, score};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::resume::{self, TrainState};
 use crate::runlog::{
-    BaseModel, DataStats, EpochRecord, MetricsFile, Outputs, Record, RunLog, RunSummary, Versions,
+    BaseModel, CalibrationReport, DataStats, EpochRecord, MetricsFile, Outputs, Record, RunLog,
+    RunSummary, Versions,
 };
 use crate::schedule::LinearSchedule;
 
@@ -81,6 +87,13 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// The kept model's calibration and its one evaluation on the test split.
+struct Final {
+    test: Evaluation,
+    validation: Evaluation,
+    calibration: CalibrationReport,
+}
+
 /// Everything a run needs, prepared once.
 struct Run<'a> {
     args: &'a Args,
@@ -105,27 +118,18 @@ struct Run<'a> {
 pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     args.validate()?;
     let wall = Instant::now();
-    let train_path = args.data_dir.join("train.csv");
-    let eval_path = args.data_dir.join("test.csv");
-    let train_all = read_examples(&train_path)?;
-    let eval_all = read_examples(&eval_path)?;
-    let (train_available, eval_available) = (train_all.len(), eval_all.len());
-    let train = stratified_sample(train_all, args.train_samples, args.seed);
-    let eval = stratified_sample(eval_all, args.eval_samples, args.seed ^ 1);
-    if train.is_empty() || eval.is_empty() {
-        bail!(
-            "{} or {} has no rows",
-            train_path.display(),
-            eval_path.display()
-        );
-    }
+    let splits = load_splits(&args.data_dir, args.seed)?;
+    let (train_available, eval_available) = (splits.train.len(), splits.validation.len());
+    let train = stratified_sample(splits.train, args.train_samples, args.seed);
+    let eval = stratified_sample(splits.validation, args.eval_samples, args.seed ^ 1);
     if class_balance(&train).contains(&0) {
         bail!(
             "{} has only one class ({:?} negative/positive): a classifier needs both",
-            train_path.display(),
+            args.data_dir.join(TRAIN_FILE).display(),
             class_balance(&train)
         );
     }
+    let class_weights = args.class_weight.weights(&class_balance(&train));
     let cleaning = load_cleaning(&args.data_dir)?;
     let products = classifier::set_matmul_precision(args.matmul_precision);
     if products != args.matmul_precision {
@@ -143,6 +147,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
             seed: args.seed,
             revision: args.revision.clone(),
             pooling: args.pooling_choice(),
+            purpose: Purpose::Train,
         },
     )
     .with_context(|| format!("loading base model `{}`", args.base_model))?;
@@ -158,11 +163,12 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
             base.config.max_position_embeddings
         );
     }
-    let hyper = args.hyperparameters(max_length, base.config.pooling);
+    let hyper = args.hyperparameters(max_length, base.config.pooling, class_weights);
     let pipeline = Pipeline {
         cleaning,
         max_length,
         truncation: args.truncation,
+        temperature: 1.0,
     };
     let encode = |examples: &[Example]| {
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
@@ -213,8 +219,12 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
         train_rows: run.train.len(),
         eval_rows_available: eval_available,
         eval_rows: run.eval.len(),
+        validation_from: splits.validation_from,
+        test_rows_available: 0,
+        test_rows: 0,
         train_class_balance: class_balance(&run.train),
         eval_class_balance: class_balance(&run.eval),
+        test_class_balance: [0, 0],
         train_sources: {
             let mut s: Vec<String> = run.train.iter().map(|e| e.source.clone()).collect();
             s.sort();
@@ -273,14 +283,22 @@ impl Run<'_> {
         let rows: Vec<usize> = batch.repeat(copies);
         let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.train_ids[i].as_slice()).collect();
         let inputs = self.base.tokenizer.pad(&seqs, &Device::Cpu)?;
-        let labels: Vec<u32> = rows.iter().map(|&i| self.train[i].label as u32).collect();
+        let classes: Vec<usize> = rows.iter().map(|&i| self.train[i].label).collect();
+        let labels: Vec<u32> = classes.iter().map(|&c| c as u32).collect();
         let labels = Tensor::from_vec(labels, rows.len(), &Device::Cpu)?;
         let logits = self.model.model.forward(
             &inputs.input_ids,
             &inputs.attention_mask,
             Mode::Train { seed },
         )?;
-        let ce = classifier::ops::cross_entropy(&logits, &labels)?;
+        let ce = match &self.hyper.class_weights {
+            None => classifier::ops::cross_entropy(&logits, &labels)?,
+            Some(w) => {
+                let w: Vec<f32> = classes.iter().map(|&c| w[c] as f32).collect();
+                let w = Tensor::from_vec(w, rows.len(), &Device::Cpu)?;
+                classifier::ops::weighted_cross_entropy(&logits, &labels, &w)?
+            }
+        };
         let value = ce.to_scalar::<f32>()?;
         let loss = if copies == 2 {
             // The paper's CE1 + CE2 + alpha/2 (KL12 + KL21), halved to keep the CE scale.
@@ -548,15 +566,15 @@ impl Run<'_> {
             let m = &eval.overall;
             progress.suspend(|| {
                 tracing::info!(
-                    "epoch {} on {} test examples: accuracy {:.4} precision {:.4} recall {:.4} f1 {:.4} macro_f1 {:.4} loss {:.4} ({:.0}s)",
+                    "epoch {} on {} validation examples: accuracy {:.4} balanced {:.4} f1 {:.4} macro_f1 {:.4} loss {:.4} ece {:.4} ({:.0}s)",
                     epoch + 1,
                     m.examples,
                     m.accuracy,
-                    m.precision,
-                    m.recall,
+                    m.balanced_accuracy,
                     m.f1_score,
                     m.macro_f1,
                     m.loss.unwrap_or(f64::NAN),
+                    m.ece.unwrap_or(f64::NAN),
                     eval_start.elapsed().as_secs_f64()
                 );
                 for (source, s) in &eval.per_source {
@@ -578,30 +596,18 @@ impl Run<'_> {
                 },
                 eval: eval.clone(),
             });
+            // Selection on validation only, by macro F1: label-symmetric, so class weights
+            // or a skewed split cannot make a one-sided model look best.
             if state
                 .best_f1
-                .is_none_or(|best| eval.overall.f1_score > best)
+                .is_none_or(|best| eval.overall.macro_f1 > best)
             {
-                state.best_f1 = Some(eval.overall.f1_score);
+                state.best_f1 = Some(eval.overall.macro_f1);
                 state.best_epoch = Some(epoch + 1);
                 self.with_eval_weights(Self::save_model)?;
-                classifier::atomic::write_json(
-                    &args.results_dir.join("metrics.json"),
-                    &MetricsFile {
-                        eval,
-                        epoch: epoch + 1,
-                        labels: LABELS.iter().map(|s| s.to_string()).collect(),
-                        split: format!(
-                            "test ({} of {} rows)",
-                            self.eval.len(),
-                            data.eval_rows_available
-                        ),
-                        model_dir: args.output_dir.clone(),
-                    },
-                )?;
                 progress.suspend(|| {
                     tracing::info!(
-                        "epoch {} is the best so far: saved {}",
+                        "epoch {} has the best validation macro F1 so far: saved {}",
                         epoch + 1,
                         args.output_dir.display()
                     )
@@ -615,6 +621,29 @@ impl Run<'_> {
             }
         }
         progress.finish_and_clear();
+        let mut data = data;
+        let best_epoch = state.best_epoch.context("no epoch was evaluated")?;
+        let last = self.final_evaluation(&mut data)?;
+        let selection = format!(
+            "epoch {best_epoch} of {}: the best macro F1 on {} ({} rows)",
+            args.epochs, data.validation_from, data.eval_rows
+        );
+        classifier::atomic::write_json(
+            &args.results_dir.join("metrics.json"),
+            &MetricsFile {
+                eval: last.test.clone(),
+                epoch: best_epoch,
+                labels: LABELS.iter().map(|s| s.to_string()).collect(),
+                split: format!(
+                    "test ({} of {} rows), evaluated once, on the kept model",
+                    data.test_rows, data.test_rows_available
+                ),
+                selection: selection.clone(),
+                validation: last.validation,
+                calibration: last.calibration.clone(),
+                model_dir: args.output_dir.clone(),
+            },
+        )?;
 
         let summary = RunSummary {
             run_id: state.run_id.clone(),
@@ -635,6 +664,9 @@ impl Run<'_> {
             data,
             epochs: state.history.clone(),
             best_epoch: state.best_epoch,
+            selection,
+            test: Some(last.test),
+            calibration: Some(last.calibration),
             wall_time_s: wall_before + wall.elapsed().as_secs_f64(),
             train_time_s: state.train_seconds,
             train_examples_per_s: state.examples_seen as f64 / state.train_seconds.max(1e-9),
@@ -655,6 +687,98 @@ impl Run<'_> {
             let _ = std::fs::remove_dir_all(&self.ckpt_dir);
         }
         Ok(Outcome::Completed(Box::new(summary)))
+    }
+
+    /// Loads the kept model back from the model folder (exactly what is served, long texts
+    /// in windows as serving reads them), fits its confidence temperature on the validation
+    /// split and stores it in pipeline.json, then reads the test split, for the first time,
+    /// and evaluates the calibrated model on it once.
+    fn final_evaluation(&self, data: &mut DataStats) -> Result<Final> {
+        let args = self.args;
+        let clf = Classifier::load_dir(&args.output_dir).with_context(|| {
+            format!(
+                "reloading the kept model from {}",
+                args.output_dir.display()
+            )
+        })?;
+        // The processed texts are cleaned already: tokenized as training saw them.
+        let predict = |examples: &[Example]| -> Result<Vec<Prediction>> {
+            let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+            let windows = clf
+                .tokenizer()
+                .encode_windows(&texts, clf.pipeline().max_length, 0)?;
+            Ok(clf.predict_windows(&windows)?)
+        };
+        let val_raw = predict(&self.eval)?;
+        let logits: Vec<Vec<f32>> = val_raw.iter().map(|p| p.logits.clone()).collect();
+        let labels: Vec<usize> = self.eval.iter().map(|e| e.label).collect();
+        let t = calibration::fit_temperature(&logits, &labels);
+        let pipeline = Pipeline {
+            temperature: t,
+            ..clf.pipeline().clone()
+        };
+        classifier::atomic::write_json(&args.output_dir.join(PIPELINE_FILE), &pipeline)?;
+        let at = |preds: &[Prediction], t: f32| -> Vec<Prediction> {
+            preds
+                .iter()
+                .map(|p| Prediction::from_logits(p.logits.clone(), t))
+                .collect()
+        };
+
+        let test_path = args.data_dir.join(TEST_FILE);
+        let test_all = read_examples(&test_path)?;
+        data.test_rows_available = test_all.len();
+        let test = stratified_sample(test_all, args.test_samples, args.seed ^ 2);
+        anyhow::ensure!(!test.is_empty(), "{} has no rows", test_path.display());
+        data.test_rows = test.len();
+        data.test_class_balance = class_balance(&test);
+        let test_raw = predict(&test)?;
+        let test_eval = score(&at(&test_raw, t), &test);
+        let validation = score(&at(&val_raw, t), &self.eval);
+        let ece = |preds: &[Prediction], examples: &[Example]| {
+            let refs: Vec<&Prediction> = preds.iter().collect();
+            let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
+            evaluate::calibration(&refs, &labels)
+        };
+        let calibration = CalibrationReport {
+            temperature: t,
+            fitted_on: format!("{} ({} rows)", data.validation_from, self.eval.len()),
+            validation_nll_before: calibration::nll(&logits, &labels, 1.0),
+            validation_nll_after: calibration::nll(&logits, &labels, t.into()),
+            validation_ece_before: ece(&val_raw, &self.eval).ece,
+            validation_ece_after: ece(&at(&val_raw, t), &self.eval).ece,
+            test_ece_before: ece(&test_raw, &test).ece,
+            test_ece_after: ece(&at(&test_raw, t), &test).ece,
+            test_reliability_before: ece(&test_raw, &test),
+            test_reliability: ece(&at(&test_raw, t), &test),
+        };
+        let m = &test_eval.overall;
+        tracing::info!(
+            "kept model on {} test examples (first look): accuracy {:.4} balanced {:.4} f1 {:.4} macro_f1 {:.4}; temperature {t:.3} (validation ECE {:.4} -> {:.4}, test ECE {:.4} -> {:.4})",
+            m.examples,
+            m.accuracy,
+            m.balanced_accuracy,
+            m.f1_score,
+            m.macro_f1,
+            calibration.validation_ece_before,
+            calibration.validation_ece_after,
+            calibration.test_ece_before,
+            calibration.test_ece_after
+        );
+        for (source, s) in &test_eval.per_source {
+            tracing::info!(
+                "  {source}: accuracy {:.4} balanced {:.4} f1 {:.4} ({} examples)",
+                s.accuracy,
+                s.balanced_accuracy,
+                s.f1_score,
+                s.examples
+            );
+        }
+        Ok(Final {
+            test: test_eval,
+            validation,
+            calibration,
+        })
     }
 
     fn interrupted(&self, state: &TrainState, progress: &ProgressBar) -> Result<Outcome> {

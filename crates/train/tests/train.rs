@@ -253,6 +253,153 @@ fn the_model_learns_a_simple_task() {
         last.eval.overall.accuracy
     );
     assert!(first.eval.overall.accuracy < last.eval.overall.accuracy);
+    assert!(
+        summary.data.validation_from.contains("no validation rows"),
+        "a folder from an older preprocess gets a held-out share of train.csv: {}",
+        summary.data.validation_from
+    );
+    assert_eq!(
+        summary.data.eval_rows, 32,
+        "a tenth of the 320 training rows"
+    );
+    assert_eq!(summary.data.train_rows, 288);
+}
+
+/// Trains on `data` (train, validation and test files already there) and returns the run's
+/// summary with the bytes of the saved weights and pipeline.
+fn train_on(
+    work: &Path,
+    model: &Path,
+    epochs: &str,
+    extra: &[&str],
+) -> (train::runlog::RunSummary, Vec<u8>, String) {
+    let mut flags = vec![
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "8",
+        "--lr",
+        "2e-3",
+        "--grad-accum",
+        "1",
+    ];
+    flags.extend_from_slice(extra);
+    let summary =
+        completed(train::run(&train_args(model, work, &flags), &AtomicBool::new(false)).unwrap());
+    let weights = std::fs::read(work.join("model_output/model.safetensors")).unwrap();
+    let pipeline = std::fs::read_to_string(work.join("model_output/pipeline.json")).unwrap();
+    (summary, weights, pipeline)
+}
+
+#[test]
+fn the_test_split_decides_nothing_and_is_read_once_at_the_end() {
+    let root = tempfile::tempdir().unwrap();
+    let all = cue_task(260, 3);
+    let texts: Vec<&str> = all.iter().map(|e| e.text.as_str()).collect();
+    let model = tiny_model(root.path(), &texts, TinySize::default());
+    let test = &all[200..];
+    let flipped: Vec<Example> = test
+        .iter()
+        .map(|e| Example {
+            label: 1 - e.label,
+            ..e.clone()
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for (name, test_rows) in [("a", test.to_vec()), ("b", flipped)] {
+        let work = root.path().join(name);
+        let data = work.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        write_examples(&data.join("train.csv"), &all[..160]).unwrap();
+        write_examples(&data.join("validation.csv"), &all[160..200]).unwrap();
+        write_examples(&data.join("test.csv"), &test_rows).unwrap();
+        runs.push(train_on(&work, &model, "3", &[]));
+    }
+    let ((a, wa, pa), (b, wb, pb)) = (&runs[0], &runs[1]);
+    assert_eq!(a.data.validation_from, "validation.csv");
+    assert_eq!(
+        a.best_epoch, b.best_epoch,
+        "the kept epoch ignores test.csv"
+    );
+    assert_eq!(
+        a.epochs, b.epochs,
+        "every per-epoch evaluation is on validation"
+    );
+    assert!(wa == wb, "the kept weights ignore test.csv");
+    assert_eq!(pa, pb, "the temperature is fitted on validation");
+    let (ta, tb) = (a.test.as_ref().unwrap(), b.test.as_ref().unwrap());
+    assert!(
+        (ta.overall.accuracy + tb.overall.accuracy - 1.0).abs() < 1e-12,
+        "flipped test labels flip the test accuracy: {} and {}",
+        ta.overall.accuracy,
+        tb.overall.accuracy
+    );
+    let calibration = a.calibration.as_ref().unwrap();
+    assert!(calibration.temperature > 0.0);
+    assert!(calibration.validation_nll_after <= calibration.validation_nll_before + 1e-9);
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.path().join("a/results/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        metrics["split"]
+            .as_str()
+            .unwrap()
+            .starts_with("test (60 of 60 rows), evaluated once")
+    );
+    assert!(
+        metrics["selection"]
+            .as_str()
+            .unwrap()
+            .contains("validation.csv")
+    );
+    assert_eq!(
+        metrics["calibration"]["test_reliability"]["bins"]
+            .as_array()
+            .unwrap()
+            .len(),
+        15
+    );
+    assert!(metrics["balanced_accuracy"].is_f64() && metrics["ece"].is_f64());
+    let served = Classifier::load_dir(&root.path().join("a/model_output")).unwrap();
+    assert_eq!(served.pipeline().temperature, calibration.temperature);
+}
+
+#[test]
+fn balanced_class_weights_follow_the_label_counts() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    // 3 negatives for every positive: auto turns balancing on (75% > 55%).
+    let all: Vec<Example> = cue_task(400, 4)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, e)| e.label == 0 || i % 3 == 0)
+        .map(|(_, e)| e)
+        .collect();
+    let data = work.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_examples(&data.join("train.csv"), &all[..200]).unwrap();
+    write_examples(&data.join("validation.csv"), &all[200..240]).unwrap();
+    write_examples(&data.join("test.csv"), &all[240..]).unwrap();
+    let texts: Vec<&str> = all.iter().map(|e| e.text.as_str()).collect();
+    let model = tiny_model(work, &texts, TinySize::default());
+    let (neg, pos) = {
+        let pos = all[..200].iter().filter(|e| e.label == 1).count() as f64;
+        (200.0 - pos, pos)
+    };
+    let (summary, _, _) = train_on(work, &model, "1", &[]);
+    let w = summary
+        .hyperparameters
+        .class_weights
+        .expect("auto balances a 3:1 split");
+    assert!(
+        (w[0] - 200.0 / (2.0 * neg)).abs() < 1e-12 && (w[1] - 200.0 / (2.0 * pos)).abs() < 1e-12,
+        "{w:?}"
+    );
+    let (summary, _, _) = train_on(work, &model, "1", &["--class-weight", "none"]);
+    assert_eq!(summary.hyperparameters.class_weights, None);
+    let recall = &summary.test.unwrap().overall.recall_per_class;
+    assert_eq!(recall.len(), 2, "per-class recall is reported");
 }
 
 /// One optimizer step over 4 micro-batches of 2 equals one over a batch of 8 (dropout off;

@@ -458,6 +458,8 @@ async fn model(State(state): State<Arc<AppState>>) -> PageResponse {
         per_source: Vec::new(),
         loss_chart: None,
         eval_chart: None,
+        reliability_chart: None,
+        calibration_note: String::new(),
     };
     page.build(info.ok().filter(|i| i.ready), log.ok());
     PageResponse {

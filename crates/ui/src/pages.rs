@@ -134,6 +134,9 @@ pub struct ModelPage {
     pub per_source: Vec<(String, u64, String, String)>,
     pub loss_chart: Option<String>,
     pub eval_chart: Option<String>,
+    /// Confidence against accuracy on the test split, before and after calibration.
+    pub reliability_chart: Option<String>,
+    pub calibration_note: String,
 }
 
 fn pct(v: &Value) -> String {
@@ -155,10 +158,12 @@ impl ModelPage {
         if let Some(m) = &metrics {
             for (key, name) in [
                 ("accuracy", "Accuracy"),
+                ("balanced_accuracy", "Balanced accuracy"),
                 ("precision", "Precision"),
                 ("recall", "Recall"),
                 ("f1_score", "F1"),
                 ("macro_f1", "Macro F1"),
+                ("ece", "Calibration error (ECE)"),
             ] {
                 if m.get(key).is_some() {
                     self.metrics.push((name.into(), pct(&m[key])));
@@ -171,10 +176,14 @@ impl ModelPage {
                 .as_u64()
                 .map_or_else(|| "?".to_string(), |n| format!("{n} examples"));
             self.metrics_note = format!(
-                "Computed on held-out data: {}; best epoch {}.",
+                "Computed on held-out data: {}; kept {}.",
                 m["split"].as_str().map_or(examples, str::to_string),
-                m["epoch"].as_u64().map_or("?".into(), |n| n.to_string()),
+                m["selection"].as_str().map_or_else(
+                    || format!("epoch {}", m["epoch"].as_u64().unwrap_or(0)),
+                    str::to_string
+                ),
             );
+            self.reliability(&m["calibration"]);
             let labels: Vec<String> = m["labels"]
                 .as_array()
                 .map(|l| {
@@ -225,7 +234,7 @@ impl ModelPage {
                         points: train,
                     },
                     Series {
-                        name: "test loss".into(),
+                        name: "validation loss".into(),
                         color: "#bf3989",
                         points: eval_loss,
                     },
@@ -238,7 +247,7 @@ impl ModelPage {
                     .collect()
             };
             self.eval_chart = line_chart(
-                "Test accuracy and F1 by epoch",
+                "Validation accuracy and macro F1 by epoch",
                 "epoch",
                 &[
                     Series {
@@ -247,14 +256,59 @@ impl ModelPage {
                         points: per_epoch("accuracy"),
                     },
                     Series {
-                        name: "F1".into(),
+                        name: "macro F1".into(),
                         color: "#9a6700",
-                        points: per_epoch("f1_score"),
+                        points: per_epoch("macro_f1"),
                     },
                 ],
             );
         }
         self.info = info;
+    }
+}
+
+impl ModelPage {
+    /// The reliability diagram and its note from metrics.json's `calibration`.
+    fn reliability(&mut self, c: &Value) {
+        let Some(t) = c["temperature"].as_f64() else {
+            return;
+        };
+        let points = |key: &str| -> Vec<(f64, f64)> {
+            c[key]["bins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["count"].as_u64().unwrap_or(0) > 0)
+                .filter_map(|b| Some((b["confidence"].as_f64()?, b["accuracy"].as_f64()?)))
+                .collect()
+        };
+        self.reliability_chart = line_chart(
+            "Accuracy against confidence on the test split",
+            "confidence",
+            &[
+                Series {
+                    name: "perfectly calibrated".into(),
+                    color: "#6e7781",
+                    points: vec![(0.5, 0.5), (1.0, 1.0)],
+                },
+                Series {
+                    name: "raw softmax".into(),
+                    color: "#bf3989",
+                    points: points("test_reliability_before"),
+                },
+                Series {
+                    name: format!("served (temperature {t:.2})"),
+                    color: "#0969da",
+                    points: points("test_reliability"),
+                },
+            ],
+        );
+        self.calibration_note = format!(
+            "Confidences are softmax(logits / {t:.3}), the temperature fitted on {}. Expected calibration error on test: {:.3} raw, {:.3} served.",
+            c["fitted_on"].as_str().unwrap_or("validation data"),
+            c["test_ece_before"].as_f64().unwrap_or(f64::NAN),
+            c["test_ece_after"].as_f64().unwrap_or(f64::NAN),
+        );
     }
 }
 

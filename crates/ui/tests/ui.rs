@@ -97,6 +97,20 @@ async fn stub_predict(State(s): State<Stub>, Json(body): Json<Value>) -> Respons
     .into_response()
 }
 
+/// metrics.json's calibration record (its own `json!`: one literal exceeds the macro's
+/// recursion limit).
+fn calibration() -> Value {
+    json!({"temperature": 1.7, "fitted_on": "validation.csv (500 rows)",
+                "test_ece_before": 0.082, "test_ece_after": 0.031,
+                "test_reliability_before": {"ece": 0.082, "bins": [
+                    {"lower": 0.6, "upper": 0.667, "count": 20, "confidence": 0.63, "accuracy": 0.55},
+                    {"lower": 0.933, "upper": 1.0, "count": 180, "confidence": 0.98, "accuracy": 0.93}]},
+                "test_reliability": {"ece": 0.031, "bins": [
+                    {"lower": 0.6, "upper": 0.667, "count": 40, "confidence": 0.62, "accuracy": 0.6},
+                    {"lower": 0.667, "upper": 0.733, "count": 0, "confidence": 0.0, "accuracy": 0.0},
+                    {"lower": 0.933, "upper": 1.0, "count": 160, "confidence": 0.95, "accuracy": 0.94}]}})
+}
+
 async fn stub_info() -> Json<Value> {
     Json(json!({
         "version": "0.1.0", "model_path": "model_output", "ready": true,
@@ -106,7 +120,10 @@ async fn stub_info() -> Json<Value> {
         "training_metrics": {"accuracy": 0.91, "precision": 0.9, "recall": 0.92, "f1_score": 0.91,
             "macro_f1": 0.905, "loss": 0.25, "examples": 200, "epoch": 2,
             "labels": ["negative", "positive"], "confusion_matrix": [[90, 10], [8, 92]],
-            "per_source": {"imdb": {"accuracy": 0.91, "f1_score": 0.91, "examples": 200}}},
+            "per_source": {"imdb": {"accuracy": 0.91, "f1_score": 0.91, "examples": 200}},
+            "balanced_accuracy": 0.9075, "ece": 0.031,
+            "selection": "epoch 2 of 2: the best macro F1 on validation.csv (500 rows)",
+            "calibration": calibration()},
         "limits": {"max_inputs": 4, "max_body_bytes": 2097152, "max_batch_size": 32, "max_batch_tokens": 16384, "max_queue": 512}
     }))
 }
@@ -435,6 +452,10 @@ async fn model_page_draws_metrics_matrix_and_curves() {
     assert!(page.contains("91.0%") && page.contains("Macro F1"));
     assert!(page.contains("aria-label=\"Confusion matrix\"") && page.contains(">92<"));
     assert!(page.contains("Training loss by optimizer step") && page.contains("<polyline"));
-    assert!(page.contains("Test accuracy and F1 by epoch"));
+    assert!(page.contains("Validation accuracy and macro F1 by epoch"));
     assert!(page.contains("imdb"));
+    assert!(page.contains("Balanced accuracy") && page.contains("90.8%"));
+    assert!(page.contains("the best macro F1 on validation.csv"));
+    assert!(page.contains("Accuracy against confidence on the test split"));
+    assert!(page.contains("served (temperature 1.70)") && page.contains("0.082 raw, 0.031 served"));
 }

@@ -3,10 +3,13 @@
 //!
 //! For single-segment inputs a BERT encoder is a DistilBERT encoder: the token-type embedding
 //! of segment 0 is a constant added to every position, so it folds into the position table.
-//! The pooler (and any classifier on top of it) has no DistilBERT counterpart and is dropped;
-//! the caller then gives the model a fresh DistilBERT head.
+//! A `BertForSequenceClassification` head is `classifier(dropout(tanh(pooler.dense(first
+//! token))))`: DistilBERT's `classifier(dropout(relu(pre_classifier(first token))))` with
+//! tanh for ReLU, so the pooler becomes `pre_classifier` with
+//! [`HeadActivation::Tanh`](super::distilbert::HeadActivation). A bare encoder's pooler
+//! (pretrained on next-sentence prediction, not on sentiment) is dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -54,6 +57,13 @@ pub struct BertConfig {
     pub position_embedding_type: Option<String>,
     #[serde(default = "default_init")]
     pub initializer_range: f64,
+    /// Dropout before `classifier`; `hidden_dropout_prob` when null.
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
+    #[serde(default)]
+    pub id2label: BTreeMap<String, String>,
+    #[serde(default)]
+    pub label2id: BTreeMap<String, usize>,
 }
 
 /// The DistilBERT config with the same encoder, or why there is none.
@@ -92,15 +102,30 @@ pub fn convert_config(bert: &BertConfig) -> Result<distilbert::Config, String> {
         attention_dropout: bert.attention_probs_dropout_prob,
         activation,
         initializer_range: bert.initializer_range,
+        seq_classif_dropout: bert.classifier_dropout.unwrap_or(bert.hidden_dropout_prob),
         pad_token_id: bert.pad_token_id,
         ..Default::default()
     };
+    if !bert.id2label.is_empty() {
+        cfg.id2label = bert.id2label.clone();
+        cfg.label2id = bert.label2id.clone();
+    }
     cfg.extra.clear();
     Ok(cfg)
 }
 
+/// A `BertForSequenceClassification` head's names and the DistilBERT ones they take.
+const HEAD_RENAMES: [(&str, &str); 4] = [
+    ("pooler.dense.weight", "pre_classifier.weight"),
+    ("pooler.dense.bias", "pre_classifier.bias"),
+    ("classifier.weight", "classifier.weight"),
+    ("classifier.bias", "classifier.bias"),
+];
+
 /// Renames a BERT checkpoint's tensors into DistilBERT's, folding token type 0 into the
-/// position embeddings. Returns the tensors and the names that were dropped.
+/// position embeddings, and a classifier's pooler head into `pre_classifier` (only when the
+/// checkpoint has a `classifier`: a bare encoder's pooler is no sentiment head). Returns the
+/// tensors and the names that were dropped.
 pub fn convert_tensors(
     tensors: HashMap<String, Tensor>,
     cfg: &distilbert::Config,
@@ -152,6 +177,13 @@ pub fn convert_tensors(
                 if let Some(t) = src.remove(&format!("encoder.layer.{i}.{from}.{leaf}")) {
                     out.insert(format!("{e}.transformer.layer.{i}.{to}.{leaf}"), t);
                 }
+            }
+        }
+    }
+    if src.contains_key("classifier.weight") {
+        for (from, to) in HEAD_RENAMES {
+            if let Some(t) = src.remove(from) {
+                out.insert(to.to_string(), t);
             }
         }
     }

@@ -11,6 +11,8 @@
 //! non-padding tokens instead of the first token, the pooling sentence-transformers encoders
 //! (all-MiniLM-L6-v2 and kin) were trained with. Such a folder still loads in `transformers`,
 //! which ignores the key, but predicts differently there; first-token configs are unchanged.
+//! Another, `"classifier_activation": "tanh"`, runs a fine-tuned BERT classifier's own
+//! pooler head (see [`super::bert`]); it exists only in memory, for serving.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +61,24 @@ impl std::fmt::Display for Pooling {
             Pooling::Cls => "cls",
             Pooling::Mean => "mean",
         })
+    }
+}
+
+/// What the head applies between `pre_classifier` and `classifier`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadActivation {
+    /// `DistilBertForSequenceClassification`'s ReLU.
+    #[default]
+    Relu,
+    /// `BertForSequenceClassification`'s pooler (`tanh(dense(first token))`), kept when a
+    /// fine-tuned BERT classifier is served.
+    Tanh,
+}
+
+impl HeadActivation {
+    fn is_relu(&self) -> bool {
+        *self == HeadActivation::Relu
     }
 }
 
@@ -141,6 +161,10 @@ pub struct Config {
     /// first-token models stay exactly what `transformers` writes.
     #[serde(default, skip_serializing_if = "Pooling::is_cls")]
     pub pooling: Pooling,
+    /// Not a `DistilBertConfig` field either: `tanh` only for a BERT classifier's own head,
+    /// which is served but never saved in this layout (transformers would apply ReLU).
+    #[serde(default, skip_serializing_if = "HeadActivation::is_relu")]
+    pub classifier_activation: HeadActivation,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -755,6 +779,7 @@ pub struct DistilBertForSequenceClassification {
     classifier: Linear,
     seq_classif_dropout: f64,
     pooling: Pooling,
+    head_activation: HeadActivation,
     kernels: Kernels,
     precision: Precision,
 }
@@ -770,6 +795,7 @@ impl DistilBertForSequenceClassification {
             classifier: Linear::load(vb.pp("classifier"), cfg.dim, num_labels)?,
             seq_classif_dropout: cfg.seq_classif_dropout,
             pooling: cfg.pooling,
+            head_activation: cfg.classifier_activation,
             kernels: Kernels::default(),
             precision: Precision::default(),
         })
@@ -850,7 +876,11 @@ impl DistilBertForSequenceClassification {
             Pooling::Cls => hidden.i((.., 0))?.contiguous()?,
             Pooling::Mean => mean_over_mask(&hidden, attention_mask)?,
         };
-        let pooled = self.pre_classifier.forward(&pooled, k)?.relu()?;
+        let pooled = self.pre_classifier.forward(&pooled, k)?;
+        let pooled = match self.head_activation {
+            HeadActivation::Relu => pooled.relu()?,
+            HeadActivation::Tanh => pooled.tanh()?,
+        };
         let pooled = mode.dropout(&pooled, self.seq_classif_dropout, SITE_HEAD, k)?;
         self.classifier.forward(&pooled, k)?.to_dtype(DType::F32)
     }

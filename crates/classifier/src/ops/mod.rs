@@ -119,6 +119,20 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, labels)
 }
 
+/// Cross-entropy with a weight per example: `(1/n) sum_i w_i CE_i`. With class weights
+/// `w_i = weight[label_i]` that average to 1 over the training data (balanced:
+/// `n / (classes x n_class)`), the loss keeps the plain mean's scale while each class
+/// counts as much as the others. `weights` is `(batch,)` f32.
+pub fn weighted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
+    let picked = log_p.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+    (picked * weights)?.neg()?.mean_all()
+}
+
 /// KL(p||q) + KL(q||p) between the softmax distributions of two `(batch, classes)` logits,
 /// averaged over the batch: R-Drop's consistency term (Liang et al. 2021).
 pub fn symmetric_kl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -135,6 +149,30 @@ pub fn symmetric_kl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn weighted_cross_entropy_follows_the_formula() -> Result<()> {
+        let logits = Tensor::new(&[[2.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]], &Device::Cpu)?;
+        let labels = Tensor::new(&[0u32, 1, 1], &Device::Cpu)?;
+        let ce = |z: [f64; 2], y: usize| {
+            let lse = (z[0].exp() + z[1].exp()).ln();
+            lse - z[y]
+        };
+        let each = [ce([2.0, 0.0], 0), ce([0.0, 1.0], 1), ce([1.0, 1.0], 1)];
+        let w = [3.0, 0.5, 0.5];
+        let want = (w[0] * each[0] + w[1] * each[1] + w[2] * each[2]) / 3.0;
+        let weights = Tensor::new(&[3.0f32, 0.5, 0.5], &Device::Cpu)?;
+        let got = weighted_cross_entropy(&logits, &labels, &weights)?.to_scalar::<f32>()?;
+        assert!((f64::from(got) - want).abs() < 1e-6, "{got} vs {want}");
+        let ones = Tensor::ones(3, candle_core::DType::F32, &Device::Cpu)?;
+        let plain = cross_entropy(&logits, &labels)?.to_scalar::<f32>()?;
+        let unweighted = weighted_cross_entropy(&logits, &labels, &ones)?.to_scalar::<f32>()?;
+        assert!(
+            (plain - unweighted).abs() < 1e-6,
+            "weights of 1 are the plain mean"
+        );
+        Ok(())
+    }
 
     #[test]
     fn symmetric_kl_matches_the_definition() -> Result<()> {
