@@ -485,3 +485,50 @@ async fn int8_precision_serves_close_to_f32() {
     let err = api::Args::try_parse_from(["api", "--precision", "bf16"]).unwrap_err();
     assert!(err.to_string().contains("f32 or int8"), "{err}");
 }
+
+/// A text longer than the model's max length is read in windows through the queue, and the
+/// api's answer is the library's (the mean of the windows' logits, with the temperature);
+/// `LONG_TEXT=truncate` serves the truncated reading instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_texts_are_read_in_windows_as_the_library_reads_them() {
+    use classifier::{LongText, LongTextPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let clf = Classifier::load_dir(&model).unwrap();
+    let long = TEXTS
+        .join(" ")
+        .repeat(1 + 3 * clf.pipeline().max_length / TEXTS.len());
+    assert!(clf.encode_windows(&[&long]).unwrap()[0].len() > 2);
+    let scores = |body: &Value| -> Vec<f64> {
+        body["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["score"].as_f64().unwrap())
+            .collect()
+    };
+    for (flags, mode) in [
+        (vec![], LongText::Windows),
+        (vec!["--long-text", "truncate"], LongText::Truncate),
+    ] {
+        let s = Server::ready(&model, &flags).await;
+        let (status, body) = s.predict(json!({"text": long})).await;
+        assert_eq!(status, 200, "{body}");
+        let want = Classifier::load_dir(&model)
+            .unwrap()
+            .with_long_text(LongTextPolicy { mode, stride: 0 })
+            .predict(&[&long])
+            .unwrap()
+            .remove(0);
+        for (g, w) in scores(&body).iter().zip(&want.probabilities) {
+            assert!(
+                (g - f64::from(*w)).abs() < 1e-6,
+                "{mode}: {body} vs {want:?}"
+            );
+        }
+        let (_, info) = s.get("/info").await;
+        let info: Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(info["long_text"], mode.to_string());
+        s.stop().await;
+    }
+}

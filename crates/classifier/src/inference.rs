@@ -255,12 +255,16 @@ impl Classifier {
         &self.tokenizer
     }
 
-    /// Cleans and tokenizes texts as the model was trained; ids include `[CLS]`/`[SEP]`.
-    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let cleaned: Vec<String> = texts
+    fn clean(&self, texts: &[&str]) -> Vec<String> {
+        texts
             .iter()
             .map(|t| self.pipeline.cleaning.clean(t))
-            .collect();
+            .collect()
+    }
+
+    /// Cleans and tokenizes texts as the model was trained; ids include `[CLS]`/`[SEP]`.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let cleaned = self.clean(texts);
         let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
         self.tokenizer
             .encode_batch(&refs, self.pipeline.max_length, self.pipeline.truncation)
@@ -269,10 +273,7 @@ impl Classifier {
     /// Like [`Classifier::encode`], also giving each text's length before truncation
     /// (word pieces plus `[CLS]`/`[SEP]`): more than the max length means it was cut.
     pub fn encode_with_lengths(&self, texts: &[&str]) -> Result<Vec<(Vec<u32>, usize)>> {
-        let cleaned: Vec<String> = texts
-            .iter()
-            .map(|t| self.pipeline.cleaning.clean(t))
-            .collect();
+        let cleaned = self.clean(texts);
         let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
         self.tokenizer.encode_batch_with_lengths(
             &refs,
@@ -306,10 +307,7 @@ impl Classifier {
                 .map(|ids| vec![ids])
                 .collect());
         }
-        let cleaned: Vec<String> = texts
-            .iter()
-            .map(|t| self.pipeline.cleaning.clean(t))
-            .collect();
+        let cleaned = self.clean(texts);
         let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
         self.tokenizer
             .encode_windows(&refs, self.pipeline.max_length, policy.stride)

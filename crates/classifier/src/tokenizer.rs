@@ -344,15 +344,7 @@ impl TextTokenizer {
         max_length: usize,
         truncation: Truncation,
     ) -> Result<Vec<(Vec<u32>, usize)>> {
-        if max_length < 3 {
-            return Err(Error::Input(format!(
-                "max_length {max_length} is too small: [CLS] and [SEP] alone take 2 tokens"
-            )));
-        }
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encodings = self.word_pieces(texts, max_length)?;
         Ok(encodings
             .iter()
             .map(|enc| {
@@ -372,21 +364,13 @@ impl TextTokenizer {
         max_length: usize,
         stride: usize,
     ) -> Result<Vec<Vec<Vec<u32>>>> {
-        if max_length < 3 {
-            return Err(Error::Input(format!(
-                "max_length {max_length} is too small: [CLS] and [SEP] alone take 2 tokens"
-            )));
-        }
         let budget = max_length - 2;
         let stride = if stride == 0 {
             budget.div_ceil(2)
         } else {
             stride.min(budget)
         };
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encodings = self.word_pieces(texts, max_length)?;
         Ok(encodings
             .iter()
             .map(|enc| {
@@ -399,6 +383,19 @@ impl TextTokenizer {
                     .collect()
             })
             .collect())
+    }
+
+    /// The word pieces of `texts`, without special tokens, once `max_length` is known to
+    /// leave room for some.
+    fn word_pieces(&self, texts: &[&str], max_length: usize) -> Result<Vec<tokenizers::Encoding>> {
+        if max_length < 3 {
+            return Err(Error::Input(format!(
+                "max_length {max_length} is too small: [CLS] and [SEP] alone take 2 tokens"
+            )));
+        }
+        self.inner
+            .encode_batch(texts.to_vec(), false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     /// The number of word pieces of `text` before truncation, without special tokens.
