@@ -43,6 +43,8 @@ pub struct HubSettings {
     pub offline: bool,
     /// `HF_TOKEN`, else the token saved by `huggingface-cli login`.
     pub token: Option<String>,
+    /// `HF_ENDPOINT`: a Hub mirror, e.g. a company's proxy; `None` for huggingface.co.
+    pub endpoint: Option<String>,
 }
 
 impl HubSettings {
@@ -56,12 +58,77 @@ impl HubSettings {
             .ok()
             .filter(|t| !t.is_empty())
             .or_else(|| cache.token());
+        let endpoint = std::env::var("HF_ENDPOINT")
+            .ok()
+            .map(|e| e.trim_end_matches('/').to_string())
+            .filter(|e| !e.is_empty());
         Self {
             cache_dir: cache.path().clone(),
             offline,
             token,
+            endpoint,
         }
     }
+
+    /// The hf-hub client for these settings (cache, endpoint, token, progress bars).
+    pub fn api(&self) -> std::result::Result<hf_hub::api::sync::Api, String> {
+        let mut builder = ApiBuilder::from_cache(Cache::new(self.cache_dir.clone()));
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        builder
+            .with_token(self.token.clone())
+            .with_progress(true)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// The files of `repo` at `revision` already in the cache (relative names), for offline
+    /// use: empty when the cache has no snapshot of that revision.
+    pub fn cached_files(&self, repo: &Repo) -> Vec<String> {
+        let folder = self.cache_dir.join(repo.folder_name());
+        let commit = std::fs::read_to_string(folder.join("refs").join(repo.revision()))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| repo.revision().to_string());
+        let snapshot = folder.join("snapshots").join(commit);
+        let mut out = Vec::new();
+        list_files(&snapshot, &snapshot, &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            list_files(root, &p, out);
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+/// What a failed Hub request means for the user: the HTTP status spelled out, with what to
+/// do, where there is one.
+pub fn describe(e: &hf_hub::api::sync::ApiError) -> String {
+    if let hf_hub::api::sync::ApiError::RequestError(inner) = e
+        && let ureq::Error::StatusCode(code) = **inner
+    {
+        return match code {
+            401 | 403 => format!(
+                "the Hub refused access (HTTP {code}): set HF_TOKEN to a token that can read \
+                 this repository (gated and private ones need one)"
+            ),
+            404 => "not found (HTTP 404): check the id, the revision and the endpoint".into(),
+            500.. => format!("the Hub failed (HTTP {code}): try again later"),
+            _ => format!("the Hub answered HTTP {code}"),
+        };
+    }
+    e.to_string()
 }
 
 fn looks_like_path(s: &str) -> bool {
@@ -135,17 +202,9 @@ fn fetch(hub: &HubSettings, id: &str, revision: &str, files: Files) -> Result<Mo
                 .ok_or_else(|| format!("{f} is not in the cache and HF_HUB_OFFLINE is set"))
         })
     } else {
-        let mut builder = ApiBuilder::from_cache(cache.clone());
-        if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-            builder = builder.with_endpoint(endpoint);
-        }
-        let api = builder
-            .with_token(hub.token.clone())
-            .with_progress(true)
-            .build()
-            .map_err(|e| hub_error(e.to_string()))?;
+        let api = hub.api().map_err(hub_error)?;
         let api_repo: ApiRepo = api.repo(repo.clone());
-        Box::new(move |f: &str| api_repo.get(f).map_err(|e| e.to_string()))
+        Box::new(move |f: &str| api_repo.get(f).map_err(|e| describe(&e)))
     };
 
     let first_of = |files: &[&str]| -> std::result::Result<PathBuf, String> {
@@ -206,6 +265,7 @@ mod tests {
             cache_dir: cache.path().to_path_buf(),
             offline: true,
             token: None,
+            endpoint: None,
         };
         let err = resolve_model_with(&hub, "someone/some-model", None, Files::Model)
             .unwrap_err()

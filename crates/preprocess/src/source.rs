@@ -64,12 +64,6 @@ impl Format {
 /// Hub data sets known by a short name.
 const HUB_ALIASES: [(&str, &str); 1] = [("imdb", "stanfordnlp/imdb")];
 
-/// Parquet files of `stanfordnlp/imdb`, for offline use from a filled cache.
-const IMDB_FILES: [(&str, Split); 2] = [
-    ("plain_text/train-00000-of-00001.parquet", Split::Train),
-    ("plain_text/test-00000-of-00001.parquet", Split::Test),
-];
-
 /// One input with its settings, from `--source LOCATION[,key=value...]`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SourceSpec {
@@ -515,7 +509,6 @@ fn read_folders(root: &Path, sink: &mut dyn FnMut(RowResult) -> Result<()>) -> R
 
 /// Parquet files of a Hub data set with the split each holds (from its path).
 fn hub_files(spec: &SourceSpec, hub: &HubSettings) -> Result<Vec<(PathBuf, Split)>> {
-    use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Cache, Repo, RepoType};
     let id = &spec.location;
     let cache = Cache::new(hub.cache_dir.clone());
@@ -540,27 +533,31 @@ fn hub_files(spec: &SourceSpec, hub: &HubSettings) -> Result<Vec<(PathBuf, Split
             None
         }
     };
-    if hub.offline {
-        let cached = cache.repo(repo);
-        let files: Vec<_> = IMDB_FILES
-            .iter()
-            .filter_map(|(f, s)| cached.get(f).map(|p| (p, *s)))
-            .collect();
-        if id == "stanfordnlp/imdb" && files.len() == IMDB_FILES.len() {
-            return Ok(files);
-        }
-        return Err(explain(
-            "HF_HUB_OFFLINE is set and the cache does not hold its parquet files".into(),
-        ));
-    }
-    let api = ApiBuilder::from_cache(cache)
-        .with_token(hub.token.clone())
-        .with_progress(true)
-        .build()
-        .map_err(|e| explain(e.to_string()))?;
-    let repo = api.repo(repo);
-    let info = repo.info().map_err(|e| explain(e.to_string()))?;
     let mut files = Vec::new();
+    if hub.offline {
+        let cached = cache.repo(repo.clone());
+        for name in hub.cached_files(&repo) {
+            if let (true, Some(split), Some(path)) = (
+                name.ends_with(".parquet"),
+                split_of(&name),
+                cached.get(&name),
+            ) {
+                files.push((path, split));
+            }
+        }
+        if files.is_empty() {
+            return Err(explain(
+                "HF_HUB_OFFLINE is set and the cache does not hold its parquet files".into(),
+            ));
+        }
+        files.sort();
+        return Ok(files);
+    }
+    let api = hub.api().map_err(explain)?;
+    let repo = api.repo(repo);
+    let info = repo
+        .info()
+        .map_err(|e| explain(classifier::hub::describe(&e)))?;
     for sibling in info.siblings {
         let name = sibling.rfilename;
         if !name.ends_with(".parquet") {
@@ -569,7 +566,7 @@ fn hub_files(spec: &SourceSpec, hub: &HubSettings) -> Result<Vec<(PathBuf, Split
         if let Some(split) = split_of(&name) {
             let path = repo
                 .get(&name)
-                .map_err(|e| explain(format!("{name}: {e}")))?;
+                .map_err(|e| explain(format!("{name}: {}", classifier::hub::describe(&e))))?;
             files.push((path, split));
         }
     }
