@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of the Docker stack, exactly as the README runs it: builds the three images,
 # checks the api waits (unhealthy, one clear log line) without a model, trains a tiny model
-# from the committed fixtures (offline), starts api and ui, checks /health, /predict, /info,
+# from the committed fixtures (offline), trains again with the default settings against a Hub
+# stand-in (HF_ENDPOINT, scripts/compose-hub.yml), starts api and ui, checks /health, /predict, /info,
 # the UI pages and batch_predict inside the api container, checks every container is non-root
 # and the image sizes, prints timings, and tears everything down.
 #
@@ -84,6 +85,42 @@ for f in model_output/config.json model_output/model.safetensors model_output/to
   [ -s "$work/$f" ] || fail "trainer did not write $f"
 done
 echo "metrics.json: $(tr -d '\n ' < "$work/results/metrics.json" | cut -c1-200)"
+
+step "trainer with its default settings, the model and data set from a Hub mirror (HF_ENDPOINT)"
+# The main job exactly as a user starts it, but with HF_ENDPOINT at hub-mock, which serves tiny
+# stand-ins under the default ids: distilbert-base-uncased and stanfordnlp/imdb.
+t=$SECONDS
+hub=$work/hub
+mkdir -p "$hub/models/distilbert-base-uncased/main" "$hub/datasets/stanfordnlp/imdb/main"
+cp -r crates/classifier/tests/fixtures/tiny-distilbert/. "$hub/models/distilbert-base-uncased/main/"
+cp -r crates/hub-mock/fixtures/imdb-tiny/. "$hub/datasets/stanfordnlp/imdb/main/"
+chmod -R a+rX "$hub"
+export HUB_ROOT=$hub
+hubc=("${compose[@]}" -f docker-compose.yml -f scripts/compose-hub.yml)
+"${hubc[@]}" build hub
+"${hubc[@]}" up -d hub
+wait_ok "http://127.0.0.1:${E2E_HUB_PORT:-18080}/api/models/distilbert-base-uncased/revision/main" 30
+rm -rf "${work:?}"/model_output/* "${work:?}"/results/* "$work/data/processed"
+"${hubc[@]}" up --exit-code-from trainer trainer
+"${hubc[@]}" stop hub >/dev/null
+mark "trainer via the Hub mirror" $t
+for f in model_output/config.json model_output/model.safetensors results/metrics.json \
+         data/processed/train.csv data/processed/validation.csv data/processed/test.csv; do
+  [ -s "$work/$f" ] || fail "the default trainer run did not write $f"
+done
+python3 - "$work" <<'PY' || fail "the default run did not use the Hub ids"
+import json, sys
+work = sys.argv[1]
+summary = json.load(open(f"{work}/results/run_summary.json"))
+report = json.load(open(f"{work}/data/processed/report.json"))
+base = summary["base_model"]
+assert base["id"] == "distilbert-base-uncased" and len(base["revision"] or "") == 40, base
+assert [s["name"] for s in report["sources"]] == ["imdb"], report["sources"]
+assert report["test"]["rows"] == 40, report["test"]
+print("default run: base", base["id"], "at", base["revision"], "; data imdb,",
+      report["train"]["rows"], "train /", report["validation"]["rows"], "validation /",
+      report["test"]["rows"], "test rows; test accuracy", summary["test"]["accuracy"])
+PY
 
 step "api and ui"
 t=$SECONDS

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Out-of-source quality, as users meet it (run by hand, not in CI): for each of two sources,
 # train on it alone and score the other source's test split, which the model never saw; then
-# score the long-document proxy (scripts/long_documents.py) in truncate and windows mode.
+# score the long-document proxies (scripts/long_documents.py: one verdict per pseudo-review,
+# and mixed 2:1) in truncate and windows mode.
 #
 #   scripts/cross-source.sh BASE_MODEL SNIPPETS.csv TWEETS.csv OUT_DIR [extra train flags...]
 #
@@ -34,6 +35,7 @@ score() { # model, input, name, extra batch flags
   python3 "$here/score_predictions.py" "$out/pred.csv" "$3"
 }
 python3 "$here/long_documents.py" "$snippets" "$out/data/snippets/test.csv" "$out/data/long.csv"
+python3 "$here/long_documents.py" "$snippets" "$out/data/snippets/test.csv" "$out/data/long-mixed.csv" 0.5
 printf 'name\trows\taccuracy\tbalanced\tpos_truth\tpos_pred\tece\n'
 score "$out/snippets/model" "$out/data/snippets/test.csv" "snippets->snippets"
 score "$out/snippets/model" "$out/data/tweets/test.csv" "snippets->tweets"
@@ -41,3 +43,5 @@ score "$out/tweets/model" "$out/data/tweets/test.csv" "tweets->tweets"
 score "$out/tweets/model" "$out/data/snippets/test.csv" "tweets->snippets"
 score "$out/snippets/model" "$out/data/long.csv" "snippets->long(truncate)" --long-text truncate
 score "$out/snippets/model" "$out/data/long.csv" "snippets->long(windows)" --long-text windows
+score "$out/snippets/model" "$out/data/long-mixed.csv" "snippets->long-mixed(truncate)" --long-text truncate
+score "$out/snippets/model" "$out/data/long-mixed.csv" "snippets->long-mixed(windows)" --long-text windows

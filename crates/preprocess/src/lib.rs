@@ -414,44 +414,7 @@ pub fn run(args: &Args) -> Result<Report> {
         );
     }
 
-    // Split: a source's own split where it has one, else seeded and stratified per source.
-    let mut is_test = vec![false; kept.len()];
-    for (si, rep) in reports.iter_mut().enumerate() {
-        let rows: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].source == si).collect();
-        rep.kept = rows.len() as u64;
-        let own = rows.iter().filter(|&&i| kept[i].split.is_some()).count();
-        if !rows.is_empty() && own == rows.len() {
-            rep.split = "source";
-            for &i in &rows {
-                is_test[i] = kept[i].split == Some(Split::Test);
-            }
-            continue;
-        }
-        let loose: Vec<usize> = rows
-            .iter()
-            .copied()
-            .filter(|&i| kept[i].split.is_none())
-            .collect();
-        for &i in &rows {
-            is_test[i] = kept[i].split == Some(Split::Test);
-        }
-        rep.split = if specs[si].group_column.is_some() {
-            "stratified, grouped"
-        } else {
-            "stratified"
-        };
-        let labels: Vec<usize> = loose.iter().map(|&i| kept[i].label).collect();
-        let groups: Option<Vec<Option<String>>> = specs[si]
-            .group_column
-            .as_ref()
-            .map(|_| loose.iter().map(|&i| kept[i].group.clone()).collect());
-        let seed = classifier::ops::site_seed(args.seed, si as u64);
-        let test = split::test_rows(&labels, groups.as_deref(), args.test_size, seed);
-        for (k, &i) in loose.iter().enumerate() {
-            is_test[i] = test[k];
-        }
-    }
-
+    let is_test = test_rows(&kept, &mut reports, &specs, args);
     let is_validation = validation_rows(&kept, &is_test, &specs, args);
     let to_example = |c: &Candidate| Example {
         text: c.text.clone(),
@@ -521,6 +484,54 @@ pub fn run(args: &Args) -> Result<Report> {
     };
     write_json(&out.join(REPORT_FILE), &report)?;
     Ok(report)
+}
+
+/// Which rows go to test: a source's own split where it has one, else seeded and stratified
+/// per source (grouped by its group column). Records each source's kept rows and split kind.
+fn test_rows(
+    kept: &[Candidate],
+    reports: &mut [SourceReport],
+    specs: &[SourceSpec],
+    args: &Args,
+) -> Vec<bool> {
+    let mut is_test = vec![false; kept.len()];
+    for (si, rep) in reports.iter_mut().enumerate() {
+        let rows: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].source == si).collect();
+        rep.kept = rows.len() as u64;
+        let own = rows.iter().filter(|&&i| kept[i].split.is_some()).count();
+        if !rows.is_empty() && own == rows.len() {
+            rep.split = "source";
+            for &i in &rows {
+                is_test[i] = kept[i].split == Some(Split::Test);
+            }
+            continue;
+        }
+        let loose: Vec<usize> = rows
+            .iter()
+            .copied()
+            .filter(|&i| kept[i].split.is_none())
+            .collect();
+        for &i in &rows {
+            is_test[i] = kept[i].split == Some(Split::Test);
+        }
+        rep.split = if specs[si].group_column.is_some() {
+            "stratified, grouped"
+        } else {
+            "stratified"
+        };
+        let labels: Vec<usize> = loose.iter().map(|&i| kept[i].label).collect();
+        let groups: Option<Vec<Option<String>>> = specs[si]
+            .group_column
+            .as_ref()
+            .map(|_| loose.iter().map(|&i| kept[i].group.clone()).collect());
+        let seed = classifier::ops::site_seed(args.seed, si as u64);
+        let test = split::test_rows(&labels, groups.as_deref(), args.test_size, seed);
+        for (k, &i) in loose.iter().enumerate() {
+            is_test[i] = test[k];
+        }
+    }
+
+    is_test
 }
 
 /// Which rows (of those not in test) go to validation: about `--validation-size` of each

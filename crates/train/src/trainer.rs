@@ -621,7 +621,20 @@ impl Run<'_> {
             }
         }
         progress.finish_and_clear();
-        let mut data = data;
+        let wall_time_s = wall_before + wall.elapsed().as_secs_f64();
+        self.finish(&state, data, log.path(), wall_time_s)
+    }
+
+    /// After the last epoch: calibration and the one test evaluation, then metrics.json and
+    /// run_summary.json; the resume checkpoint is no longer needed.
+    fn finish(
+        &self,
+        state: &TrainState,
+        mut data: DataStats,
+        run_log: &Path,
+        wall_time_s: f64,
+    ) -> Result<Outcome> {
+        let args = self.args;
         let best_epoch = state.best_epoch.context("no epoch was evaluated")?;
         let last = self.final_evaluation(&mut data)?;
         let selection = format!(
@@ -667,7 +680,7 @@ impl Run<'_> {
             selection,
             test: Some(last.test),
             calibration: Some(last.calibration),
-            wall_time_s: wall_before + wall.elapsed().as_secs_f64(),
+            wall_time_s,
             train_time_s: state.train_seconds,
             train_examples_per_s: state.examples_seen as f64 / state.train_seconds.max(1e-9),
             optimizer_steps: state.optimizer_step,
@@ -679,7 +692,7 @@ impl Run<'_> {
             outputs: Outputs {
                 model_dir: args.output_dir.clone(),
                 metrics: args.results_dir.join("metrics.json"),
-                run_log: log.path().to_path_buf(),
+                run_log: run_log.to_path_buf(),
             },
         };
         classifier::atomic::write_json(&args.results_dir.join("run_summary.json"), &summary)?;
