@@ -169,6 +169,13 @@ impl ModelPage {
                     self.metrics.push((name.into(), pct(&m[key])));
                 }
             }
+            let class_names = m["labels"].as_array().cloned().unwrap_or_default();
+            if let Some(recalls) = m["recall_per_class"].as_array() {
+                for (label, r) in class_names.iter().zip(recalls) {
+                    let label = label.as_str().unwrap_or("?");
+                    self.metrics.push((format!("Recall of {label}"), pct(r)));
+                }
+            }
             if let Some(l) = m["loss"].as_f64() {
                 self.metrics.push(("Loss".into(), format!("{l:.4}")));
             }

@@ -121,7 +121,7 @@ async fn stub_info() -> Json<Value> {
             "macro_f1": 0.905, "loss": 0.25, "examples": 200, "epoch": 2,
             "labels": ["negative", "positive"], "confusion_matrix": [[90, 10], [8, 92]],
             "per_source": {"imdb": {"accuracy": 0.91, "f1_score": 0.91, "examples": 200}},
-            "balanced_accuracy": 0.9075, "ece": 0.031,
+            "balanced_accuracy": 0.9075, "ece": 0.031, "recall_per_class": [0.9, 0.92],
             "selection": "epoch 2 of 2: the best macro F1 on validation.csv (500 rows)",
             "calibration": calibration()},
         "limits": {"max_inputs": 4, "max_body_bytes": 2097152, "max_batch_size": 32, "max_batch_tokens": 16384, "max_queue": 512}
@@ -455,6 +455,7 @@ async fn model_page_draws_metrics_matrix_and_curves() {
     assert!(page.contains("Validation accuracy and macro F1 by epoch"));
     assert!(page.contains("imdb"));
     assert!(page.contains("Balanced accuracy") && page.contains("90.8%"));
+    assert!(page.contains("Recall of negative") && page.contains("Recall of positive"));
     assert!(page.contains("the best macro F1 on validation.csv"));
     assert!(page.contains("Accuracy against confidence on the test split"));
     assert!(page.contains("served (temperature 1.70)") && page.contains("0.082 raw, 0.031 served"));
