@@ -93,7 +93,10 @@ pub struct ApiDoc;
 ///
 /// Send `{"text": "..."}` for `{sentiment, confidence, scores}`, or Text Embeddings
 /// Inference's `{"inputs": "..." | [...], "truncate": true, "raw_scores": false}` for a
-/// list (or list of lists) of `{label, score}` sorted by score.
+/// list (or list of lists) of `{label, score}` sorted by score. Either form may add
+/// `"long_text": "windows"` (a text longer than the model's max length is read in
+/// overlapping windows whose logits are averaged) or `"truncate"`; the server's `LONG_TEXT`
+/// decides otherwise. Scores are `softmax(logits / temperature)`, calibrated in training.
 #[utoipa::path(
     post,
     path = "/predict",
