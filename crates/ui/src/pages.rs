@@ -156,29 +156,7 @@ impl ModelPage {
                 .unwrap_or_else(|| "–".into());
         }
         if let Some(m) = &metrics {
-            for (key, name) in [
-                ("accuracy", "Accuracy"),
-                ("balanced_accuracy", "Balanced accuracy"),
-                ("precision", "Precision"),
-                ("recall", "Recall"),
-                ("f1_score", "F1"),
-                ("macro_f1", "Macro F1"),
-                ("ece", "Calibration error (ECE)"),
-            ] {
-                if m.get(key).is_some() {
-                    self.metrics.push((name.into(), pct(&m[key])));
-                }
-            }
-            let class_names = m["labels"].as_array().cloned().unwrap_or_default();
-            if let Some(recalls) = m["recall_per_class"].as_array() {
-                for (label, r) in class_names.iter().zip(recalls) {
-                    let label = label.as_str().unwrap_or("?");
-                    self.metrics.push((format!("Recall of {label}"), pct(r)));
-                }
-            }
-            if let Some(l) = m["loss"].as_f64() {
-                self.metrics.push(("Loss".into(), format!("{l:.4}")));
-            }
+            self.metric_stats(m);
             let examples = m["examples"]
                 .as_u64()
                 .map_or_else(|| "?".to_string(), |n| format!("{n} examples"));
@@ -275,6 +253,34 @@ impl ModelPage {
 }
 
 impl ModelPage {
+    /// The grid of test metrics from metrics.json: the headline figures, each class's recall
+    /// and the loss.
+    fn metric_stats(&mut self, m: &Value) {
+        for (key, name) in [
+            ("accuracy", "Accuracy"),
+            ("balanced_accuracy", "Balanced accuracy"),
+            ("precision", "Precision"),
+            ("recall", "Recall"),
+            ("f1_score", "F1"),
+            ("macro_f1", "Macro F1"),
+            ("ece", "Calibration error (ECE)"),
+        ] {
+            if m.get(key).is_some() {
+                self.metrics.push((name.into(), pct(&m[key])));
+            }
+        }
+        let class_names = m["labels"].as_array().cloned().unwrap_or_default();
+        if let Some(recalls) = m["recall_per_class"].as_array() {
+            for (label, r) in class_names.iter().zip(recalls) {
+                let label = label.as_str().unwrap_or("?");
+                self.metrics.push((format!("Recall of {label}"), pct(r)));
+            }
+        }
+        if let Some(l) = m["loss"].as_f64() {
+            self.metrics.push(("Loss".into(), format!("{l:.4}")));
+        }
+    }
+
     /// The reliability diagram and its note from metrics.json's `calibration`.
     fn reliability(&mut self, c: &Value) {
         let Some(t) = c["temperature"].as_f64() else {
