@@ -131,6 +131,22 @@ fn router(state: Arc<State>) -> Router {
     })
 }
 
+/// Runs `cmd` (a binary that uses the Hub) against a cache folder of its own, as a user whose
+/// environment sets only `env` (e.g. `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`): the
+/// test's own Hub variables are cleared, so runs are hermetic.
+pub fn run_isolated(
+    mut cmd: std::process::Command,
+    hf_home: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    cmd.env("HF_HOME", hf_home).env("RUST_LOG", "warn");
+    for k in ["HF_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT"] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("the command runs")
+}
+
 /// The commit hash of one revision of one repository: 40 hex digits, stable across runs.
 pub fn commit_of(kind: &str, id: &str, revision: &str) -> String {
     let part = |salt: u8| {

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use hub_mock::{HubMock, Options};
+use hub_mock::{HubMock, Options, run_isolated};
 
 /// A data set laid out as stanfordnlp/imdb is: plain_text/{train,test,unsupervised}-*.parquet.
 fn write_dataset(dir: &Path) {
@@ -41,16 +41,8 @@ fn preprocess(root: &Path, source: &str, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_preprocess"));
     cmd.args(["--source", source, "--tokenizer", "./none"])
         .arg("--output-dir")
-        .arg(root.join("processed"))
-        .env("HF_HOME", root.join("hf-home"))
-        .env("RUST_LOG", "warn")
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_ENDPOINT");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+        .arg(root.join("processed"));
+    run_isolated(cmd, &root.join("hf-home"), env)
 }
 
 fn rows(path: &Path) -> usize {

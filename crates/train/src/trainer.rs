@@ -87,6 +87,33 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// Logs the kept model's one look at the test split, and what calibration did.
+fn log_final(test: &Evaluation, c: &CalibrationReport) {
+    let m = &test.overall;
+    tracing::info!(
+        "kept model on {} test examples (first look): accuracy {:.4} balanced {:.4} f1 {:.4} macro_f1 {:.4}; temperature {:.3} (validation ECE {:.4} -> {:.4}, test ECE {:.4} -> {:.4})",
+        m.examples,
+        m.accuracy,
+        m.balanced_accuracy,
+        m.f1_score,
+        m.macro_f1,
+        c.temperature,
+        c.validation_ece_before,
+        c.validation_ece_after,
+        c.test_ece_before,
+        c.test_ece_after
+    );
+    for (source, s) in &test.per_source {
+        tracing::info!(
+            "  {source}: accuracy {:.4} balanced {:.4} f1 {:.4} ({} examples)",
+            s.accuracy,
+            s.balanced_accuracy,
+            s.f1_score,
+            s.examples
+        );
+    }
+}
+
 /// The kept model's calibration and its one evaluation on the test split.
 struct Final {
     test: Evaluation,
@@ -746,47 +773,29 @@ impl Run<'_> {
         data.test_rows = test.len();
         data.test_class_balance = class_balance(&test);
         let test_raw = predict(&test)?;
-        let test_eval = score(&at(&test_raw, t), &test);
-        let validation = score(&at(&val_raw, t), &self.eval);
-        let ece = |preds: &[Prediction], examples: &[Example]| {
+        let (val_after, test_after) = (at(&val_raw, t), at(&test_raw, t));
+        let reliability = |preds: &[Prediction], examples: &[Example]| {
             let refs: Vec<&Prediction> = preds.iter().collect();
             let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
             evaluate::calibration(&refs, &labels)
         };
+        let test_before = reliability(&test_raw, &test);
+        let test_calibrated = reliability(&test_after, &test);
         let calibration = CalibrationReport {
             temperature: t,
             fitted_on: format!("{} ({} rows)", data.validation_from, self.eval.len()),
             validation_nll_before: calibration::nll(&logits, &labels, 1.0),
             validation_nll_after: calibration::nll(&logits, &labels, t.into()),
-            validation_ece_before: ece(&val_raw, &self.eval).ece,
-            validation_ece_after: ece(&at(&val_raw, t), &self.eval).ece,
-            test_ece_before: ece(&test_raw, &test).ece,
-            test_ece_after: ece(&at(&test_raw, t), &test).ece,
-            test_reliability_before: ece(&test_raw, &test),
-            test_reliability: ece(&at(&test_raw, t), &test),
+            validation_ece_before: reliability(&val_raw, &self.eval).ece,
+            validation_ece_after: reliability(&val_after, &self.eval).ece,
+            test_ece_before: test_before.ece,
+            test_ece_after: test_calibrated.ece,
+            test_reliability_before: test_before,
+            test_reliability: test_calibrated,
         };
-        let m = &test_eval.overall;
-        tracing::info!(
-            "kept model on {} test examples (first look): accuracy {:.4} balanced {:.4} f1 {:.4} macro_f1 {:.4}; temperature {t:.3} (validation ECE {:.4} -> {:.4}, test ECE {:.4} -> {:.4})",
-            m.examples,
-            m.accuracy,
-            m.balanced_accuracy,
-            m.f1_score,
-            m.macro_f1,
-            calibration.validation_ece_before,
-            calibration.validation_ece_after,
-            calibration.test_ece_before,
-            calibration.test_ece_after
-        );
-        for (source, s) in &test_eval.per_source {
-            tracing::info!(
-                "  {source}: accuracy {:.4} balanced {:.4} f1 {:.4} ({} examples)",
-                s.accuracy,
-                s.balanced_accuracy,
-                s.f1_score,
-                s.examples
-            );
-        }
+        let test_eval = score(&test_after, &test);
+        let validation = score(&val_after, &self.eval);
+        log_final(&test_eval, &calibration);
         Ok(Final {
             test: test_eval,
             validation,

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use classifier::dataset::{Example, write_examples};
 use classifier::testing::{TinySize, vocab_for, write_tiny_model};
-use hub_mock::{HubMock, Options, commit_of};
+use hub_mock::{HubMock, Options, commit_of, run_isolated};
 
 const TOKEN: &str = "hf_test_token";
 const REPO: &str = "some-org/tiny-distilbert";
@@ -62,16 +62,17 @@ fn train(root: &Path, model: &str, env: &[(&str, &str)], extra: &[&str]) -> Outp
         .arg(out.join("model_output"))
         .arg("--results-dir")
         .arg(out.join("results"))
-        .args(extra)
-        .env("HF_HOME", root.join("hf-home"))
-        .env("RUST_LOG", "warn")
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_ENDPOINT");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+        .args(extra);
+    run_isolated(cmd, &root.join("hf-home"), env)
+}
+
+/// The mock over `root/hub`, asking for [`TOKEN`].
+fn start_mock(root: &Path) -> HubMock {
+    let options = Options {
+        token: Some(TOKEN.into()),
+        ..Default::default()
+    };
+    HubMock::start(&root.join("hub"), options).unwrap()
 }
 
 fn revision_used(root: &Path) -> String {
@@ -94,14 +95,7 @@ fn a_hub_id_downloads_into_an_empty_cache_then_trains_offline() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     setup(root);
-    let mock = HubMock::start(
-        &root.join("hub"),
-        Options {
-            token: Some(TOKEN.into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mock = start_mock(root);
     let online = [("HF_ENDPOINT", mock.url.as_str()), ("HF_TOKEN", TOKEN)];
     let o = train(root, REPO, &online, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -129,14 +123,7 @@ fn a_wrong_token_a_missing_repo_and_a_failing_server_say_what_happened() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     setup(root);
-    let mock = HubMock::start(
-        &root.join("hub"),
-        Options {
-            token: Some(TOKEN.into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mock = start_mock(root);
     let url = mock.url.as_str();
     let o = train(
         root,
