@@ -1,8 +1,9 @@
-//! A checked, strided f32 matrix product over slices, on the `gemm` crate (what candle's CPU
-//! matmul runs on), for kernels that need products on sub-matrices without copies; or, where
-//! the process asks for bf16 products, with bf16 operands and f32 sums on AMX tiles or
-//! AVX-512 BF16.
+//! A checked, strided f32 matrix product over slices, for kernels that need products on
+//! sub-matrices without copies: on our AVX-512 kernel on Intel CPUs that have it, on the
+//! `gemm` crate (what candle's CPU matmul runs on) elsewhere; or, where the process asks for
+//! bf16 products, with bf16 operands and f32 sums on AMX tiles or AVX-512 BF16.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use gemm::Parallelism;
@@ -70,6 +71,74 @@ pub fn matmul_precision() -> MatmulPrecision {
 pub fn bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     return bf16::Kernel::best().is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// What computes f32 products, chosen once per process from the CPU, or from
+/// `SENTIMENT_F32_KERNEL` (`gemm` or `avx512`) to compare them on one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum F32Kernel {
+    /// The `gemm` crate's kernels (AVX2 and FMA on x86-64, NEON on aarch64).
+    Gemm,
+    /// Our 512-bit FMA kernel: the default on Intel CPUs with AVX-512 F. AMD's Zen 4 splits
+    /// each 512-bit FMA in two, so the `gemm` crate's AVX2 kernels already reach the same
+    /// rate there and stay its default.
+    Avx512,
+}
+
+/// The environment variable that overrides [`F32Kernel::current`].
+pub const F32_KERNEL_ENV: &str = "SENTIMENT_F32_KERNEL";
+
+impl F32Kernel {
+    /// The kernel this process uses.
+    pub fn current() -> F32Kernel {
+        static CHOSEN: OnceLock<F32Kernel> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let asked = std::env::var(F32_KERNEL_ENV).ok();
+            let chosen = F32Kernel::choose(asked.as_deref());
+            tracing::debug!("f32 products on the {chosen} kernel");
+            chosen
+        })
+    }
+
+    fn choose(asked: Option<&str>) -> F32Kernel {
+        let avx512 = avx512_runs();
+        match asked.map(str::parse::<F32Kernel>) {
+            Some(Ok(F32Kernel::Avx512)) if avx512 => F32Kernel::Avx512,
+            Some(Ok(F32Kernel::Avx512)) => {
+                tracing::warn!("{F32_KERNEL_ENV}=avx512 but this CPU has no AVX-512 F: gemm runs");
+                F32Kernel::Gemm
+            }
+            Some(Ok(kernel)) => kernel,
+            Some(Err(_)) => {
+                let asked = asked.unwrap_or_default();
+                tracing::warn!("{F32_KERNEL_ENV}=`{asked}` is neither gemm nor avx512: ignored");
+                F32Kernel::choose(None)
+            }
+            None if avx512 && intel() => F32Kernel::Avx512,
+            None => F32Kernel::Gemm,
+        }
+    }
+}
+
+fn avx512_runs() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::avx512_f32::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+fn intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let leaf0 = std::arch::x86_64::__cpuid(0);
+        let vendor = [leaf0.ebx, leaf0.edx, leaf0.ecx]
+            .map(u32::to_le_bytes)
+            .concat();
+        vendor == b"GenuineIntel"
+    }
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -164,6 +233,9 @@ impl<'a> ViewMut<'a> {
 const PARALLEL_MIN_WORK: usize = 1 << 20;
 /// Smaller products stay f32 even in bf16 mode: packing would cost more than it saves.
 const BF16_MIN_WORK: usize = 1 << 15;
+/// Products of fewer rows stay on the `gemm` crate: packing the right operand would cost
+/// as much as multiplying it.
+const AVX512_MIN_ROWS: usize = 4;
 
 /// `dst = (accumulate ? dst : 0) + scale * a @ b`.
 ///
@@ -192,6 +264,17 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
             bf16::Kernel::best().expect("bf16 products are switched on only where supported");
         // SAFETY: `best` returns only kernels this CPU runs.
         unsafe { bf16::matmul(kernel, dst, a, b, accumulate, scale, threads) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m >= AVX512_MIN_ROWS && F32Kernel::current() == F32Kernel::Avx512 {
+        let threads = if m * n * k >= PARALLEL_MIN_WORK {
+            threads
+        } else {
+            1
+        };
+        // SAFETY: `current` picks Avx512 only where the CPU has AVX-512 F.
+        unsafe { super::avx512_f32::matmul(dst, a, b, accumulate, scale, threads) };
         return;
     }
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
@@ -442,6 +525,18 @@ mod tests {
                 );
             }
             assert_eq!(dst[i * 6 + 5], 1.0, "padding untouched");
+        }
+    }
+
+    #[test]
+    fn the_f32_kernel_follows_the_environment_where_the_cpu_allows() {
+        let default = F32Kernel::choose(None);
+        assert_eq!(F32Kernel::choose(Some("gemm")), F32Kernel::Gemm);
+        assert_eq!(F32Kernel::choose(Some("no-such-kernel")), default);
+        let avx512 = F32Kernel::choose(Some("avx512"));
+        assert_eq!(avx512 == F32Kernel::Avx512, avx512_runs());
+        if default == F32Kernel::Avx512 {
+            assert!(avx512_runs() && intel(), "AVX-512 by default only on Intel");
         }
     }
 

@@ -11,6 +11,8 @@
 pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_bf16;
+#[cfg(target_arch = "x86_64")]
+mod avx512_f32;
 pub mod cpu;
 mod dropout;
 pub mod fused;
@@ -19,7 +21,7 @@ pub mod int8;
 pub mod math;
 
 pub use dropout::site_seed;
-pub use gemm::{MatmulPrecision, set_matmul_precision};
+pub use gemm::{F32Kernel, MatmulPrecision, set_matmul_precision};
 pub use int8::Precision;
 
 use candle_core::{D, DType, Result, Tensor};

@@ -1,0 +1,648 @@
+//! f32 matrix products on AVX-512 with 512-bit FMAs, for Intel Xeons (Skylake-SP and later),
+//! whose two 512-bit FMA units do twice the work per cycle of the `gemm` crate's AVX2
+//! kernels (its own AVX-512 kernels lose on the 32-row products of batch-1 inference).
+//!
+//! A blocked product as BLIS lays it out: per task (a range of output rows and columns),
+//! `KC` values of K at a time, the right operand is packed into panels of `NR` columns
+//! (`KC x NR`, K-major, zero padded) that stay in L2, and `MR` rows of the left operand into
+//! a K-major micro-panel that stays in L1. The microkernel holds an `MR x NR` block of sums in
+//! 24 of the 32 vector registers: per value of K, two loads of the right panel, `MR`
+//! broadcasts of the left one and `2 MR` FMAs. Packing makes every operand layout (row-major,
+//! transposed, strided) one case for the microkernel; the transposed right operand of
+//! `x @ w^T` (every linear layer) is packed with 16 x 16 register transposes.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::fused::SharedMut;
+use super::gemm::{Layout2, View, ViewMut};
+
+/// Rows of the microkernel's block of sums.
+const MR: usize = 12;
+/// Columns of the microkernel's block of sums: two 16-lane registers.
+const NR: usize = 32;
+/// Values of K per packed block: a right panel is 32 KiB, a left micro-panel 12 KiB.
+const KC: usize = 256;
+/// Columns per packed right block (`KC x NC` is 512 KiB, held in L2).
+const NC: usize = 512;
+
+/// How many values of K ahead the microkernel prefetches its right panel.
+const PREFETCH_STEPS: usize = 8;
+
+/// Whether this CPU runs 512-bit FMAs.
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+thread_local! {
+    /// Packed left and right operands, reused call after call on each thread.
+    static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `dst = (accumulate ? dst : 0) + scale * a @ b`, as [`super::gemm::matmul`], whose
+/// caller has checked the shapes and views.
+///
+/// # Safety
+/// AVX-512 F must be [`available`].
+pub unsafe fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, threads: usize) {
+    let (m, k, n) = (a.at.rows, a.at.cols, b.at.cols);
+    let at = dst.at;
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                (0..n).for_each(|j| dst.data[at.offset + i * at.rs + j * at.cs] = 0.0);
+            }
+        }
+        return;
+    }
+    let tasks = tasks(m, n, threads);
+    let out = SharedMut::new(dst.data);
+    let run = |(rows, cols): (Range<usize>, Range<usize>)| {
+        // SAFETY: tasks cover disjoint rows x columns of dst, and read nothing of it that
+        // another task writes. Nothing below spawns rayon work, so no other product can run
+        // on this thread while it holds its packing buffers.
+        let dst = unsafe { out.get() };
+        PACKED.with_borrow_mut(|(pa, pb)| {
+            let task = Task {
+                a,
+                b,
+                at,
+                accumulate,
+                scale,
+            };
+            // SAFETY: the caller's promise: the CPU has AVX-512 F.
+            unsafe { task.run(dst, rows, cols, (pa, pb)) }
+        });
+    };
+    if tasks.len() > 1 {
+        tasks.into_par_iter().for_each(run);
+    } else {
+        tasks.into_iter().for_each(run);
+    }
+}
+
+/// Splits the output among `threads` along its longer side, so that what every task packs
+/// in full (the right operand for a split by rows, the left one for a split by columns) is
+/// the smaller operand. Batch-1 inference splits by columns: each task packs only its part
+/// of the weights, which is what it reads from memory.
+fn tasks(m: usize, n: usize, threads: usize) -> Vec<(Range<usize>, Range<usize>)> {
+    let parts = 2 * threads;
+    if threads <= 1 {
+        vec![(0..m, 0..n)]
+    } else if n >= m && n.div_ceil(NR) >= parts {
+        let width = n.div_ceil(NR).div_ceil(parts) * NR;
+        (0..n)
+            .step_by(width)
+            .map(|j| (0..m, j..(j + width).min(n)))
+            .collect()
+    } else {
+        let height = m.div_ceil(MR).div_ceil(parts).max(1) * MR;
+        (0..m)
+            .step_by(height)
+            .map(|i| (i..(i + height).min(m), 0..n))
+            .collect()
+    }
+}
+
+/// One product's operands and how its result is stored.
+struct Task<'a> {
+    a: View<'a>,
+    b: View<'a>,
+    at: Layout2,
+    accumulate: bool,
+    scale: f32,
+}
+
+impl Task<'_> {
+    /// Computes `rows x cols` of the output.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run(
+        &self,
+        dst: &mut [f32],
+        rows: Range<usize>,
+        cols: Range<usize>,
+        (pa, pb): (&mut Vec<f32>, &mut Vec<f32>),
+    ) {
+        let k = self.a.at.cols;
+        let panels = rows.len().div_ceil(MR);
+        // The left operand is packed once, all of K: it is read once per right block.
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let block = &mut pa_block(pa, pc, panels, kc, k);
+            // SAFETY: AVX-512 F (the caller's promise).
+            unsafe { pack_left(self.a, rows.clone(), pc..pc + kc, block) };
+        }
+        for jc in cols.clone().step_by(NC) {
+            let nc = NC.min(cols.end - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                // SAFETY: AVX-512 F (the caller's promise).
+                unsafe { pack_right(self.b, pc..pc + kc, jc..jc + nc, pb) };
+                // Later blocks of K add to what the first stored.
+                let add = self.accumulate || pc > 0;
+                let left_block = &pa[pc * panels * MR..][..kc * panels * MR];
+                // Each left micro-panel stays in L1 while the right block streams from L2.
+                for (p, ir) in rows.clone().step_by(MR).enumerate() {
+                    let left = &left_block[p * kc * MR..][..kc * MR];
+                    for (q, jr) in (jc..jc + nc).step_by(NR).enumerate() {
+                        let block = Block {
+                            row: ir,
+                            rows: MR.min(rows.end - ir),
+                            col: jr,
+                            cols: NR.min(jc + nc - jr),
+                        };
+                        let panel = &pb[q * kc * NR..][..kc * NR];
+                        // SAFETY: AVX-512 F (the caller's promise); the panels hold kc
+                        // values of K for these rows and columns.
+                        unsafe { self.block(dst, block, kc, (left, panel), add) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores one microkernel block: straight into `dst` when its rows are contiguous,
+    /// through a local buffer otherwise.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available; `a` and `b` hold `kc` values of K for the block.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block(
+        &self,
+        dst: &mut [f32],
+        blk: Block,
+        kc: usize,
+        (a, b): (&[f32], &[f32]),
+        add: bool,
+    ) {
+        assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+        let at = self.at;
+        let start = at.offset + blk.row * at.rs + blk.col * at.cs;
+        if at.cs == 1 {
+            let end = start + (blk.rows - 1) * at.rs + blk.cols;
+            assert!(end <= dst.len());
+            let c = Out {
+                ptr: dst[start..].as_mut_ptr(),
+                rs: at.rs,
+                cols: blk.cols,
+                add,
+                scale: self.scale,
+            };
+            // SAFETY: every row the kernel stores (blk.cols values at rs apart) lies in dst.
+            unsafe { kernel(blk.rows, kc, a.as_ptr(), b.as_ptr(), c) };
+            return;
+        }
+        let mut sums = [0f32; MR * NR];
+        let c = Out {
+            ptr: sums.as_mut_ptr(),
+            rs: NR,
+            cols: blk.cols,
+            add: false,
+            scale: self.scale,
+        };
+        // SAFETY: the local buffer holds MR x NR values.
+        unsafe { kernel(blk.rows, kc, a.as_ptr(), b.as_ptr(), c) };
+        for (i, row) in sums.chunks_exact(NR).take(blk.rows).enumerate() {
+            for (j, &s) in row[..blk.cols].iter().enumerate() {
+                let d = &mut dst[start + i * at.rs + j * at.cs];
+                *d = if add { *d + s } else { s };
+            }
+        }
+    }
+}
+
+/// Where one microkernel block lies in the output.
+#[derive(Clone, Copy)]
+struct Block {
+    row: usize,
+    rows: usize,
+    col: usize,
+    cols: usize,
+}
+
+/// Where a block of sums goes: `cols` values per row, rows `rs` apart; `add` adds
+/// `scale * sums` to what is there, otherwise overwrites it.
+struct Out {
+    ptr: *mut f32,
+    rs: usize,
+    cols: usize,
+    add: bool,
+    scale: f32,
+}
+
+/// Runs the microkernel for `rows` (1..=MR) rows.
+///
+/// # Safety
+/// AVX-512 F; `a` holds `kc x MR` and `b` `kc x NR` packed values; `c` names `rows` rows of
+/// `c.cols` writable values.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel(rows: usize, kc: usize, a: *const f32, b: *const f32, c: Out) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match rows {
+            12 => micro::<12>(kc, a, b, c),
+            11 => micro::<11>(kc, a, b, c),
+            10 => micro::<10>(kc, a, b, c),
+            9 => micro::<9>(kc, a, b, c),
+            8 => micro::<8>(kc, a, b, c),
+            7 => micro::<7>(kc, a, b, c),
+            6 => micro::<6>(kc, a, b, c),
+            5 => micro::<5>(kc, a, b, c),
+            4 => micro::<4>(kc, a, b, c),
+            3 => micro::<3>(kc, a, b, c),
+            2 => micro::<2>(kc, a, b, c),
+            1 => micro::<1>(kc, a, b, c),
+            _ => unreachable!("a block has 1 to {MR} rows"),
+        }
+    }
+}
+
+/// `R x NR` sums over `kc` values of K, stored through masks for a partial last panel.
+///
+/// # Safety
+/// As [`kernel`].
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn micro<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: Out) {
+    // The sums are added to or stored over C at the end: fetch its lines meanwhile.
+    for r in 0..R {
+        let row = c.ptr.wrapping_add(r * c.rs);
+        _mm_prefetch::<_MM_HINT_T0>(row.cast());
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(c.cols - 1).cast());
+    }
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    // SAFETY: p < kc, so every load lies inside the packed panels (the caller's promise).
+    unsafe {
+        for p in 0..kc {
+            // The right panel streams from L2: ask for its lines a few steps ahead.
+            let ahead = b.wrapping_add((p + PREFETCH_STEPS) * NR).cast();
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            let b0 = _mm512_loadu_ps(b.add(p * NR));
+            let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+            let a = a.add(p * MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.add(r));
+                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+    }
+    let masks = [lanes(c.cols), lanes(c.cols.saturating_sub(16))];
+    let scale = _mm512_set1_ps(c.scale);
+    for (r, acc) in acc.iter().enumerate() {
+        for (h, (&sums, &mask)) in acc.iter().zip(&masks).enumerate() {
+            if mask == 0 {
+                continue;
+            }
+            let at = c.ptr.wrapping_add(r * c.rs + h * 16);
+            // SAFETY: the mask covers only the row's `cols` values, which the caller
+            // promises are writable; masked-off lanes are not touched.
+            unsafe {
+                let mut v = _mm512_mul_ps(sums, scale);
+                if c.add {
+                    v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), v);
+                }
+                _mm512_mask_storeu_ps(at, mask, v);
+            }
+        }
+    }
+}
+
+/// The mask of the first `n` of 16 lanes.
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+}
+
+/// The part of the packed left operand that holds values `pc..pc + kc` of K: blocks of K
+/// follow each other, each `panels` micro-panels of `kc x MR`. Grows the buffer to hold all
+/// `k` values first.
+fn pa_block(pa: &mut Vec<f32>, pc: usize, panels: usize, kc: usize, k: usize) -> &mut [f32] {
+    if pa.len() < panels * MR * k {
+        pa.resize(panels * MR * k, 0.0);
+    }
+    &mut pa[pc * panels * MR..][..kc * panels * MR]
+}
+
+/// Packs rows `rows`, values `ks` of K, of `a` into micro-panels of MR rows, K-major:
+/// micro-panel `p` holds `(i, t)` at `p * kc * MR + (t - ks.start) * MR + (i - rows.start -
+/// p * MR)`. Rows past the last one are left as they are: the microkernel for fewer rows
+/// never reads them.
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_left(a: View, rows: Range<usize>, ks: Range<usize>, out: &mut [f32]) {
+    let kc = ks.len();
+    let panels = rows.len().div_ceil(MR);
+    let at = a.at;
+    for p in 0..panels {
+        let i0 = rows.start + p * MR;
+        let mr = MR.min(rows.end - i0);
+        let panel = &mut out[p * kc * MR..][..kc * MR];
+        if at.rs == 1 {
+            // A transposed operand: the rows of one K value are contiguous.
+            for (q, t) in ks.clone().enumerate() {
+                let src = &a.data[at.offset + i0 + t * at.cs..][..mr];
+                panel[q * MR..q * MR + mr].copy_from_slice(src);
+            }
+            continue;
+        }
+        let full = if at.cs == 1 && mr == MR {
+            // SAFETY: AVX-512 F (the caller's promise).
+            unsafe { interleave_rows(a, i0, ks.clone(), panel) }
+        } else {
+            0
+        };
+        for r in 0..mr {
+            let row = at.offset + (i0 + r) * at.rs;
+            for (q, t) in ks.clone().enumerate().skip(full) {
+                panel[q * MR + r] = a.data[row + t * at.cs];
+            }
+        }
+    }
+}
+
+/// Packs MR row-major rows from `i0`, values `ks` of K, as one K-major micro-panel, 16
+/// values of K at a time through [`transpose16`]; returns how many values of K it packed
+/// (the tail of fewer than 16 is left to the caller).
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave_rows(a: View, i0: usize, ks: Range<usize>, panel: &mut [f32]) -> usize {
+    let at = a.at;
+    let full = ks.len() / 16 * 16;
+    let row = |r: usize| at.offset + (i0 + r) * at.rs + ks.start;
+    assert!(row(MR - 1) + full <= a.data.len() && panel.len() >= ks.len() * MR);
+    // The first MR of each transposed row are one K value's MR rows.
+    let keep: __mmask16 = (1 << MR) - 1;
+    for p in (0..full).step_by(16) {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, r) in r.iter_mut().take(MR).enumerate() {
+            // SAFETY: 16 values of row i inside the slice (asserted above).
+            *r = unsafe { _mm512_loadu_ps(a.data.as_ptr().add(row(i) + p)) };
+        }
+        transpose16(&mut r);
+        for (q, r) in r.iter().enumerate() {
+            // SAFETY: MR values at K index p + q of the panel, inside it (asserted above).
+            unsafe { _mm512_mask_storeu_ps(panel.as_mut_ptr().add((p + q) * MR), keep, *r) };
+        }
+    }
+    full
+}
+
+/// Packs values `ks` of K, columns `cols` of `b` into panels of NR columns: panel `q` holds
+/// `(t, j)` at `q * kc * NR + (t - ks.start) * NR + (j - cols.start - q * NR)`, and zeros for
+/// the columns past the last one.
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_right(b: View, ks: Range<usize>, cols: Range<usize>, out: &mut Vec<f32>) {
+    let kc = ks.len();
+    let panels = cols.len().div_ceil(NR);
+    if out.len() < panels * kc * NR {
+        out.resize(panels * kc * NR, 0.0);
+    }
+    let at = b.at;
+    for q in 0..panels {
+        let j0 = cols.start + q * NR;
+        let nr = NR.min(cols.end - j0);
+        let panel = &mut out[q * kc * NR..][..kc * NR];
+        if at.cs == 1 {
+            for (p, t) in ks.clone().enumerate() {
+                let src = &b.data[at.offset + t * at.rs + j0..][..nr];
+                panel[p * NR..p * NR + nr].copy_from_slice(src);
+                panel[p * NR + nr..(p + 1) * NR].fill(0.0);
+            }
+        } else if at.rs == 1 && nr == NR {
+            // SAFETY: AVX-512 F (the caller's promise).
+            unsafe { transpose_panel(b, ks.clone(), j0, panel) };
+        } else {
+            for (p, t) in ks.clone().enumerate() {
+                let dst = &mut panel[p * NR..(p + 1) * NR];
+                for (c, d) in dst.iter_mut().enumerate() {
+                    *d = if c < nr {
+                        b.data[at.offset + t * at.rs + (j0 + c) * at.cs]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Packs a full panel of a right operand whose columns are contiguous in K (`rs == 1`):
+/// 16 x 16 blocks are loaded as 16 columns, transposed in registers and stored as 16 rows;
+/// a K tail of fewer than 16 is copied value by value.
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_panel(b: View, ks: Range<usize>, j0: usize, panel: &mut [f32]) {
+    let at = b.at;
+    let kc = ks.len();
+    let column = |j: usize| at.offset + j * at.cs;
+    // Bounds: the last value read is column j0 + NR - 1 at K index ks.end - 1.
+    assert!(column(j0 + NR - 1) + ks.end <= b.data.len() && panel.len() >= kc * NR);
+    let full = kc / 16 * 16;
+    for half in 0..2 {
+        for p in (0..full).step_by(16) {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (c, r) in r.iter_mut().enumerate() {
+                let src = column(j0 + half * 16 + c) + ks.start + p;
+                // SAFETY: 16 values of one column, inside the slice (asserted above).
+                *r = unsafe { _mm512_loadu_ps(b.data.as_ptr().add(src)) };
+            }
+            transpose16(&mut r);
+            for (t, r) in r.iter().enumerate() {
+                let dst = (p + t) * NR + half * 16;
+                // SAFETY: 16 values of row p + t of the panel, inside it (asserted above).
+                unsafe { _mm512_storeu_ps(panel.as_mut_ptr().add(dst), *r) };
+            }
+        }
+    }
+    for p in full..kc {
+        for c in 0..NR {
+            panel[p * NR + c] = b.data[column(j0 + c) + ks.start + p];
+        }
+    }
+}
+
+/// Transposes the 16 x 16 matrix whose rows are `r`.
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    // Interleave pairs of rows in 32-bit, then 64-bit units, then move 128-bit lanes.
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    for i in 0..4 {
+        let (x0, x1, y0, y1) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        r[4 * i] = ps(_mm512_unpacklo_pd(pd(x0), pd(y0)));
+        r[4 * i + 1] = ps(_mm512_unpackhi_pd(pd(x0), pd(y0)));
+        r[4 * i + 2] = ps(_mm512_unpacklo_pd(pd(x1), pd(y1)));
+        r[4 * i + 3] = ps(_mm512_unpackhi_pd(pd(x1), pd(y1)));
+    }
+    // Now r[4g + q] holds, in each 128-bit lane l, column 4l + q of rows 4g..4g + 4.
+    for g in 0..2 {
+        for q in 0..4 {
+            let (x, y) = (r[8 * g + q], r[8 * g + 4 + q]);
+            t[8 * g + q] = _mm512_shuffle_f32x4::<0x88>(x, y);
+            t[8 * g + 4 + q] = _mm512_shuffle_f32x4::<0xdd>(x, y);
+        }
+    }
+    for q in 0..4 {
+        for h in 0..2 {
+            let (x, y) = (t[4 * h + q], t[8 + 4 * h + q]);
+            r[4 * h + q] = _mm512_shuffle_f32x4::<0x88>(x, y);
+            r[8 + 4 * h + q] = _mm512_shuffle_f32x4::<0xdd>(x, y);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skip() -> bool {
+        if !available() {
+            eprintln!("no AVX-512 F on this CPU: the AVX-512 f32 products cannot run here");
+            return true;
+        }
+        false
+    }
+
+    #[test]
+    fn transpose16_transposes() {
+        if skip() {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        // SAFETY: AVX-512 F is available; each load reads 16 of the 256 values.
+        let r = unsafe {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, r) in r.iter_mut().enumerate() {
+                *r = _mm512_loadu_ps(m.as_ptr().add(16 * i));
+            }
+            transpose16(&mut r);
+            r
+        };
+        let mut out = vec![0f32; 256];
+        for (i, r) in r.iter().enumerate() {
+            // SAFETY: each store writes 16 of the 256 values.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), *r) };
+        }
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[i * 16 + j], m[j * 16 + i], "({i}, {j})");
+            }
+        }
+    }
+
+    /// Every operand layout, partial blocks in every dimension, several blocks of K and of
+    /// columns, the parallel split both ways, accumulation and scale, and a strided output:
+    /// within rounding of the naive sum in f64.
+    #[test]
+    fn products_match_naive_sums() {
+        if skip() {
+            return;
+        }
+        let value = |i: usize, seed: f32| (i as f32 * 0.37 + seed).sin();
+        let shapes = [
+            (1, 1, 1, 1),
+            (5, 7, 3, 1),
+            (13, 33, 17, 1),
+            (32, 64, 300, 2),
+            (40, 600, 520, 2),
+            (300, 40, 70, 2),
+            (20, 1100, 40, 1),
+        ];
+        for (m, n, k, threads) in shapes {
+            for (la, lb, accumulate, strided_out) in [
+                (0, 1, true, false),
+                (0, 0, false, false),
+                (1, 0, false, true),
+                (2, 2, true, true),
+                (1, 1, false, false),
+            ] {
+                let a: Vec<f32> = (0..2 * m * k + 1).map(|i| value(i, 1.0)).collect();
+                let b: Vec<f32> = (0..2 * k * n + 1).map(|i| value(i, 2.0)).collect();
+                let view = |data, rows: usize, cols: usize, layout| match layout {
+                    0 => View::rows(data, rows, cols),
+                    1 => View::rows(data, cols, rows).t(),
+                    _ => View::new(
+                        data,
+                        Layout2 {
+                            offset: 1,
+                            rows,
+                            cols,
+                            rs: 2 * cols,
+                            cs: 2,
+                        },
+                    ),
+                };
+                let (av, bv) = (view(&a, m, k, la), view(&b, k, n, lb));
+                let (rs, cs) = if strided_out { (1, m + 1) } else { (n + 2, 1) };
+                let out_at = Layout2 {
+                    offset: 1,
+                    rows: m,
+                    cols: n,
+                    rs,
+                    cs,
+                };
+                let len = 1 + (m - 1) * rs + (n - 1) * cs + 3;
+                let start: Vec<f32> = (0..len).map(|i| value(i, 3.0)).collect();
+                let mut got = start.clone();
+                // SAFETY: AVX-512 F is available (checked above).
+                unsafe {
+                    matmul(
+                        ViewMut::new(&mut got, out_at),
+                        av,
+                        bv,
+                        accumulate,
+                        0.5,
+                        threads,
+                    )
+                };
+                let mut want = start.clone();
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k)
+                            .map(|t| {
+                                let x = av.data[av.at.offset + i * av.at.rs + t * av.at.cs];
+                                let y = bv.data[bv.at.offset + t * bv.at.rs + j * bv.at.cs];
+                                f64::from(x) * f64::from(y)
+                            })
+                            .sum();
+                        let at = 1 + i * rs + j * cs;
+                        let base = if accumulate {
+                            f64::from(start[at])
+                        } else {
+                            0.0
+                        };
+                        want[at] = (base + 0.5 * dot) as f32;
+                    }
+                }
+                let tol = 1e-5 * (k as f32).sqrt() + 1e-6;
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= tol,
+                        "{m}x{n}x{k} layouts {la}/{lb} acc {accumulate} [{i}]: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+}
