@@ -25,9 +25,9 @@ const MR: usize = 12;
 /// Columns of the microkernel's block of sums: two 16-lane registers.
 const NR: usize = 32;
 /// Values of K per packed block: a right panel is 32 KiB, a left micro-panel 12 KiB.
-const KC: usize = 256;
+const KC: usize = 384;
 /// Columns per packed right block (`KC x NC` is 512 KiB, held in L2).
-const NC: usize = 512;
+const NC: usize = 384;
 
 /// How many values of K ahead the microkernel prefetches its right panel.
 const PREFETCH_STEPS: usize = 8;
@@ -350,7 +350,8 @@ unsafe fn pack_left(a: View, rows: Range<usize>, ks: Range<usize>, out: &mut [f3
             // A transposed operand: the rows of one K value are contiguous.
             for (q, t) in ks.clone().enumerate() {
                 let src = &a.data[at.offset + i0 + t * at.cs..][..mr];
-                panel[q * MR..q * MR + mr].copy_from_slice(src);
+                // SAFETY: AVX-512 F (the caller's promise).
+                unsafe { copy_short(src, &mut panel[q * MR..q * MR + mr]) };
             }
             continue;
         }
@@ -419,8 +420,10 @@ unsafe fn pack_right(b: View, ks: Range<usize>, cols: Range<usize>, out: &mut Ve
         if at.cs == 1 {
             for (p, t) in ks.clone().enumerate() {
                 let src = &b.data[at.offset + t * at.rs + j0..][..nr];
-                panel[p * NR..p * NR + nr].copy_from_slice(src);
-                panel[p * NR + nr..(p + 1) * NR].fill(0.0);
+                let dst = &mut panel[p * NR..(p + 1) * NR];
+                dst[nr..].fill(0.0);
+                // SAFETY: AVX-512 F (the caller's promise).
+                unsafe { copy_short(src, &mut dst[..nr]) };
             }
         } else if at.rs == 1 && nr == NR {
             // SAFETY: AVX-512 F (the caller's promise).
@@ -436,6 +439,26 @@ unsafe fn pack_right(b: View, ks: Range<usize>, cols: Range<usize>, out: &mut Ve
                     };
                 }
             }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the at most 32 values of a panel row, in two masked
+/// moves: a call to `memcpy` per row cost more than the copy.
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn copy_short(src: &[f32], dst: &mut [f32]) {
+    let n = src.len();
+    assert!(n <= NR && dst.len() == n);
+    for h in (0..n).step_by(16) {
+        let mask = lanes(n - h);
+        // SAFETY: the mask covers only the values from h to n, inside both slices.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(h));
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(h), mask, v);
         }
     }
 }
