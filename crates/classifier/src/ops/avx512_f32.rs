@@ -59,6 +59,12 @@ pub unsafe fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f3
         return;
     }
     let tasks = tasks(m, n, threads);
+    // The operand that every task reads in full is packed once, in parallel, up front.
+    let split_by_rows = tasks.len() > 1 && tasks[0].1.len() == n;
+    let split_by_cols = tasks.len() > 1 && !split_by_rows;
+    // SAFETY (both): AVX-512 F, the caller's promise.
+    let shared_b = split_by_rows.then(|| unsafe { pack_all_right(b) });
+    let shared_a = split_by_cols.then(|| unsafe { pack_all_left(a) });
     let out = SharedMut::new(dst.data);
     let run = |(rows, cols): (Range<usize>, Range<usize>)| {
         // SAFETY: tasks cover disjoint rows x columns of dst, and read nothing of it that
@@ -73,8 +79,10 @@ pub unsafe fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f3
                 accumulate,
                 scale,
             };
+            let left = shared_a.as_deref().map_or(Packed::Own(pa), Packed::Shared);
+            let right = shared_b.as_deref().map_or(Packed::Own(pb), Packed::Shared);
             // SAFETY: the caller's promise: the CPU has AVX-512 F.
-            unsafe { task.run(dst, rows, cols, (pa, pb)) }
+            unsafe { task.run(dst, rows, cols, left, right) }
         });
     };
     if tasks.len() > 1 {
@@ -82,6 +90,59 @@ pub unsafe fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f3
     } else {
         tasks.into_iter().for_each(run);
     }
+}
+
+/// A packed operand: one that every task shares (packed whole, up front), or a task's own
+/// buffer that it packs as it goes.
+enum Packed<'a> {
+    Shared(&'a [f32]),
+    Own(&'a mut Vec<f32>),
+}
+
+/// Packs all of `a` as [`Task::run`] would for a task of every row.
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_all_left(a: View) -> Vec<f32> {
+    let (m, k) = (a.at.rows, a.at.cols);
+    let panels = m.div_ceil(MR);
+    let mut out = vec![0f32; panels * MR * k];
+    out.par_chunks_mut(panels * MR * KC)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let pc = block * KC;
+            // SAFETY: AVX-512 F (the caller's promise).
+            unsafe { pack_left(a, 0..m, pc..(pc + KC).min(k), out) };
+        });
+    out
+}
+
+/// Packs all of `b`, block by block, as [`Task::run`] would for a task of every column:
+/// the block of columns from `jc` and values of K from `pc` starts at `jc * k + pc * width`,
+/// `width` its columns rounded up to whole panels.
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_all_right(b: View) -> Vec<f32> {
+    let (k, n) = (b.at.rows, b.at.cols);
+    let blocks: Vec<(usize, usize)> = (0..n)
+        .step_by(NC)
+        .flat_map(|jc| (0..k).step_by(KC).map(move |pc| (jc, pc)))
+        .collect();
+    let len = n.div_ceil(NC) * NC * k;
+    let mut out = vec![0f32; len];
+    let shared = SharedMut::new(&mut out);
+    blocks.into_par_iter().for_each(|(jc, pc)| {
+        let (nc, kc) = (NC.min(n - jc), KC.min(k - pc));
+        let width = nc.div_ceil(NR) * NR;
+        // SAFETY: each block writes only its own range of the buffer (the layout above).
+        let block = unsafe { &mut shared.get()[jc * k + pc * width..][..kc * width] };
+        // SAFETY: AVX-512 F (the caller's promise).
+        unsafe { pack_right(b, pc..pc + kc, jc..jc + nc, block) };
+    });
+    out
 }
 
 /// Splits the output among `threads` along its longer side, so that what every task packs
@@ -127,23 +188,51 @@ impl Task<'_> {
         dst: &mut [f32],
         rows: Range<usize>,
         cols: Range<usize>,
-        (pa, pb): (&mut Vec<f32>, &mut Vec<f32>),
+        left: Packed,
+        mut right: Packed,
     ) {
         let k = self.a.at.cols;
         let panels = rows.len().div_ceil(MR);
-        // The left operand is packed once, all of K: it is read once per right block.
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let block = &mut pa_block(pa, pc, panels, kc, k);
-            // SAFETY: AVX-512 F (the caller's promise).
-            unsafe { pack_left(self.a, rows.clone(), pc..pc + kc, block) };
-        }
+        let pa: &[f32] = match left {
+            Packed::Shared(pa) => pa,
+            Packed::Own(pa) => {
+                // Packed once, all of K: it is read once per right block.
+                if pa.len() < panels * MR * k {
+                    pa.resize(panels * MR * k, 0.0);
+                }
+                for pc in (0..k).step_by(KC) {
+                    let block = &mut pa[pc * panels * MR..][..KC.min(k - pc) * panels * MR];
+                    // SAFETY: AVX-512 F (the caller's promise).
+                    unsafe {
+                        pack_left(
+                            self.a,
+                            rows.clone(),
+                            pc..pc + block.len() / (panels * MR),
+                            block,
+                        )
+                    };
+                }
+                pa
+            }
+        };
         for jc in cols.clone().step_by(NC) {
             let nc = NC.min(cols.end - jc);
+            let width = nc.div_ceil(NR) * NR;
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
-                // SAFETY: AVX-512 F (the caller's promise).
-                unsafe { pack_right(self.b, pc..pc + kc, jc..jc + nc, pb) };
+                let pb: &[f32] = match &mut right {
+                    Packed::Shared(pb) => &pb[jc * k + pc * width..][..kc * width],
+                    Packed::Own(pb) => {
+                        if pb.len() < kc * width {
+                            pb.resize(kc * width, 0.0);
+                        }
+                        // SAFETY: AVX-512 F (the caller's promise).
+                        unsafe {
+                            pack_right(self.b, pc..pc + kc, jc..jc + nc, &mut pb[..kc * width])
+                        };
+                        pb
+                    }
+                };
                 // Later blocks of K add to what the first stored.
                 let add = self.accumulate || pc > 0;
                 let left_block = &pa[pc * panels * MR..][..kc * panels * MR];
@@ -320,16 +409,6 @@ fn lanes(n: usize) -> __mmask16 {
     if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
 }
 
-/// The part of the packed left operand that holds values `pc..pc + kc` of K: blocks of K
-/// follow each other, each `panels` micro-panels of `kc x MR`. Grows the buffer to hold all
-/// `k` values first.
-fn pa_block(pa: &mut Vec<f32>, pc: usize, panels: usize, kc: usize, k: usize) -> &mut [f32] {
-    if pa.len() < panels * MR * k {
-        pa.resize(panels * MR * k, 0.0);
-    }
-    &mut pa[pc * panels * MR..][..kc * panels * MR]
-}
-
 /// Packs rows `rows`, values `ks` of K, of `a` into micro-panels of MR rows, K-major:
 /// micro-panel `p` holds `(i, t)` at `p * kc * MR + (t - ks.start) * MR + (i - rows.start -
 /// p * MR)`. Rows past the last one are left as they are: the microkernel for fewer rows
@@ -406,12 +485,10 @@ unsafe fn interleave_rows(a: View, i0: usize, ks: Range<usize>, panel: &mut [f32
 /// # Safety
 /// AVX-512 F must be available.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_right(b: View, ks: Range<usize>, cols: Range<usize>, out: &mut Vec<f32>) {
+unsafe fn pack_right(b: View, ks: Range<usize>, cols: Range<usize>, out: &mut [f32]) {
     let kc = ks.len();
     let panels = cols.len().div_ceil(NR);
-    if out.len() < panels * kc * NR {
-        out.resize(panels * kc * NR, 0.0);
-    }
+    assert!(out.len() >= panels * kc * NR);
     let at = b.at;
     for q in 0..panels {
         let j0 = cols.start + q * NR;
