@@ -257,11 +257,8 @@ fn write_base_model(dir: &Path, vocab: Option<&Path>) -> Result<()> {
 
 fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
     if classifier::set_matmul_precision(w.matmul) != w.matmul {
-        bail!(
-            "{}: {} products need AMX or AVX-512 BF16, which this CPU lacks",
-            w.name,
-            w.matmul
-        );
+        let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
+        bail!("{}: {} products run in f32 here: {why}", w.name, w.matmul);
     }
     let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
     let mut times = Vec::new();
@@ -585,11 +582,8 @@ fn main() -> Result<()> {
     // A baseline on one shape is measured once, whichever of our rows it stands beside.
     let mut baseline_runs: HashMap<(Baseline, &str, usize, usize), Measured> = HashMap::new();
     for w in selected {
-        if w.matmul == MatmulPrecision::Bf16 && !gemm::bf16_supported() {
-            eprintln!(
-                "skipping {}: bf16 products need AMX or AVX-512 BF16, which this CPU lacks",
-                w.name
-            );
+        if let (MatmulPrecision::Bf16, Some(why)) = (w.matmul, gemm::bf16_fallback_reason()) {
+            eprintln!("skipping {}: bf16 products run in f32 here: {why}", w.name);
             continue;
         }
         eprintln!("running {} ...", w.name);

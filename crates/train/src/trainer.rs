@@ -160,8 +160,9 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     let cleaning = load_cleaning(&args.data_dir)?;
     let products = classifier::set_matmul_precision(args.matmul_precision);
     if products != args.matmul_precision {
+        let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
         tracing::warn!(
-            "--matmul-precision {} needs AMX or AVX-512 BF16, which this CPU lacks: products run in {products}",
+            "--matmul-precision {} runs products in {products}: {why}",
             args.matmul_precision
         );
     }

@@ -459,7 +459,11 @@ fn accumulating_four_micro_batches_equals_one_big_batch() {
         .zip(small.iter().flatten())
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(worst < 1e-6, "max weight difference {worst}");
+    // The two runs sum their products in different orders (over 8 examples at once, or 2 at
+    // a time), and AdamW divides each gradient by its own size, so a weight whose gradient
+    // is near zero can take a rounding difference into its step: about 1e-6 here, 0.1% of
+    // the 1e-3 step. A wrong weighting of the micro-batches moves steps by a large part of it.
+    assert!(worst < 1e-5, "max weight difference {worst}");
     let moved = big
         .iter()
         .flatten()

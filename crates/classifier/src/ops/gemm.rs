@@ -67,7 +67,28 @@ pub fn matmul_precision() -> MatmulPrecision {
     }
 }
 
-/// Whether this CPU computes bf16 products (AMX bf16 or AVX-512 BF16).
+/// Why bf16 products run in f32 on this CPU, if they do.
+pub fn bf16_fallback_reason() -> Option<&'static str> {
+    if bf16_supported() {
+        None
+    } else if F32Kernel::current() == F32Kernel::Avx512 && avx512_bf16_runs() {
+        Some(
+            "this CPU's AVX-512 BF16 instruction is no faster than its 512-bit f32 FMAs, and it has no AMX",
+        )
+    } else {
+        Some("this CPU has neither AMX nor AVX-512 BF16")
+    }
+}
+
+fn avx512_bf16_runs() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::avx512_bf16::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether this CPU computes bf16 products faster than f32 ones (AMX bf16, or AVX-512 BF16
+/// where its rate beats the f32 kernel's).
 pub fn bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     return bf16::Kernel::best().is_some();
@@ -90,6 +111,9 @@ pub enum F32Kernel {
 
 /// The environment variable that overrides [`F32Kernel::current`].
 pub const F32_KERNEL_ENV: &str = "SENTIMENT_F32_KERNEL";
+/// The environment variable that makes bf16 products skip AMX tiles for AVX-512 BF16
+/// (`avx512`), to measure on an AMX machine what a CPU without tiles gets.
+pub const BF16_KERNEL_ENV: &str = "SENTIMENT_BF16_KERNEL";
 
 impl F32Kernel {
     /// The kernel this process uses.
@@ -310,13 +334,36 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
     }
 }
 
+/// A `rows x cols` view of `data` for kernel tests, laid out as `layout` says: 0 row-major,
+/// 1 the transpose of a row-major matrix, 2 strided both ways from offset 1 (every other
+/// value of every other row), which only the general packing paths take.
+#[cfg(test)]
+pub(crate) fn test_view(data: &[f32], rows: usize, cols: usize, layout: usize) -> View<'_> {
+    match layout {
+        0 => View::rows(data, rows, cols),
+        1 => View::rows(data, cols, rows).t(),
+        _ => View::new(
+            data,
+            Layout2 {
+                offset: 1,
+                rows,
+                cols,
+                rs: 2 * cols,
+                cs: 2,
+            },
+        ),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod bf16 {
     use std::cell::RefCell;
 
     use rayon::prelude::*;
 
-    use super::{PARALLEL_MIN_WORK, View, ViewMut};
+    use std::sync::OnceLock;
+
+    use super::{BF16_KERNEL_ENV, F32Kernel, PARALLEL_MIN_WORK, View, ViewMut};
     use crate::ops::amx::{self, BLOCK, Rows, Side, TILE_PAIRS, Tiles};
     use crate::ops::avx512_bf16;
     use crate::ops::fused::SharedMut;
@@ -331,15 +378,28 @@ mod bf16 {
     }
 
     impl Kernel {
-        /// The fastest kernel this CPU runs, if any.
+        /// The kernel bf16 products run on here, if any: AMX tiles where the CPU has them;
+        /// AVX-512 BF16 where it beats f32 products. On Intel, `vdpbf16ps` retires at about
+        /// half the rate of a 512-bit FMA (measured on a Xeon with AMX bypassed: 1.6 against
+        /// 2.8 G/s per core), so it does only ~13% more multiply-adds per cycle, less than
+        /// packing and rounding cost: there, with the AVX-512 f32 kernel, bf16 training
+        /// took 1.5x as long as f32 training, and products stay f32. `SENTIMENT_BF16_KERNEL
+        /// =avx512` passes over AMX and that check, to measure what such a CPU would get.
         pub fn best() -> Option<Kernel> {
-            if amx::available(amx::Feature::Bf16) {
-                Some(Kernel::Amx)
-            } else if avx512_bf16::available() {
-                Some(Kernel::Avx512)
-            } else {
-                None
-            }
+            static CHOSEN: OnceLock<Option<Kernel>> = OnceLock::new();
+            *CHOSEN.get_or_init(|| {
+                let asked = std::env::var(BF16_KERNEL_ENV).ok();
+                let forced = asked.as_deref() == Some("avx512");
+                if amx::available(amx::Feature::Bf16) && !forced {
+                    Some(Kernel::Amx)
+                } else if avx512_bf16::available()
+                    && (forced || F32Kernel::current() != F32Kernel::Avx512)
+                {
+                    Some(Kernel::Avx512)
+                } else {
+                    None
+                }
+            })
         }
 
         /// Every kernel this CPU runs (for tests).
@@ -557,21 +617,7 @@ mod tests {
                 {
                     let a: Vec<f32> = (0..2 * m * k).map(|i| value(i, 1.0)).collect();
                     let b: Vec<f32> = (0..2 * k * n).map(|i| value(i, 2.0)).collect();
-                    let view = |data, rows: usize, cols: usize, layout| match layout {
-                        0 => View::rows(data, rows, cols),
-                        1 => View::rows(data, cols, rows).t(),
-                        _ => View::new(
-                            data,
-                            Layout2 {
-                                offset: 1,
-                                rows,
-                                cols,
-                                rs: 2 * cols,
-                                cs: 2,
-                            },
-                        ),
-                    };
-                    let (av, bv) = (view(&a, m, k, layout_a), view(&b, k, n, layout_b));
+                    let (av, bv) = (test_view(&a, m, k, layout_a), test_view(&b, k, n, layout_b));
                     let start: Vec<f32> = (0..m * n).map(|i| value(i, 3.0)).collect();
                     let (mut want, mut got) = (start.clone(), start);
                     matmul(ViewMut::rows(&mut want, m, n), av, bv, accumulate, 0.5, 1);
