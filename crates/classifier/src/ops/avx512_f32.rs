@@ -1,11 +1,13 @@
 //! f32 matrix products on AVX-512 with 512-bit FMAs, for Intel Xeons (Skylake-SP and later),
-//! whose two 512-bit FMA units do twice the work per cycle of the `gemm` crate's AVX2
-//! kernels (its own AVX-512 kernels lose on the 32-row products of batch-1 inference).
+//! whose 512-bit FMA units do twice the work per instruction of the `gemm` crate's AVX2
+//! kernels (its own AVX-512 kernels lost on the 32-row products of batch-1 inference).
 //!
-//! A blocked product as BLIS lays it out: per task (a range of output rows and columns),
-//! `KC` values of K at a time, the right operand is packed into panels of `NR` columns
-//! (`KC x NR`, K-major, zero padded) that stay in L2, and `MR` rows of the left operand into
-//! a K-major micro-panel that stays in L1. The microkernel holds an `MR x NR` block of sums in
+//! A blocked product as BLIS lays it out. The work is split along the output's longer side;
+//! the operand that every task reads in full is packed once, up front, and each task packs
+//! its own part of the other. The right operand is packed into panels of `NR` columns
+//! (`KC x NR`, K-major, zero padded) that stay in L2, `KC` values of K at a time, and `MR` rows
+//! of the left operand into K-major micro-panels that stay in L1 while the right block streams
+//! past them (prefetched a few steps ahead). The microkernel holds an `MR x NR` block of sums in
 //! 24 of the 32 vector registers: per value of K, two loads of the right panel, `MR`
 //! broadcasts of the left one and `2 MR` FMAs. Packing makes every operand layout (row-major,
 //! transposed, strided) one case for the microkernel; the transposed right operand of
