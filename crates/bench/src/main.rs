@@ -260,93 +260,11 @@ fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
         let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
         bail!("{}: {} products run in f32 here: {why}", w.name, w.matmul);
     }
-    let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
-    let mut times = Vec::new();
-    match w.kind {
-        Kind::Gemm => {
-            let n = w.seq;
-            let a = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
-            let b = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
-            // The pool `runtime::init` sized from --threads.
-            let threads = candle_core::utils::get_num_threads();
-            for i in 0..warmup + iters {
-                let t = Instant::now();
-                let mut c = vec![0f32; n * n];
-                let (av, bv) = (View::rows(&a, n, n), View::rows(&b, n, n));
-                gemm::matmul(ViewMut::rows(&mut c, n, n), av, bv, false, 1.0, threads);
-                drop(c);
-                if i >= warmup {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-            }
-            let m = median(times);
-            return Ok(Measured {
-                median_ms: m * 1e3,
-                throughput: 2.0 * (n as f64).powi(3) / m / 1e9,
-                ..Default::default()
-            });
-        }
-        Kind::Infer => {
-            let (cfg, tensors) = base_model()?;
-            let vb = constant_builder(tensors);
-            let model =
-                DistilBertForSequenceClassification::load(vb, &cfg)?.with_precision(w.precision)?;
-            let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 1)?;
-            for i in 0..warmup + iters {
-                let t = Instant::now();
-                let logits = model.forward(&ids, &mask, Mode::Eval)?;
-                logits.to_vec2::<f32>()?;
-                if i >= warmup {
-                    times.push(t.elapsed().as_secs_f64());
-                }
-            }
-        }
-        Kind::Train => {
-            let (cfg, tensors) = base_model()?;
-            let trainable = Trainable::new(&cfg, &tensors)?;
-            drop(tensors);
-            let mut opt = AdamW::new(trainable.params.clone(), AdamWConfig::default());
-            let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 2)?;
-            let labels = Tensor::from_vec(
-                (0..w.batch as u32).map(|i| i % 2).collect::<Vec<_>>(),
-                w.batch,
-                &Device::Cpu,
-            )?;
-            phases = vec![
-                ("forward", vec![]),
-                ("backward", vec![]),
-                ("optimizer", vec![]),
-            ];
-            for i in 0..warmup + iters {
-                // As the trainer does: each phase starts on the pool (`runtime::on_pool`).
-                let t0 = Instant::now();
-                let loss = on_pool(|| {
-                    let logits =
-                        trainable
-                            .model
-                            .forward(&ids, &mask, Mode::Train { seed: i as u64 })?;
-                    let loss = classifier::ops::cross_entropy(&logits, &labels)?;
-                    loss.to_scalar::<f32>()?;
-                    anyhow::Ok(loss)
-                })?;
-                let t1 = Instant::now();
-                let grads = on_pool(|| loss.backward())?;
-                let t2 = Instant::now();
-                on_pool(|| {
-                    opt.accumulate(&grads, w.batch as f64)?;
-                    drop(grads);
-                    opt.step(5e-5)
-                })?;
-                let t3 = Instant::now();
-                if i >= warmup {
-                    times.push((t3 - t0).as_secs_f64());
-                    phases[0].1.push((t1 - t0).as_secs_f64());
-                    phases[1].1.push((t2 - t1).as_secs_f64());
-                    phases[2].1.push((t3 - t2).as_secs_f64());
-                }
-            }
-        }
-    }
+    let (times, phases) = match w.kind {
+        Kind::Gemm => return time_gemm(w.seq, warmup, iters),
+        Kind::Infer => (time_inference(&w, warmup, iters)?, Vec::new()),
+        Kind::Train => time_training(&w, warmup, iters)?,
+    };
     let m = median(times);
     Ok(Measured {
         median_ms: m * 1e3,
@@ -357,6 +275,98 @@ fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
             .map(|(n, t)| (n.to_string(), median(t) * 1e3))
             .collect(),
     })
+}
+
+/// An `n x n x n` product through [`gemm::matmul`], in GFLOP/s.
+fn time_gemm(n: usize, warmup: usize, iters: usize) -> Result<Measured> {
+    let a = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
+    let b = Tensor::randn(0f32, 1.0, n * n, &Device::Cpu)?.to_vec1::<f32>()?;
+    // The pool `runtime::init` sized from --threads.
+    let threads = candle_core::utils::get_num_threads();
+    let mut times = Vec::new();
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        let mut c = vec![0f32; n * n];
+        let (av, bv) = (View::rows(&a, n, n), View::rows(&b, n, n));
+        gemm::matmul(ViewMut::rows(&mut c, n, n), av, bv, false, 1.0, threads);
+        drop(c);
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let m = median(times);
+    Ok(Measured {
+        median_ms: m * 1e3,
+        throughput: 2.0 * (n as f64).powi(3) / m / 1e9,
+        ..Default::default()
+    })
+}
+
+/// Seconds per forward pass of the base-size classifier.
+fn time_inference(w: &Workload, warmup: usize, iters: usize) -> Result<Vec<f64>> {
+    let (cfg, tensors) = base_model()?;
+    let vb = constant_builder(tensors);
+    let model = DistilBertForSequenceClassification::load(vb, &cfg)?.with_precision(w.precision)?;
+    let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 1)?;
+    let mut times = Vec::new();
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        let logits = model.forward(&ids, &mask, Mode::Eval)?;
+        logits.to_vec2::<f32>()?;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(times)
+}
+
+/// Seconds per training step, and per phase of it (forward, backward, optimizer).
+type StepTimes = (Vec<f64>, Vec<(&'static str, Vec<f64>)>);
+
+fn time_training(w: &Workload, warmup: usize, iters: usize) -> Result<StepTimes> {
+    let (cfg, tensors) = base_model()?;
+    let trainable = Trainable::new(&cfg, &tensors)?;
+    drop(tensors);
+    let mut opt = AdamW::new(trainable.params.clone(), AdamWConfig::default());
+    let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 2)?;
+    let labels = Tensor::from_vec(
+        (0..w.batch as u32).map(|i| i % 2).collect::<Vec<_>>(),
+        w.batch,
+        &Device::Cpu,
+    )?;
+    let mut phases = vec![
+        ("forward", vec![]),
+        ("backward", vec![]),
+        ("optimizer", vec![]),
+    ];
+    let mut times = Vec::new();
+    for i in 0..warmup + iters {
+        // As the trainer does: each phase starts on the pool (`runtime::on_pool`).
+        let t0 = Instant::now();
+        let loss = on_pool(|| {
+            let mode = Mode::Train { seed: i as u64 };
+            let logits = trainable.model.forward(&ids, &mask, mode)?;
+            let loss = classifier::ops::cross_entropy(&logits, &labels)?;
+            loss.to_scalar::<f32>()?;
+            anyhow::Ok(loss)
+        })?;
+        let t1 = Instant::now();
+        let grads = on_pool(|| loss.backward())?;
+        let t2 = Instant::now();
+        on_pool(|| {
+            opt.accumulate(&grads, w.batch as f64)?;
+            drop(grads);
+            opt.step(5e-5)
+        })?;
+        let t3 = Instant::now();
+        if i >= warmup {
+            times.push((t3 - t0).as_secs_f64());
+            phases[0].1.push((t1 - t0).as_secs_f64());
+            phases[1].1.push((t2 - t1).as_secs_f64());
+            phases[2].1.push((t3 - t2).as_secs_f64());
+        }
+    }
+    Ok((times, phases))
 }
 
 /// A builder over plain tensors (no gradients): what inference uses.
