@@ -540,6 +540,42 @@ fn unit(kind: Kind) -> &'static str {
     }
 }
 
+/// The workloads `--only` names (all when it names none), in table order.
+fn selected_workloads(only: &[String]) -> Result<Vec<Workload>> {
+    for name in only {
+        if !WORKLOADS.iter().any(|w| w.name == name) {
+            let names: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
+            bail!(
+                "unknown workload `{name}`; choose from {}",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(WORKLOADS
+        .iter()
+        .copied()
+        .filter(|w| only.is_empty() || only.iter().any(|o| o == w.name))
+        .collect())
+}
+
+/// The settings line and the table's header, with baseline columns when `--python` is set.
+fn table_header(threads: usize, args: &Args) -> String {
+    let mut table = format!(
+        "threads={threads} iters={} warmup={} (medians)\n\n",
+        args.iters, args.warmup
+    );
+    table.push_str("| workload | ours ms | ours | ours peak RSS |");
+    if args.python.is_some() {
+        table.push_str(
+            " baseline | baseline ms | baseline | baseline peak RSS | speed ours/baseline |\n",
+        );
+        table.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    } else {
+        table.push_str("\n|---|---|---|---|\n");
+    }
+    table
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(dir) = &args.write_model {
@@ -555,39 +591,8 @@ fn main() -> Result<()> {
         println!("RESULT {}", serde_json::to_string(&m)?);
         return Ok(());
     }
-    for name in &args.only {
-        if !WORKLOADS.iter().any(|w| w.name == name) {
-            let names: Vec<_> = WORKLOADS.iter().map(|w| w.name).collect();
-            bail!(
-                "unknown workload `{name}`; choose from {}",
-                names.join(", ")
-            );
-        }
-    }
-    let selected: Vec<Workload> = WORKLOADS
-        .iter()
-        .copied()
-        .filter(|w| args.only.is_empty() || args.only.iter().any(|o| o == w.name))
-        .collect();
-
-    let mut table = String::new();
-    table.push_str(&format!(
-        "threads={threads} iters={} warmup={} (medians)\n\n",
-        args.iters, args.warmup
-    ));
-    let with_baselines = args.python.is_some();
-    table.push_str("| workload | ours ms | ours | ours peak RSS |");
-    if with_baselines {
-        table.push_str(
-            " baseline | baseline ms | baseline | baseline peak RSS | speed ours/baseline |",
-        );
-    }
-    table.push('\n');
-    table.push_str(if with_baselines {
-        "|---|---|---|---|---|---|---|---|---|\n"
-    } else {
-        "|---|---|---|---|\n"
-    });
+    let selected = selected_workloads(&args.only)?;
+    let mut table = table_header(threads, &args);
     let rss = |m: &Measured| m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0} MB"));
     // A baseline on one shape is measured once, whichever of our rows it stands beside.
     let mut baseline_runs: HashMap<(Baseline, &str, usize, usize), Measured> = HashMap::new();
