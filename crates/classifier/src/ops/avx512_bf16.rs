@@ -13,7 +13,7 @@ use super::amx::{BLOCK, TILE_PAIRS};
 
 /// Whether this CPU has AVX-512 BF16.
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    super::features::cpu().avx512_bf16
 }
 
 /// Rows of the block one pass holds in registers: 8 rows x 32 columns is 16 accumulators,

@@ -36,11 +36,6 @@ const NC: usize = 384;
 /// How many values of K ahead the microkernel prefetches its right panel.
 const PREFETCH_STEPS: usize = 8;
 
-/// Whether this CPU runs 512-bit FMAs.
-pub fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
 thread_local! {
     /// Packed left and right operands, reused call after call on each thread.
     static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -50,7 +45,7 @@ thread_local! {
 /// caller has checked the shapes and views.
 ///
 /// # Safety
-/// AVX-512 F must be [`available`].
+/// AVX-512 F must be available ([`super::features::Cpu::avx512f`]).
 pub unsafe fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, threads: usize) {
     let (m, k, n) = (a.at.rows, a.at.cols, b.at.cols);
     let at = dst.at;
@@ -622,7 +617,7 @@ mod tests {
     use crate::ops::gemm::test_view;
 
     fn skip() -> bool {
-        if !available() {
+        if !crate::ops::features::cpu().avx512f {
             eprintln!("no AVX-512 F on this CPU: the AVX-512 f32 products cannot run here");
             return true;
         }

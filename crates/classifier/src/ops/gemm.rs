@@ -81,10 +81,7 @@ pub fn bf16_fallback_reason() -> Option<&'static str> {
 }
 
 fn avx512_bf16_runs() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return super::avx512_bf16::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::features::cpu().avx512_bf16
 }
 
 /// Whether this CPU computes bf16 products faster than f32 ones (AMX bf16, or AVX-512 BF16
@@ -148,23 +145,11 @@ impl F32Kernel {
 }
 
 fn avx512_runs() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return super::avx512_f32::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::features::cpu().avx512f
 }
 
 fn intel() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let leaf0 = std::arch::x86_64::__cpuid(0);
-        let vendor = [leaf0.ebx, leaf0.edx, leaf0.ecx]
-            .map(u32::to_le_bytes)
-            .concat();
-        vendor == b"GenuineIntel"
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::features::cpu().intel
 }
 
 /// Where a strided matrix lies in its slice: element `(i, j)` of a `rows x cols` matrix is

@@ -15,6 +15,7 @@ pub mod avx512_bf16;
 mod avx512_f32;
 pub mod cpu;
 mod dropout;
+pub mod features;
 pub mod fused;
 pub mod gemm;
 pub mod int8;

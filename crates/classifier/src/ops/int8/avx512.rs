@@ -11,7 +11,7 @@ use crate::ops::amx::{BLOCK, K_STEP, TILE_BYTES};
 
 /// Whether this CPU has AVX-512 VNNI.
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
+    crate::ops::features::cpu().avx512_vnni
 }
 
 /// Rows per pass: 8 rows x 32 channels is 16 accumulators, with 2 registers of weights.

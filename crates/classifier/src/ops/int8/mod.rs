@@ -435,7 +435,7 @@ impl Kernel {
         let mut kernels = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if crate::ops::features::cpu().avx2 {
                 kernels.push(Kernel::Avx2);
             }
             if avx512::available() {
