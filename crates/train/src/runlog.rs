@@ -142,7 +142,8 @@ pub struct RunSummary {
     pub optimizer_steps: u64,
     pub peak_rss_mb: Option<f64>,
     pub threads: usize,
-    /// The precision products really ran in (bf16 falls back to f32 without AMX or AVX-512 BF16).
+    /// The precision products really ran in (bf16 falls back to f32 where bf16 products would
+    /// not be faster: without AMX, or with only Intel's AVX-512 BF16).
     #[serde(default)]
     pub matmul_precision: MatmulPrecision,
     pub resumed: u32,
