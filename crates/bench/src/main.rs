@@ -320,9 +320,11 @@ fn time_inference(w: &Workload, warmup: usize, iters: usize) -> Result<Vec<f64>>
     Ok(times)
 }
 
-/// Seconds per training step, and per phase of it (forward, backward, optimizer).
+/// Seconds per training step, and per phase of it.
 type StepTimes = (Vec<f64>, Vec<(&'static str, Vec<f64>)>);
 
+/// Seconds per training step of the base-size classifier, and per phase (forward, backward,
+/// optimizer).
 fn time_training(w: &Workload, warmup: usize, iters: usize) -> Result<StepTimes> {
     let (cfg, tensors) = base_model()?;
     let trainable = Trainable::new(&cfg, &tensors)?;

@@ -130,7 +130,8 @@ unsafe fn pack_all_right(b: View) -> Vec<f32> {
         .step_by(NC)
         .flat_map(|jc| (0..k).step_by(KC).map(move |pc| (jc, pc)))
         .collect();
-    let len = n.div_ceil(NC) * NC * k;
+    // Every block but the last is NC wide, a whole number of panels.
+    let len = n.div_ceil(NR) * NR * k;
     let mut out = vec![0f32; len];
     let shared = SharedMut::new(&mut out);
     blocks.into_par_iter().for_each(|(jc, pc)| {

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use gemm::Parallelism;
 
+use super::features;
+
 /// How f32 matrix products are computed, for the whole process, as PyTorch's
 /// `torch.set_float32_matmul_precision`: a choice a binary makes once, at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -71,17 +73,13 @@ pub fn matmul_precision() -> MatmulPrecision {
 pub fn bf16_fallback_reason() -> Option<&'static str> {
     if bf16_supported() {
         None
-    } else if F32Kernel::current() == F32Kernel::Avx512 && avx512_bf16_runs() {
+    } else if F32Kernel::current() == F32Kernel::Avx512 && features::cpu().avx512_bf16 {
         Some(
-            "this CPU's AVX-512 BF16 instruction is no faster than its 512-bit f32 FMAs, and it has no AMX",
+            "this CPU has no AMX, and its AVX-512 BF16 products are slower than f32 ones on its 512-bit FMAs",
         )
     } else {
         Some("this CPU has neither AMX nor AVX-512 BF16")
     }
-}
-
-fn avx512_bf16_runs() -> bool {
-    super::features::cpu().avx512_bf16
 }
 
 /// Whether this CPU computes bf16 products faster than f32 ones (AMX bf16, or AVX-512 BF16
@@ -125,7 +123,7 @@ impl F32Kernel {
     }
 
     fn choose(asked: Option<&str>) -> F32Kernel {
-        let avx512 = avx512_runs();
+        let avx512 = features::cpu().avx512f;
         match asked.map(str::parse::<F32Kernel>) {
             Some(Ok(F32Kernel::Avx512)) if avx512 => F32Kernel::Avx512,
             Some(Ok(F32Kernel::Avx512)) => {
@@ -138,18 +136,10 @@ impl F32Kernel {
                 tracing::warn!("{F32_KERNEL_ENV}=`{asked}` is neither gemm nor avx512: ignored");
                 F32Kernel::choose(None)
             }
-            None if avx512 && intel() => F32Kernel::Avx512,
+            None if avx512 && features::cpu().intel => F32Kernel::Avx512,
             None => F32Kernel::Gemm,
         }
     }
-}
-
-fn avx512_runs() -> bool {
-    super::features::cpu().avx512f
-}
-
-fn intel() -> bool {
-    super::features::cpu().intel
 }
 
 /// Where a strided matrix lies in its slice: element `(i, j)` of a `rows x cols` matrix is
@@ -267,6 +257,12 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
     if m == 0 || n == 0 {
         return;
     }
+    // Small products run on the calling thread, whichever kernel computes them.
+    let threads = if m * n * k >= PARALLEL_MIN_WORK {
+        threads
+    } else {
+        1
+    };
     #[cfg(target_arch = "x86_64")]
     if BF16_PRODUCTS.load(Ordering::Relaxed) && m * n * k >= BF16_MIN_WORK {
         let kernel =
@@ -277,16 +273,11 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
     }
     #[cfg(target_arch = "x86_64")]
     if m >= AVX512_MIN_ROWS && F32Kernel::current() == F32Kernel::Avx512 {
-        let threads = if m * n * k >= PARALLEL_MIN_WORK {
-            threads
-        } else {
-            1
-        };
         // SAFETY: `current` picks Avx512 only where the CPU has AVX-512 F.
         unsafe { super::avx512_f32::matmul(dst, a, b, accumulate, scale, threads) };
         return;
     }
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
+    let parallelism = if threads > 1 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
@@ -343,10 +334,9 @@ pub(crate) fn test_view(data: &[f32], rows: usize, cols: usize, layout: usize) -
 #[cfg(target_arch = "x86_64")]
 mod bf16 {
     use std::cell::RefCell;
+    use std::sync::OnceLock;
 
     use rayon::prelude::*;
-
-    use std::sync::OnceLock;
 
     use super::{BF16_KERNEL_ENV, F32Kernel, PARALLEL_MIN_WORK, View, ViewMut};
     use crate::ops::amx::{self, BLOCK, Rows, Side, TILE_PAIRS, Tiles};
@@ -579,9 +569,10 @@ mod tests {
         assert_eq!(F32Kernel::choose(Some("gemm")), F32Kernel::Gemm);
         assert_eq!(F32Kernel::choose(Some("no-such-kernel")), default);
         let avx512 = F32Kernel::choose(Some("avx512"));
-        assert_eq!(avx512 == F32Kernel::Avx512, avx512_runs());
+        let cpu = features::cpu();
+        assert_eq!(avx512 == F32Kernel::Avx512, cpu.avx512f);
         if default == F32Kernel::Avx512 {
-            assert!(avx512_runs() && intel(), "AVX-512 by default only on Intel");
+            assert!(cpu.avx512f && cpu.intel, "AVX-512 by default only on Intel");
         }
     }
 
