@@ -7,7 +7,11 @@
 //! its own part of the other. The right operand is packed into panels of `NR` columns
 //! (`KC x NR`, K-major, zero padded) that stay in L2, `KC` values of K at a time, and `MR` rows
 //! of the left operand into K-major micro-panels that stay in L1 while the right block streams
-//! past them (prefetched a few steps ahead). The microkernel holds an `MR x NR` block of sums in
+//! past them (prefetched a few steps ahead). Large operands (the 12 MB activations of a
+//! batch-32 pass) come from memory: the next left micro-panel is fetched into L2 a part per
+//! block while the current one runs, and the block of C into L2 at a block's start and into
+//! L1 near its end (+12% on batch-32 inference, 4096 x 768 x 3072 went from 120 to 140-147
+//! GFLOP/s on one core). The microkernel holds an `MR x NR` block of sums in
 //! 24 of the 32 vector registers: per value of K, two loads of the right panel, `MR`
 //! broadcasts of the left one and `2 MR` FMAs. Packing makes every operand layout (row-major,
 //! transposed, strided) one case for the microkernel; the transposed right operand of
@@ -35,6 +39,9 @@ const NC: usize = 384;
 
 /// How many values of K ahead the microkernel prefetches its right panel.
 const PREFETCH_STEPS: usize = 8;
+
+/// How many values of K before the end the microkernel fetches its block of C into L1.
+const LATE_STEPS: usize = 32;
 
 thread_local! {
     /// Packed left and right operands, reused call after call on each thread.
@@ -239,7 +246,10 @@ impl Task<'_> {
                 // Each left micro-panel stays in L1 while the right block streams from L2.
                 for (p, ir) in rows.clone().step_by(MR).enumerate() {
                     let left = &left_block[p * kc * MR..][..kc * MR];
+                    let next = left_block.get((p + 1) * kc * MR..).unwrap_or(&[]);
+                    let col_panels = nc.div_ceil(NR);
                     for (q, jr) in (jc..jc + nc).step_by(NR).enumerate() {
+                        prefetch_part(next, kc * MR, q, col_panels);
                         let block = Block {
                             row: ir,
                             rows: MR.min(rows.end - ir),
@@ -306,6 +316,19 @@ impl Task<'_> {
     }
 }
 
+/// Fetches the `part`-th of `parts` of the first `len` values of `panel` into L2: the
+/// next left micro-panel, a part before each block of the current one, so that it is in
+/// L2 when its first block starts rather than read from memory then.
+#[inline(always)]
+fn prefetch_part(panel: &[f32], len: usize, part: usize, parts: usize) {
+    let lines = len.min(panel.len()).div_ceil(16);
+    let per = lines.div_ceil(parts);
+    for line in (part * per..(part + 1) * per).take_while(|&l| l < lines) {
+        // SAFETY: the address lies inside `panel`, and prefetching never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(panel.as_ptr().add(line * 16).cast()) };
+    }
+}
+
 /// Where one microkernel block lies in the output.
 #[derive(Clone, Copy)]
 struct Block {
@@ -359,16 +382,17 @@ unsafe fn kernel(rows: usize, kc: usize, a: *const f32, b: *const f32, c: Out) {
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn micro<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: Out) {
-    // The sums are added to or stored over C at the end: fetch its lines meanwhile.
-    for r in 0..R {
-        let row = c.ptr.wrapping_add(r * c.rs);
-        _mm_prefetch::<_MM_HINT_T0>(row.cast());
-        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(c.cols - 1).cast());
-    }
+    // The sums are added to or stored over C at the end: fetch its lines into L2 now, and
+    // into L1 only near the end (the right panel streaming through L1 would evict them).
+    prefetch_rows::<R, _MM_HINT_T1>(&c);
+    let late = kc.saturating_sub(LATE_STEPS);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     // SAFETY: p < kc, so every load lies inside the packed panels (the caller's promise).
     unsafe {
         for p in 0..kc {
+            if p == late {
+                prefetch_rows::<R, _MM_HINT_T0>(&c);
+            }
             // The right panel streams from L2: ask for its lines a few steps ahead.
             let ahead = b.wrapping_add((p + PREFETCH_STEPS) * NR).cast();
             _mm_prefetch::<_MM_HINT_T0>(ahead);
@@ -400,6 +424,19 @@ unsafe fn micro<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: Out)
                 }
                 _mm512_mask_storeu_ps(at, mask, v);
             }
+        }
+    }
+}
+
+/// Prefetches the `R` rows of the block of C that `c` names.
+#[inline(always)]
+fn prefetch_rows<const R: usize, const HINT: i32>(c: &Out) {
+    for r in 0..R {
+        let row = c.ptr.wrapping_add(r * c.rs);
+        // SAFETY: prefetching never faults, whatever the address.
+        unsafe {
+            _mm_prefetch::<HINT>(row.cast());
+            _mm_prefetch::<HINT>(row.wrapping_add(c.cols - 1).cast());
         }
     }
 }
