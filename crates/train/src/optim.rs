@@ -100,6 +100,8 @@ struct Param {
     decay: bool,
     /// Factor on the scheduled learning rate (layer-wise decay).
     lr_scale: f64,
+    /// The gradient accumulated since the last step; stale (the last step's) while
+    /// `AdamW::pending_weight` is 0.
     grad: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
@@ -167,6 +169,9 @@ impl AdamW {
         weight: f64,
     ) -> Result<()> {
         let w = weight as f32;
+        // The first micro-batch after a step overwrites what the step left (it does not
+        // clear the buffers: one pass less over 67M values per step).
+        let first = self.pending_weight == 0.0;
         for p in &mut self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 candle_core::bail!(
@@ -179,8 +184,10 @@ impl AdamW {
                     .par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))
                     .for_each(|(acc, g)| {
-                        for (a, g) in acc.iter_mut().zip(g) {
-                            *a += w * g;
+                        if first {
+                            acc.iter_mut().zip(g).for_each(|(a, g)| *a = w * g);
+                        } else {
+                            acc.iter_mut().zip(g).for_each(|(a, g)| *a += w * g);
                         }
                     })
             })?;
@@ -203,7 +210,7 @@ impl AdamW {
             .flat_map(|p| {
                 p.grad
                     .par_chunks(CHUNK)
-                    .map(|c| c.iter().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>())
+                    .map(sum_squares)
                     .collect::<Vec<f64>>()
             })
             .sum();
@@ -229,16 +236,15 @@ impl AdamW {
             } else {
                 1.0
             };
-            let (grad, m, v) = (&mut p.grad, &mut p.m, &mut p.v);
+            let (grad, m, v) = (&p.grad, &mut p.m, &mut p.v);
             update_f32(p.var.as_tensor(), |w| {
                 w.par_chunks_mut(CHUNK)
-                    .zip(grad.par_chunks_mut(CHUNK))
+                    .zip(grad.par_chunks(CHUNK))
                     .zip(m.par_chunks_mut(CHUNK))
                     .zip(v.par_chunks_mut(CHUNK))
                     .for_each(|(((w, g), m), v)| {
                         for i in 0..w.len() {
                             let gi = g[i] * scale;
-                            g[i] = 0.0;
                             m[i] = b1 * m[i] + (1.0 - b1) * gi;
                             v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
                             let denom = v[i].sqrt() * inv_sqrt_bias2 + eps;
@@ -281,12 +287,27 @@ impl AdamW {
             }
             p.m = m;
             p.v = v;
-            p.grad.fill(0.0);
         }
         self.step = state.step;
         self.pending_weight = 0.0;
         Ok(())
     }
+}
+
+/// The sum of squares of `values` in f64, over 8 lanes so that it vectorises (one chain of
+/// dependent f64 additions took 4.6% of a training step, the rest of the step being memory
+/// bound). The lanes are added in a fixed order: the result does not depend on threads.
+fn sum_squares(values: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = values.chunks_exact(lanes.len());
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &g) in lanes.iter_mut().zip(chunk) {
+            *lane += f64::from(g) * f64::from(g);
+        }
+    }
+    let tail: f64 = tail.iter().map(|&g| f64::from(g) * f64::from(g)).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// AdamW's resumable state.
@@ -343,6 +364,29 @@ mod tests {
             (m[0] - 0.1 * 0.6).abs() < 1e-6 && (m[1] - 0.1 * 0.8).abs() < 1e-6,
             "{m:?}"
         );
+    }
+
+    /// The gradient buffers are not cleared by a step: the next step must see only its own.
+    #[test]
+    fn a_step_sees_only_the_gradients_accumulated_since_the_last() {
+        let var = Var::from_tensor(&Tensor::new(&[3.0f32, 4.0], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = AdamW::new(vec![("x.bias".into(), var.clone())], AdamWConfig::default());
+        let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+        let grads = loss.backward().unwrap();
+        opt.accumulate(&grads, 2.0).unwrap();
+        opt.step(0.0).unwrap();
+        opt.accumulate(&grads, 1.0).unwrap();
+        let stats = opt.step(0.0).unwrap();
+        assert!((stats.grad_norm - 5.0).abs() < 1e-6, "{}", stats.grad_norm);
+    }
+
+    #[test]
+    fn sum_of_squares_over_lanes_is_the_plain_sum() {
+        for n in [0, 1, 7, 8, 9, 30] {
+            let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let plain: f64 = values.iter().map(|&v| f64::from(v).powi(2)).sum();
+            assert!((sum_squares(&values) - plain).abs() < 1e-9, "n = {n}");
+        }
     }
 
     #[test]
