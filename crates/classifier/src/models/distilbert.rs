@@ -450,10 +450,7 @@ impl Embeddings {
     fn forward(&self, input_ids: &Tensor, mode: Mode, k: Kernels) -> Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
         let dim = self.word_embeddings.dim(1)?;
-        let words = self
-            .word_embeddings
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((b, s, dim))?;
+        let words = ops::embedding(&self.word_embeddings, input_ids, k)?.reshape((b, s, dim))?;
         let positions = self.position_embeddings.narrow(0, 0, s)?;
         let x = words.broadcast_add(&positions)?;
         let x = self.layer_norm.forward(&x, k)?;

@@ -91,6 +91,14 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// The rows of `table` `(rows, dim)` at `ids`, shaped `(ids.elem_count(), dim)`.
+pub fn embedding(table: &Tensor, ids: &Tensor, k: Kernels) -> Result<Tensor> {
+    match k {
+        Kernels::Reference => table.index_select(&ids.flatten_all()?, 0),
+        Kernels::Fused => fused::embedding(table, ids),
+    }
+}
+
 /// Exact GELU, `x * Phi(x)`, as `transformers`' "gelu" activation.
 pub fn gelu(x: &Tensor, k: Kernels) -> Result<Tensor> {
     match k {

@@ -1,6 +1,6 @@
 //! Fused CPU kernels with hand-written backward passes: linear (GEMM + bias), multi-head
 //! self-attention (scores, mask, softmax, dropout, context in one pass per head), LayerNorm,
-//! GELU and dropout.
+//! GELU, dropout and the embedding lookup.
 //!
 //! Each replaces a chain of candle ops that would allocate a tensor per step and run its
 //! elementwise parts on one thread. Work is split over rayon's pool in fixed partitions, and
@@ -10,11 +10,13 @@
 
 mod attention;
 mod elementwise;
+mod embedding;
 mod layer_norm;
 mod linear;
 
 pub use attention::attention;
 pub use elementwise::{dropout, gelu};
+pub use embedding::embedding;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 
