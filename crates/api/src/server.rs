@@ -12,7 +12,7 @@ use api_types::{
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -513,25 +513,19 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-const ROUTES: [&str; 6] = [
-    "/predict",
-    "/health",
-    "/info",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-];
-
 /// One log line and the metrics of every request.
 async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let route = ROUTES
-        .iter()
-        .find(|r| **r == path)
-        .copied()
-        .unwrap_or("other");
+    // The route's own pattern, so that every route gets its label without a list to keep in
+    // step with the router; unknown paths share one label (a label per path would let any
+    // client grow the metrics without bound).
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |m| m.as_str().to_string());
+    let route = route.as_str();
     let response = next.run(req).await;
     let status = response.status().as_u16();
     let latency = started.elapsed();

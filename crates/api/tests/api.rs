@@ -205,10 +205,15 @@ async fn every_endpoint_answers() {
     assert_eq!(info["precision"], "f32");
     assert_eq!(info["limits"]["max_inputs"], 64);
 
+    s.get("/training").await;
+    let (status, _) = s.get("/no-such-route").await;
+    assert_eq!(status, 404);
     let (status, metrics) = s.get("/metrics").await;
     assert_eq!(status, 200);
     for name in [
         "http_requests_total{method=\"POST\",route=\"/predict\",status=\"200\"}",
+        "http_requests_total{method=\"GET\",route=\"/training\",",
+        "http_requests_total{method=\"GET\",route=\"other\",status=\"404\"}",
         "predict_queue_duration_seconds_bucket",
         "predict_tokenization_duration_seconds_bucket",
         "predict_inference_duration_seconds_bucket",
