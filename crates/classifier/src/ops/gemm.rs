@@ -12,42 +12,45 @@ use super::features;
 
 /// How f32 matrix products are computed, for the whole process, as PyTorch's
 /// `torch.set_float32_matmul_precision`: a choice a binary makes once, at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(
+    ascii_case_insensitive,
+    parse_err_ty = String,
+    parse_err_fn = unknown_matmul_precision
+)]
 pub enum MatmulPrecision {
     /// f32 operands and sums: the reference, and the default.
     #[default]
+    #[strum(to_string = "f32", serialize = "fp32", serialize = "float32")]
     F32,
     /// Operands rounded to bf16, sums in f32, on AMX tiles or AVX-512 BF16 (8 bits of
     /// mantissa: PyTorch's bf16 autocast for products). Where the CPU has neither, products
     /// stay f32.
+    #[strum(to_string = "bf16", serialize = "bfloat16")]
     Bf16,
 }
 
 impl MatmulPrecision {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MatmulPrecision::F32 => "f32",
-            MatmulPrecision::Bf16 => "bf16",
-        }
+        self.into()
     }
 }
 
-impl std::fmt::Display for MatmulPrecision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for MatmulPrecision {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(MatmulPrecision::F32),
-            "bf16" | "bfloat16" => Ok(MatmulPrecision::Bf16),
-            _ => Err(format!("unknown matmul precision `{s}`: f32 or bf16")),
-        }
-    }
+fn unknown_matmul_precision(s: &str) -> String {
+    format!("unknown matmul precision `{s}`: f32 or bf16")
 }
 
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
@@ -531,6 +534,27 @@ mod bf16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_matmul_precision_and_kernels() {
+        assert_eq!(
+            "BFloat16".parse::<MatmulPrecision>(),
+            Ok(MatmulPrecision::Bf16)
+        );
+        assert_eq!("FP32".parse::<MatmulPrecision>(), Ok(MatmulPrecision::F32));
+        assert_eq!(MatmulPrecision::Bf16.to_string(), "bf16");
+        let err = "fp16".parse::<MatmulPrecision>().unwrap_err();
+        assert_eq!(err, "unknown matmul precision `fp16`: f32 or bf16");
+        use crate::ops::Kernels;
+        assert_eq!("Reference".parse::<Kernels>(), Ok(Kernels::Reference));
+        assert_eq!(Kernels::Fused.to_string(), "fused");
+        assert!(
+            "fast"
+                .parse::<Kernels>()
+                .unwrap_err()
+                .contains("reference or fused")
+        );
+    }
 
     #[test]
     fn strided_product_matches_naive() {

@@ -28,7 +28,13 @@ pub use int8::Precision;
 use candle_core::{D, DType, Result, Tensor};
 
 /// Which implementation of the model's operations to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::Display, strum::EnumString)]
+#[strum(
+    serialize_all = "lowercase",
+    ascii_case_insensitive,
+    parse_err_ty = String,
+    parse_err_fn = unknown_kernels
+)]
 pub enum Kernels {
     /// Compositions of candle primitives: slow, obviously correct, differentiable.
     Reference,
@@ -37,15 +43,8 @@ pub enum Kernels {
     Fused,
 }
 
-impl std::str::FromStr for Kernels {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "reference" => Ok(Kernels::Reference),
-            "fused" => Ok(Kernels::Fused),
-            _ => Err(format!("unknown kernels `{s}`: reference or fused")),
-        }
-    }
+fn unknown_kernels(s: &str) -> String {
+    format!("unknown kernels `{s}`: reference or fused")
 }
 
 /// `x @ w^T + b` for `x` of shape `(..., in)`, `w` of shape `(out, in)`.

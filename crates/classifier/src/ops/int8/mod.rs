@@ -26,40 +26,41 @@ use super::math;
 
 /// Numeric precision of the encoder's weights at inference. (Products of f32 weights, in
 /// training too, follow [`super::gemm::MatmulPrecision`].)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[strum(
+    ascii_case_insensitive,
+    parse_err_ty = String,
+    parse_err_fn = unknown_precision
+)]
 pub enum Precision {
     /// f32 weights and products: the reference, and the default.
     #[default]
+    #[strum(to_string = "f32", serialize = "fp32", serialize = "float32")]
     F32,
     /// Int8 dynamic quantisation of every encoder linear layer (the head stays f32): a
     /// quarter of the weight memory traffic, and faster products at small batches.
+    #[strum(to_string = "int8", serialize = "i8", serialize = "q8")]
     Int8,
 }
 
 impl Precision {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Int8 => "int8",
-        }
+        self.into()
     }
 }
 
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Precision::F32),
-            "int8" | "i8" | "q8" => Ok(Precision::Int8),
-            _ => Err(format!("unknown precision `{s}`: f32 or int8")),
-        }
-    }
+fn unknown_precision(s: &str) -> String {
+    format!("unknown precision `{s}`: f32 or int8")
 }
 
 /// Largest weight level: 7 bits, see the module docs.
@@ -589,5 +590,7 @@ mod tests {
                 .unwrap_err()
                 .contains("f32 or int8")
         );
+        assert_eq!(Precision::Int8.to_string(), "int8");
+        assert_eq!(Precision::F32.as_str(), "f32");
     }
 }
