@@ -263,189 +263,20 @@ fn text_hash(text: &str) -> u64 {
 
 /// Runs the whole preprocessing and returns its report (also written to report.json).
 pub fn run(args: &Args) -> Result<Report> {
-    for (flag, v) in [
-        ("--test-size", args.test_size),
-        ("--validation-size", args.validation_size),
-    ] {
-        if !(v > 0.0 && v < 1.0) {
-            bail!("{flag} must be in (0, 1), got {v}");
-        }
-    }
-    let defaults = Defaults {
-        text_column: args.text_column.clone(),
-        label_column: args.label_column.clone(),
-        labels: args
-            .label_map
-            .parse::<LabelMap>()
-            .map_err(anyhow::Error::msg)
-            .context("--label-map")?,
-        group_column: args.group_column.clone(),
-    };
-    let specs: Vec<SourceSpec> = args
-        .sources
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| SourceSpec::parse(s, &defaults))
-        .collect::<Result<_>>()?;
-    if specs.is_empty() {
-        bail!("no --source given");
-    }
-    let mut names = std::collections::HashSet::new();
-    for s in &specs {
-        if !names.insert(&s.name) {
-            bail!(
-                "two sources are named `{}`: give one another name with ,name=...",
-                s.name
-            );
-        }
-    }
+    let specs = source_specs(args)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
-
     let cleaning = args.cleaning();
-    let hub = classifier::hub::HubSettings::from_env();
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut reports: Vec<SourceReport> = Vec::new();
-    for (si, spec) in specs.iter().enumerate() {
-        let mut rep = SourceReport {
-            name: spec.name.clone(),
-            spec: Some(spec.clone()),
-            ..Default::default()
-        };
-        let progress =
-            indicatif::ProgressBar::new_spinner().with_message(format!("reading {}", spec.name));
-        progress.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg}: {human_pos} rows ({per_sec})",
-            )
-            .expect("valid template"),
-        );
-        let mut sink = |row: std::result::Result<Row, Malformed>| -> Result<()> {
-            rep.rows_read += 1;
-            progress.inc(1);
-            let row = match row {
-                Ok(r) => r,
-                Err(m) => {
-                    if args.strict {
-                        bail!(
-                            "{} ({}): {}: {} (drop --strict to skip and count such rows)",
-                            spec.location,
-                            spec.name,
-                            m.location,
-                            m.reason
-                        );
-                    }
-                    rep.malformed
-                        .entry(m.reason.clone())
-                        .or_default()
-                        .add(&m.location);
-                    return Ok(());
-                }
-            };
-            let Some(text) = row.text.filter(|t| !t.trim().is_empty()) else {
-                rep.missing_text.add(&row.location);
-                return Ok(());
-            };
-            let Some(raw_label) = row.label.filter(|l| !l.trim().is_empty()) else {
-                rep.missing_label.add(&row.location);
-                return Ok(());
-            };
-            let Some(label) = spec.labels.class(&raw_label) else {
-                *rep.unmapped_labels
-                    .entry(labels::normalize(&raw_label))
-                    .or_default() += 1;
-                return Ok(());
-            };
-            let text = cleaning.clean(&text);
-            if text.is_empty() {
-                rep.empty_after_cleaning.add(&row.location);
-                return Ok(());
-            }
-            candidates.push(Candidate {
-                text,
-                label,
-                source: si,
-                group: row.group,
-                split: row.split,
-            });
-            Ok(())
-        };
-        source::read(spec, &hub, &mut sink).with_context(|| format!("source `{}`", spec.name))?;
-        progress.finish_and_clear();
-        tracing::info!(source = %spec.name, rows = rep.rows_read, "read");
-        reports.push(rep);
-    }
-
-    // De-duplicate on the cleaned text: keep the first, drop later copies, and drop every
-    // copy of a text that appears with both labels (which is right is unknowable).
-    let mut first_seen: HashMap<u64, usize> = HashMap::new();
-    let mut keep = vec![true; candidates.len()];
-    let mut conflicted = vec![false; candidates.len()];
-    for i in 0..candidates.len() {
-        let h = text_hash(&candidates[i].text);
-        match first_seen.get(&h) {
-            Some(&j) if candidates[j].text == candidates[i].text => {
-                keep[i] = false;
-                reports[candidates[i].source].duplicates_removed += 1;
-                if candidates[j].label != candidates[i].label {
-                    conflicted[j] = true;
-                }
-            }
-            Some(_) => {}
-            None => {
-                first_seen.insert(h, i);
-            }
-        }
-    }
-    for i in 0..candidates.len() {
-        if conflicted[i] && keep[i] {
-            keep[i] = false;
-            reports[candidates[i].source].conflicting_duplicates_removed += 1;
-        }
-    }
-    let mut kept: Vec<Candidate> = candidates
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(c, k)| k.then_some(c))
-        .collect();
+    let (candidates, mut reports) = read_sources(&specs, &cleaning, args)?;
+    let mut kept = deduplicate(candidates, &mut reports);
     if kept.is_empty() {
         bail!(
             "no usable rows: every row was malformed, unlabelled or empty (see the counts above)"
         );
     }
-
     let is_test = test_rows(&kept, &mut reports, &specs, args);
     let is_validation = validation_rows(&kept, &is_test, &specs, args);
-    let to_example = |c: &Candidate| Example {
-        text: c.text.clone(),
-        label: c.label,
-        source: specs[c.source].name.clone(),
-    };
-    let (mut train, mut validation, mut test) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, c) in kept.iter().enumerate() {
-        let side = if is_test[i] {
-            &mut test
-        } else if is_validation[i] {
-            &mut validation
-        } else {
-            &mut train
-        };
-        side.push(to_example(c));
-    }
-    if train.is_empty() || test.is_empty() {
-        bail!(
-            "the split left {} training and {} test rows: both need some (check --test-size and the sources' split columns)",
-            train.len(),
-            test.len()
-        );
-    }
-    if validation.is_empty() {
-        tracing::warn!(
-            "--validation-size {} of {} training rows is no row: validation.csv is empty, and `train` will hold out a share of train.csv instead",
-            args.validation_size,
-            train.len()
-        );
-    }
+    let (train, validation, test) = assign(&kept, &is_test, &is_validation, &specs, args)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let mut small_idx =
         sample(&mut rng, test.len(), args.small_test_size.min(test.len())).into_vec();
@@ -484,6 +315,220 @@ pub fn run(args: &Args) -> Result<Report> {
     };
     write_json(&out.join(REPORT_FILE), &report)?;
     Ok(report)
+}
+
+/// The sources to read, after checking the split sizes, the label map and that no two
+/// sources share a name.
+fn source_specs(args: &Args) -> Result<Vec<SourceSpec>> {
+    for (flag, v) in [
+        ("--test-size", args.test_size),
+        ("--validation-size", args.validation_size),
+    ] {
+        if !(v > 0.0 && v < 1.0) {
+            bail!("{flag} must be in (0, 1), got {v}");
+        }
+    }
+    let defaults = Defaults {
+        text_column: args.text_column.clone(),
+        label_column: args.label_column.clone(),
+        labels: args
+            .label_map
+            .parse::<LabelMap>()
+            .map_err(anyhow::Error::msg)
+            .context("--label-map")?,
+        group_column: args.group_column.clone(),
+    };
+    let specs: Vec<SourceSpec> = args
+        .sources
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| SourceSpec::parse(s, &defaults))
+        .collect::<Result<_>>()?;
+    if specs.is_empty() {
+        bail!("no --source given");
+    }
+    let mut names = std::collections::HashSet::new();
+    for s in &specs {
+        if !names.insert(&s.name) {
+            bail!(
+                "two sources are named `{}`: give one another name with ,name=...",
+                s.name
+            );
+        }
+    }
+    Ok(specs)
+}
+
+/// Reads every source: the rows that survive cleaning, and each source's counts.
+fn read_sources(
+    specs: &[SourceSpec],
+    cleaning: &Cleaning,
+    args: &Args,
+) -> Result<(Vec<Candidate>, Vec<SourceReport>)> {
+    let hub = classifier::hub::HubSettings::from_env();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut reports: Vec<SourceReport> = Vec::new();
+    for (si, spec) in specs.iter().enumerate() {
+        let mut rep = SourceReport {
+            name: spec.name.clone(),
+            spec: Some(spec.clone()),
+            ..Default::default()
+        };
+        let progress =
+            indicatif::ProgressBar::new_spinner().with_message(format!("reading {}", spec.name));
+        progress.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg}: {human_pos} rows ({per_sec})",
+            )
+            .expect("valid template"),
+        );
+        let mut sink = |row: std::result::Result<Row, Malformed>| -> Result<()> {
+            rep.rows_read += 1;
+            progress.inc(1);
+            if let Some(c) = candidate(row, si, spec, cleaning, &mut rep, args.strict)? {
+                candidates.push(c);
+            }
+            Ok(())
+        };
+        source::read(spec, &hub, &mut sink).with_context(|| format!("source `{}`", spec.name))?;
+        progress.finish_and_clear();
+        tracing::info!(source = %spec.name, rows = rep.rows_read, "read");
+        reports.push(rep);
+    }
+    Ok((candidates, reports))
+}
+
+/// One row of source `si` as a labelled, cleaned candidate, or `None` (counted in `rep`)
+/// when it is malformed, lacks a text or a label, has a label the map does not know, or is
+/// empty after cleaning. With `strict`, a malformed row is an error.
+fn candidate(
+    row: std::result::Result<Row, Malformed>,
+    si: usize,
+    spec: &SourceSpec,
+    cleaning: &Cleaning,
+    rep: &mut SourceReport,
+    strict: bool,
+) -> Result<Option<Candidate>> {
+    let row = match row {
+        Ok(r) => r,
+        Err(m) => {
+            if strict {
+                bail!(
+                    "{} ({}): {}: {} (drop --strict to skip and count such rows)",
+                    spec.location,
+                    spec.name,
+                    m.location,
+                    m.reason
+                );
+            }
+            rep.malformed
+                .entry(m.reason.clone())
+                .or_default()
+                .add(&m.location);
+            return Ok(None);
+        }
+    };
+    let Some(text) = row.text.filter(|t| !t.trim().is_empty()) else {
+        rep.missing_text.add(&row.location);
+        return Ok(None);
+    };
+    let Some(raw_label) = row.label.filter(|l| !l.trim().is_empty()) else {
+        rep.missing_label.add(&row.location);
+        return Ok(None);
+    };
+    let Some(label) = spec.labels.class(&raw_label) else {
+        *rep.unmapped_labels
+            .entry(labels::normalize(&raw_label))
+            .or_default() += 1;
+        return Ok(None);
+    };
+    let text = cleaning.clean(&text);
+    if text.is_empty() {
+        rep.empty_after_cleaning.add(&row.location);
+        return Ok(None);
+    }
+    Ok(Some(Candidate {
+        text,
+        label,
+        source: si,
+        group: row.group,
+        split: row.split,
+    }))
+}
+
+/// De-duplicates on the cleaned text: keeps the first, drops later copies, and drops every
+/// copy of a text that appears with two labels (which is right is unknowable).
+fn deduplicate(candidates: Vec<Candidate>, reports: &mut [SourceReport]) -> Vec<Candidate> {
+    let mut first_seen: HashMap<u64, usize> = HashMap::new();
+    let mut keep = vec![true; candidates.len()];
+    let mut conflicted = vec![false; candidates.len()];
+    for i in 0..candidates.len() {
+        let h = text_hash(&candidates[i].text);
+        match first_seen.get(&h) {
+            Some(&j) if candidates[j].text == candidates[i].text => {
+                keep[i] = false;
+                reports[candidates[i].source].duplicates_removed += 1;
+                if candidates[j].label != candidates[i].label {
+                    conflicted[j] = true;
+                }
+            }
+            Some(_) => {}
+            None => {
+                first_seen.insert(h, i);
+            }
+        }
+    }
+    for i in 0..candidates.len() {
+        if conflicted[i] && keep[i] {
+            keep[i] = false;
+            reports[candidates[i].source].conflicting_duplicates_removed += 1;
+        }
+    }
+    candidates
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect()
+}
+
+/// The train, validation and test examples; an error when train or test would be empty.
+fn assign(
+    kept: &[Candidate],
+    is_test: &[bool],
+    is_validation: &[bool],
+    specs: &[SourceSpec],
+    args: &Args,
+) -> Result<(Vec<Example>, Vec<Example>, Vec<Example>)> {
+    let (mut train, mut validation, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, c) in kept.iter().enumerate() {
+        let side = if is_test[i] {
+            &mut test
+        } else if is_validation[i] {
+            &mut validation
+        } else {
+            &mut train
+        };
+        side.push(Example {
+            text: c.text.clone(),
+            label: c.label,
+            source: specs[c.source].name.clone(),
+        });
+    }
+    if train.is_empty() || test.is_empty() {
+        bail!(
+            "the split left {} training and {} test rows: both need some (check --test-size and the sources' split columns)",
+            train.len(),
+            test.len()
+        );
+    }
+    if validation.is_empty() {
+        tracing::warn!(
+            "--validation-size {} of {} training rows is no row: validation.csv is empty, and `train` will hold out a share of train.csv instead",
+            args.validation_size,
+            train.len()
+        );
+    }
+    Ok((train, validation, test))
 }
 
 /// Which rows go to test: a source's own split where it has one, else seeded and stratified
