@@ -422,6 +422,27 @@ impl Run<'_> {
         .with_context(|| format!("saving the model to {}", self.args.output_dir.display()))
     }
 
+    /// Forward and backward over one micro-batch of `epoch` before optimizer step `step`,
+    /// its gradients added to the optimizer's; returns its loss.
+    fn micro_batch(&mut self, batch: &[usize], seed: u64, epoch: usize, step: u64) -> Result<f32> {
+        let (loss, grads) = self.forward_backward(batch, seed)?;
+        if !loss.is_finite() {
+            bail!(
+                "the training loss became {loss} at epoch {} step {}: lower --lr (now {})",
+                epoch + 1,
+                step + 1,
+                self.args.lr
+            );
+        }
+        let optimizer = &mut self.optimizer;
+        classifier::runtime::on_pool(|| {
+            optimizer.accumulate(&grads, batch.len() as f64)?;
+            drop(grads);
+            anyhow::Ok(())
+        })?;
+        Ok(loss)
+    }
+
     fn checkpoint(&self, state: &TrainState) -> Result<()> {
         resume::save(
             &self.ckpt_dir,
@@ -433,35 +454,39 @@ impl Run<'_> {
         .with_context(|| format!("saving a checkpoint to {}", self.ckpt_dir.display()))
     }
 
-    fn train_loop(mut self, stop: &AtomicBool, wall: Instant, data: DataStats) -> Result<Outcome> {
-        let args = self.args;
-        let mut state = if args.resume {
-            let mut s = resume::restore(
-                &self.ckpt_dir,
-                &self.hyper,
-                self.train.len(),
-                self.eval.len(),
-                &self.model,
-                &mut self.optimizer,
-                self.ema.as_mut(),
-            )?;
-            s.resumed += 1;
-            tracing::info!(
-                epoch = s.epoch + 1,
-                step = s.optimizer_step,
-                "resuming run {}",
-                s.run_id
-            );
-            s
-        } else {
+    /// The state to start from: the checkpoint's with --resume, else a fresh run's.
+    fn start_state(&mut self) -> Result<TrainState> {
+        if !self.args.resume {
             if resume::exists(&self.ckpt_dir) {
                 tracing::warn!(
                     "starting a new run; the unfinished one in {} will be overwritten (pass --resume to continue it)",
                     self.ckpt_dir.display()
                 );
             }
-            self.fresh_state()
-        };
+            return Ok(self.fresh_state());
+        }
+        let mut s = resume::restore(
+            &self.ckpt_dir,
+            &self.hyper,
+            self.train.len(),
+            self.eval.len(),
+            &self.model,
+            &mut self.optimizer,
+            self.ema.as_mut(),
+        )?;
+        s.resumed += 1;
+        tracing::info!(
+            epoch = s.epoch + 1,
+            step = s.optimizer_step,
+            "resuming run {}",
+            s.run_id
+        );
+        Ok(s)
+    }
+
+    fn train_loop(mut self, stop: &AtomicBool, wall: Instant, data: DataStats) -> Result<Outcome> {
+        let args = self.args;
+        let mut state = self.start_state()?;
         let mut log = RunLog::open(&args.results_dir, &state.run_id)?;
 
         let total_steps = self.schedule.total_steps;
@@ -513,22 +538,8 @@ impl Run<'_> {
                         return self.interrupted(&state, &progress);
                     }
                     let mb = g * args.grad_accum + k;
-                    let (loss, grads) =
-                        self.forward_backward(batch, dropout_seed(args.seed, epoch, mb))?;
-                    if !loss.is_finite() {
-                        bail!(
-                            "the training loss became {loss} at epoch {} step {}: lower --lr (now {})",
-                            epoch + 1,
-                            state.optimizer_step + 1,
-                            args.lr
-                        );
-                    }
-                    let optimizer = &mut self.optimizer;
-                    classifier::runtime::on_pool(|| {
-                        optimizer.accumulate(&grads, batch.len() as f64)?;
-                        drop(grads);
-                        anyhow::Ok(())
-                    })?;
+                    let seed = dropout_seed(args.seed, epoch, mb);
+                    let loss = self.micro_batch(batch, seed, epoch, state.optimizer_step)?;
                     epoch_loss += f64::from(loss) * batch.len() as f64;
                     epoch_n += batch.len();
                     window_loss += f64::from(loss) * batch.len() as f64;
@@ -591,56 +602,20 @@ impl Run<'_> {
                 state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
                 return self.interrupted(&state, &progress);
             };
-            let m = &eval.overall;
-            progress.suspend(|| {
-                tracing::info!(
-                    "epoch {} on {} validation examples: accuracy {:.4} balanced {:.4} f1 {:.4} macro_f1 {:.4} loss {:.4} ece {:.4} ({:.0}s)",
-                    epoch + 1,
-                    m.examples,
-                    m.accuracy,
-                    m.balanced_accuracy,
-                    m.f1_score,
-                    m.macro_f1,
-                    m.loss.unwrap_or(f64::NAN),
-                    m.ece.unwrap_or(f64::NAN),
-                    eval_start.elapsed().as_secs_f64()
-                );
-                for (source, s) in &eval.per_source {
-                    tracing::info!("  {source}: accuracy {:.4} f1 {:.4} ({} examples)", s.accuracy, s.f1_score, s.examples);
-                }
-            });
-            log.write(&Record::Eval {
-                step: state.optimizer_step,
-                epoch: epoch + 1,
-                metrics: eval.clone(),
-            })?;
-            state.history.push(EpochRecord {
-                epoch: epoch + 1,
-                optimizer_steps: state.optimizer_step,
-                train_loss: if epoch_n > 0 {
-                    epoch_loss / epoch_n as f64
-                } else {
-                    f64::NAN
-                },
-                eval: eval.clone(),
-            });
-            // Selection on validation only, by macro F1: label-symmetric, so class weights
-            // or a skewed split cannot make a one-sided model look best.
-            if state
-                .best_f1
-                .is_none_or(|best| eval.overall.macro_f1 > best)
-            {
-                state.best_f1 = Some(eval.overall.macro_f1);
-                state.best_epoch = Some(epoch + 1);
-                self.with_eval_weights(Self::save_model)?;
-                progress.suspend(|| {
-                    tracing::info!(
-                        "epoch {} has the best validation macro F1 so far: saved {}",
-                        epoch + 1,
-                        args.output_dir.display()
-                    )
-                });
-            }
+            let train_loss = if epoch_n > 0 {
+                epoch_loss / epoch_n as f64
+            } else {
+                f64::NAN
+            };
+            let eval_seconds = eval_start.elapsed().as_secs_f64();
+            self.record_epoch(
+                &mut state,
+                &mut log,
+                &progress,
+                eval,
+                train_loss,
+                eval_seconds,
+            )?;
             state.epoch = epoch + 1;
             state.next_batch = 0;
             if state.epoch < args.epochs {
@@ -651,6 +626,66 @@ impl Run<'_> {
         progress.finish_and_clear();
         let wall_time_s = wall_before + wall.elapsed().as_secs_f64();
         self.finish(&state, data, log.path(), wall_time_s)
+    }
+
+    /// Logs and records the evaluation at the end of an epoch, and saves the model when it
+    /// has the best validation macro F1 so far.
+    fn record_epoch(
+        &mut self,
+        state: &mut TrainState,
+        log: &mut RunLog,
+        progress: &ProgressBar,
+        eval: Evaluation,
+        train_loss: f64,
+        eval_seconds: f64,
+    ) -> Result<()> {
+        // The epoch just finished, counted from 1 (the caller advances `state.epoch` after).
+        let epoch = state.epoch + 1;
+        let m = &eval.overall;
+        progress.suspend(|| {
+            tracing::info!(
+                "epoch {} on {} validation examples: accuracy {:.4} balanced {:.4} f1 {:.4} macro_f1 {:.4} loss {:.4} ece {:.4} ({:.0}s)",
+                epoch,
+                m.examples,
+                m.accuracy,
+                m.balanced_accuracy,
+                m.f1_score,
+                m.macro_f1,
+                m.loss.unwrap_or(f64::NAN),
+                m.ece.unwrap_or(f64::NAN),
+                eval_seconds
+            );
+            for (source, s) in &eval.per_source {
+                tracing::info!("  {source}: accuracy {:.4} f1 {:.4} ({} examples)", s.accuracy, s.f1_score, s.examples);
+            }
+        });
+        log.write(&Record::Eval {
+            step: state.optimizer_step,
+            epoch,
+            metrics: eval.clone(),
+        })?;
+        let macro_f1 = eval.overall.macro_f1;
+        state.history.push(EpochRecord {
+            epoch,
+            optimizer_steps: state.optimizer_step,
+            train_loss,
+            eval,
+        });
+        // Selection on validation only, by macro F1: label-symmetric, so class weights
+        // or a skewed split cannot make a one-sided model look best.
+        if state.best_f1.is_none_or(|best| macro_f1 > best) {
+            state.best_f1 = Some(macro_f1);
+            state.best_epoch = Some(epoch);
+            self.with_eval_weights(Self::save_model)?;
+            progress.suspend(|| {
+                tracing::info!(
+                    "epoch {} has the best validation macro F1 so far: saved {}",
+                    epoch,
+                    self.args.output_dir.display()
+                )
+            });
+        }
+        Ok(())
     }
 
     /// After the last epoch: calibration and the one test evaluation, then metrics.json and
