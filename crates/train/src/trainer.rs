@@ -22,7 +22,7 @@ use crate::config::{Args, Hyperparameters};
 use crate::data::{epoch_batches, load_splits, stratified_sample};
 use crate::ema::Ema;
 use crate::evaluate::{self, Evaluation, score};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{AdamW, AdamWConfig, StepStats};
 use crate::resume::{self, TrainState};
 use crate::runlog::{
     BaseModel, CalibrationReport, DataStats, EpochRecord, MetricsFile, Outputs, Record, RunLog,
@@ -122,6 +122,39 @@ struct Final {
 }
 
 /// Everything a run needs, prepared once.
+/// The examples and summed loss since the last logged step.
+struct Window {
+    loss: f64,
+    examples: usize,
+    start: Instant,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            loss: 0.0,
+            examples: 0,
+            start: Instant::now(),
+        }
+    }
+
+    /// Adds a micro-batch of `examples` whose mean loss was `loss`.
+    fn add(&mut self, loss: f32, examples: usize) {
+        self.loss += f64::from(loss) * examples as f64;
+        self.examples += examples;
+    }
+}
+
+/// Where a logged step falls: its number, its epoch (from 0) and the fraction of epochs
+/// done, with the step's learning rate and gradient norm.
+struct StepAt {
+    step: u64,
+    epoch: usize,
+    frac_epoch: f64,
+    lr: f64,
+    grad_norm: f64,
+}
+
 struct Run<'a> {
     args: &'a Args,
     hyper: Hyperparameters,
@@ -422,6 +455,58 @@ impl Run<'_> {
         .with_context(|| format!("saving the model to {}", self.args.output_dir.display()))
     }
 
+    /// One optimizer step over the accumulated gradients (and the EMA's update after it);
+    /// returns the step's learning rate and statistics.
+    fn optimizer_step(&mut self) -> Result<(f64, StepStats)> {
+        let lr = self.schedule.lr(self.optimizer.steps_taken() + 1);
+        let optimizer = &mut self.optimizer;
+        let stats = classifier::runtime::on_pool(|| optimizer.step(lr))?;
+        if let Some(ema) = self.ema.as_mut() {
+            let params = &self.model.params;
+            classifier::runtime::on_pool(|| ema.update(params))?;
+        }
+        Ok((lr, stats))
+    }
+
+    /// Logs a step: the progress bar's message, a log line and the run log's record, with
+    /// the loss and speed of the window since the last one.
+    fn report_step(
+        &self,
+        log: &mut RunLog,
+        progress: &ProgressBar,
+        window: &Window,
+        at: StepAt,
+    ) -> Result<()> {
+        let StepAt {
+            step,
+            frac_epoch,
+            lr,
+            grad_norm,
+            ..
+        } = at;
+        let ex_per_s = window.examples as f64 / window.start.elapsed().as_secs_f64();
+        let loss = window.loss / window.examples.max(1) as f64;
+        progress.set_message(format!(
+            "epoch {}/{} loss {loss:.4} lr {lr:.2e} {ex_per_s:.1} ex/s",
+            at.epoch + 1,
+            self.args.epochs
+        ));
+        let total_steps = self.schedule.total_steps;
+        progress.suspend(|| {
+            tracing::info!(
+                "step {step}/{total_steps} epoch {frac_epoch:.2} loss {loss:.4} lr {lr:.3e} grad_norm {grad_norm:.3} {ex_per_s:.1} ex/s"
+            )
+        });
+        log.write(&Record::Train {
+            step,
+            epoch: frac_epoch,
+            loss,
+            lr,
+            grad_norm,
+            examples_per_s: ex_per_s,
+        })
+    }
+
     /// Forward and backward over one micro-batch of `epoch` before optimizer step `step`,
     /// its gradients added to the optimizer's; returns its loss.
     fn micro_batch(&mut self, batch: &[usize], seed: u64, epoch: usize, step: u64) -> Result<f32> {
@@ -523,8 +608,7 @@ impl Run<'_> {
             let groups: Vec<&[Vec<usize>]> = batches.chunks(args.grad_accum).collect();
             let first_group = state.next_batch / args.grad_accum;
             let (mut epoch_loss, mut epoch_n) = (0.0f64, 0usize);
-            let (mut window_loss, mut window_n, mut window_start) =
-                (0.0f64, 0usize, Instant::now());
+            let mut window = Window::new();
             for (g, group) in groups.iter().enumerate().skip(first_group) {
                 let t = Instant::now();
                 for (k, batch) in group.iter().enumerate() {
@@ -542,46 +626,25 @@ impl Run<'_> {
                     let loss = self.micro_batch(batch, seed, epoch, state.optimizer_step)?;
                     epoch_loss += f64::from(loss) * batch.len() as f64;
                     epoch_n += batch.len();
-                    window_loss += f64::from(loss) * batch.len() as f64;
-                    window_n += batch.len();
+                    window.add(loss, batch.len());
                     progress.inc(1);
                 }
-                let lr = self.schedule.lr(self.optimizer.steps_taken() + 1);
-                let optimizer = &mut self.optimizer;
-                let stats = classifier::runtime::on_pool(|| optimizer.step(lr))?;
-                if let Some(ema) = self.ema.as_mut() {
-                    let params = &self.model.params;
-                    classifier::runtime::on_pool(|| ema.update(params))?;
-                }
+                let (lr, stats) = self.optimizer_step()?;
                 train_timer += t.elapsed();
                 state.optimizer_step = self.optimizer.steps_taken();
                 state.next_batch = (g + 1) * args.grad_accum;
                 state.examples_seen += group.iter().map(Vec::len).sum::<usize>() as u64;
                 let step = state.optimizer_step;
                 if step % args.log_every.max(1) == 0 || g + 1 == groups.len() {
-                    let ex_per_s = window_n as f64 / window_start.elapsed().as_secs_f64();
-                    let loss = window_loss / window_n.max(1) as f64;
-                    let frac_epoch = epoch as f64 + (g + 1) as f64 / groups.len() as f64;
-                    progress.set_message(format!(
-                        "epoch {}/{} loss {loss:.4} lr {lr:.2e} {ex_per_s:.1} ex/s",
-                        epoch + 1,
-                        args.epochs
-                    ));
-                    progress.suspend(|| {
-                        tracing::info!(
-                            "step {step}/{total_steps} epoch {frac_epoch:.2} loss {loss:.4} lr {lr:.3e} grad_norm {:.3} {ex_per_s:.1} ex/s",
-                            stats.grad_norm
-                        )
-                    });
-                    log.write(&Record::Train {
+                    let at = StepAt {
                         step,
-                        epoch: frac_epoch,
-                        loss,
+                        epoch,
+                        frac_epoch: epoch as f64 + (g + 1) as f64 / groups.len() as f64,
                         lr,
                         grad_norm: stats.grad_norm,
-                        examples_per_s: ex_per_s,
-                    })?;
-                    (window_loss, window_n, window_start) = (0.0, 0, Instant::now());
+                    };
+                    self.report_step(&mut log, &progress, &window, at)?;
+                    window = Window::new();
                 }
                 if args.checkpoint_every > 0
                     && step % args.checkpoint_every == 0
