@@ -48,8 +48,8 @@ const MAX_RECORDS: usize = 20_000;
 /// The latest run under `results`: run_summary.json and its runs/<id>/metrics.jsonl (or the
 /// newest run folder when there is no summary yet, e.g. while training).
 pub fn training_log(results: &Path) -> api_types::TrainingLog {
-    let summary = read_json(&results.join("run_summary.json"));
-    let runs = results.join("runs");
+    let summary = read_json(&results.join(classifier::results::RUN_SUMMARY_FILE));
+    let runs = results.join(classifier::results::RUNS_DIR);
     let run_dir = summary
         .as_ref()
         .and_then(|s| s["run_id"].as_str())
@@ -65,7 +65,7 @@ pub fn training_log(results: &Path) -> api_types::TrainingLog {
             dirs.pop()
         });
     let records = run_dir
-        .and_then(|d| std::fs::read_to_string(d.join("metrics.jsonl")).ok())
+        .and_then(|d| std::fs::read_to_string(d.join(classifier::results::RUN_LOG_FILE)).ok())
         .map(|text| {
             text.lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
@@ -91,7 +91,7 @@ pub fn limits(args: &Args) -> Limits {
 /// Blocking: run it off the async runtime.
 pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
     let dir = &args.model_path;
-    if !dir.join("config.json").is_file() {
+    if !dir.join(classifier::hub::CONFIG_FILE).is_file() {
         return Err(format!(
             "no model in {}: run `docker compose up trainer` (or `train`) first, or point MODEL_PATH at a model folder",
             dir.display()
@@ -139,7 +139,7 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
                 .sum(),
         ),
         cleaning: serde_json::to_value(&classifier.pipeline().cleaning).ok(),
-        training_metrics: read_json(&args.results_dir.join("metrics.json")),
+        training_metrics: read_json(&args.results_dir.join(classifier::results::METRICS_FILE)),
         limits: limits(args),
     };
     let loaded = Loaded {

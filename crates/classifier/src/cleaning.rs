@@ -10,6 +10,10 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
+/// The file beside the processed CSVs that records how their text was cleaned: preprocess
+/// writes it, and `train` copies it into the model folder so that serving cleans alike.
+pub const CLEANING_FILE: &str = "cleaning.json";
+
 static HTML_BREAK: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)<br\s*/?>").expect("valid regex"));
 static URL: LazyLock<Regex> =

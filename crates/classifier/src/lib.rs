@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod results;
 pub mod runtime;
 pub mod testing;
 pub mod tokenizer;

@@ -25,9 +25,7 @@ use serde::Serialize;
 use crate::labels::LabelMap;
 use crate::source::{Defaults, Malformed, Row, SourceSpec, Split};
 
-/// The file beside the processed CSVs that records how their text was cleaned; `train`
-/// copies it into the model folder so serving cleans alike.
-pub const CLEANING_FILE: &str = "cleaning.json";
+pub use classifier::cleaning::CLEANING_FILE;
 pub const REPORT_FILE: &str = "report.json";
 pub use classifier::dataset::{TEST_FILE, TRAIN_FILE, VALIDATION_FILE};
 

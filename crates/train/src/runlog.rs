@@ -42,10 +42,10 @@ pub struct RunLog {
 
 impl RunLog {
     pub fn open(results: &Path, run_id: &str) -> Result<Self> {
-        let dir = results.join("runs").join(run_id);
+        let dir = classifier::results::run_dir(results, run_id);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("metrics.jsonl");
+        let path = dir.join(classifier::results::RUN_LOG_FILE);
         let file = OpenOptions::new()
             .create(true)
             .append(true)

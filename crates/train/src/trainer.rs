@@ -13,6 +13,7 @@ use classifier::checkpoint::{self, Head, Purpose, SaveRequest, Trainable};
 use classifier::dataset::{Example, LABELS, TEST_FILE, TRAIN_FILE, read_examples};
 use classifier::models::distilbert::Mode;
 use classifier::pipeline::PIPELINE_FILE;
+use classifier::results;
 use classifier::{
     Checkpoint, Classifier, Cleaning, LoadOptions, Pipeline, Prediction, calibration,
 };
@@ -30,8 +31,7 @@ use crate::runlog::{
 };
 use crate::schedule::LinearSchedule;
 
-/// The file preprocess writes beside the processed CSVs to record their cleaning.
-pub const CLEANING_FILE: &str = "cleaning.json";
+pub use classifier::cleaning::CLEANING_FILE;
 
 /// Examples evaluated between checks for an interrupt.
 const EVAL_CHUNK: usize = 256;
@@ -261,7 +261,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     let run = Run {
         args,
         hyper,
-        ckpt_dir: args.results_dir.join("checkpoint"),
+        ckpt_dir: args.results_dir.join(results::CHECKPOINT_DIR),
         train,
         train_ids,
         eval,
@@ -768,7 +768,7 @@ impl Run<'_> {
             args.epochs, data.validation_from, data.eval_rows
         );
         classifier::atomic::write_json(
-            &args.results_dir.join("metrics.json"),
+            &args.results_dir.join(results::METRICS_FILE),
             &MetricsFile {
                 eval: last.test.clone(),
                 epoch: best_epoch,
@@ -817,11 +817,14 @@ impl Run<'_> {
             versions: Versions::default(),
             outputs: Outputs {
                 model_dir: args.output_dir.clone(),
-                metrics: args.results_dir.join("metrics.json"),
+                metrics: args.results_dir.join(results::METRICS_FILE),
                 run_log: run_log.to_path_buf(),
             },
         };
-        classifier::atomic::write_json(&args.results_dir.join("run_summary.json"), &summary)?;
+        classifier::atomic::write_json(
+            &args.results_dir.join(results::RUN_SUMMARY_FILE),
+            &summary,
+        )?;
         if resume::exists(&self.ckpt_dir) {
             let _ = std::fs::remove_dir_all(&self.ckpt_dir);
         }
