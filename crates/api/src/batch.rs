@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use classifier::{BatchLimits, Classifier, Precision, runtime};
+use classifier::{BatchLimits, Classifier, Precision, Prediction, runtime};
 
 use crate::config::LongTextArgs;
 
@@ -131,18 +131,7 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
     };
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let classifier = Classifier::load_dir(&args.model_path)
-        .and_then(|c| {
-            let max_length = c.pipeline().max_length;
-            c.with_limits(BatchLimits {
-                max_batch_size: args.batch_size,
-                max_batch_tokens: args.batch_size * max_length,
-            })
-        })
-        .and_then(|c| c.with_precision(args.precision))
-        .map(|c| c.with_long_text(args.long_text.policy()))
-        .with_context(|| format!("loading the model from {}", args.model_path.display()))?;
-    runtime::release_free_memory();
+    let classifier = load_classifier(args)?;
     let labels = classifier.labels().to_vec();
 
     let tmp = tempfile::Builder::new()
@@ -154,44 +143,14 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
         .delimiter(delimiter(&args.output))
         .flexible(true)
         .from_writer(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
-    let taken: Vec<&[u8]> = headers.iter().collect();
-    let name = |base: &str| -> Vec<u8> {
-        if taken.contains(&base.as_bytes()) {
-            format!("predicted_{base}").into_bytes()
-        } else {
-            base.as_bytes().to_vec()
-        }
-    };
-    let mut header = headers.clone();
-    header.push_field(&name("sentiment"));
-    header.push_field(&name("confidence"));
-    if args.probabilities {
-        for l in &labels {
-            header.push_field(&name(&format!("prob_{l}")));
-        }
-    }
-    writer.write_byte_record(&header)?;
+    writer.write_byte_record(&output_header(&headers, &labels, args.probabilities))?;
 
     let started = Instant::now();
     let mut summary = BatchSummary::default();
     let mut chunk: Vec<csv::ByteRecord> = Vec::with_capacity(args.chunk_rows);
     let mut eof = false;
     while !eof {
-        chunk.clear();
-        while chunk.len() < args.chunk_rows {
-            let mut record = csv::ByteRecord::new();
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => chunk.push(record),
-                Ok(false) => {
-                    eof = true;
-                    break;
-                }
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    bail!("{} line {line}: {e}", args.input.display());
-                }
-            }
-        }
+        eof = read_chunk(&mut reader, &mut chunk, args)?;
         let texts: Vec<Option<String>> = chunk
             .iter()
             .map(|r| {
@@ -210,45 +169,131 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
             while record.len() < headers.len() {
                 record.push_field(b"");
             }
-            match text {
-                Some(_) => {
-                    let p = preds.next().expect("one prediction per present text");
-                    record.push_field(labels[p.class].as_bytes());
-                    record.push_field(format!("{:.6}", p.confidence()).as_bytes());
-                    if args.probabilities {
-                        for prob in &p.probabilities {
-                            record.push_field(format!("{prob:.6}").as_bytes());
-                        }
-                    }
-                    *summary
-                        .per_label
-                        .entry(labels[p.class].clone())
-                        .or_default() += 1;
-                    summary.predicted += 1;
-                }
-                None => {
-                    for _ in 0..2 + if args.probabilities { labels.len() } else { 0 } {
-                        record.push_field(b"");
-                    }
-                    summary.empty += 1;
-                }
-            }
+            let prediction = text
+                .as_ref()
+                .map(|_| preds.next().expect("one prediction per present text"));
+            annotate(
+                record,
+                prediction,
+                &labels,
+                args.probabilities,
+                &mut summary,
+            );
             writer.write_byte_record(record)?;
-            summary.rows += 1;
         }
         progress(reader.position().byte(), size, summary.rows);
     }
     writer.flush()?;
     drop(writer);
+    persist(tmp, &args.output)?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.rows_per_s = summary.rows as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
+
+/// The model of `--model-path`, with the batch's limits, precision and long-text policy.
+fn load_classifier(args: &BatchArgs) -> Result<Classifier> {
+    let classifier = Classifier::load_dir(&args.model_path)
+        .and_then(|c| {
+            let max_length = c.pipeline().max_length;
+            c.with_limits(BatchLimits {
+                max_batch_size: args.batch_size,
+                max_batch_tokens: args.batch_size * max_length,
+            })
+        })
+        .and_then(|c| c.with_precision(args.precision))
+        .map(|c| c.with_long_text(args.long_text.policy()))
+        .with_context(|| format!("loading the model from {}", args.model_path.display()))?;
+    runtime::release_free_memory();
+    Ok(classifier)
+}
+
+/// The input's header with the prediction columns after it; a column whose name the input
+/// already uses is prefixed with `predicted_`.
+fn output_header(
+    headers: &csv::ByteRecord,
+    labels: &[String],
+    probabilities: bool,
+) -> csv::ByteRecord {
+    let taken: Vec<&[u8]> = headers.iter().collect();
+    let name = |base: &str| -> Vec<u8> {
+        if taken.contains(&base.as_bytes()) {
+            format!("predicted_{base}").into_bytes()
+        } else {
+            base.as_bytes().to_vec()
+        }
+    };
+    let mut header = headers.clone();
+    header.push_field(&name("sentiment"));
+    header.push_field(&name("confidence"));
+    if probabilities {
+        for l in labels {
+            header.push_field(&name(&format!("prob_{l}")));
+        }
+    }
+    header
+}
+
+/// Reads up to `--chunk-rows` records into `chunk`; returns whether the input has ended.
+fn read_chunk(
+    reader: &mut csv::Reader<BufReader<File>>,
+    chunk: &mut Vec<csv::ByteRecord>,
+    args: &BatchArgs,
+) -> Result<bool> {
+    chunk.clear();
+    while chunk.len() < args.chunk_rows {
+        let mut record = csv::ByteRecord::new();
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => chunk.push(record),
+            Ok(false) => return Ok(true),
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                bail!("{} line {line}: {e}", args.input.display());
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Appends a row's prediction columns (empty ones for a row without text) and counts it.
+fn annotate(
+    record: &mut csv::ByteRecord,
+    prediction: Option<Prediction>,
+    labels: &[String],
+    probabilities: bool,
+    summary: &mut BatchSummary,
+) {
+    summary.rows += 1;
+    let Some(p) = prediction else {
+        for _ in 0..2 + if probabilities { labels.len() } else { 0 } {
+            record.push_field(b"");
+        }
+        summary.empty += 1;
+        return;
+    };
+    record.push_field(labels[p.class].as_bytes());
+    record.push_field(format!("{:.6}", p.confidence()).as_bytes());
+    if probabilities {
+        for prob in &p.probabilities {
+            record.push_field(format!("{prob:.6}").as_bytes());
+        }
+    }
+    *summary
+        .per_label
+        .entry(labels[p.class].clone())
+        .or_default() += 1;
+    summary.predicted += 1;
+}
+
+/// Moves the finished temporary file over `output` (readable by all, as a plain write).
+fn persist(tmp: tempfile::NamedTempFile, output: &Path) -> Result<()> {
     tmp.as_file().sync_all()?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
     }
-    tmp.persist(&args.output)
-        .with_context(|| format!("cannot move the result to {}", args.output.display()))?;
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary.rows_per_s = summary.rows as f64 / summary.seconds.max(1e-9);
-    Ok(summary)
+    tmp.persist(output)
+        .with_context(|| format!("cannot move the result to {}", output.display()))?;
+    Ok(())
 }
