@@ -191,31 +191,8 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     }
     let class_weights = args.class_weight.weights(&class_balance(&train));
     let cleaning = load_cleaning(&args.data_dir)?;
-    let products = classifier::set_matmul_precision(args.matmul_precision);
-    if products != args.matmul_precision {
-        let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
-        tracing::warn!(
-            "--matmul-precision {} runs products in {products}: {why}",
-            args.matmul_precision
-        );
-    }
-
-    tracing::info!(model = %args.base_model, "loading the base model");
-    let mut base = Checkpoint::load(
-        &args.base_model,
-        &LoadOptions {
-            labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
-            seed: args.seed,
-            revision: args.revision.clone(),
-            pooling: args.pooling_choice(),
-            purpose: Purpose::Train,
-        },
-    )
-    .with_context(|| format!("loading base model `{}`", args.base_model))?;
-    // transformers' convention for "fine-tuned from": the api's /info reports it.
-    base.config
-        .extra
-        .insert("_name_or_path".into(), base.source.id.clone().into());
+    set_products(args);
+    let base = load_base(args)?;
     let max_length = args.max_length.min(base.config.max_position_embeddings);
     if max_length < args.max_length {
         tracing::warn!(
@@ -239,15 +216,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     let (train_ids, eval_ids) = (encode(&train)?, encode(&eval)?);
 
     let model = base.trainable()?;
-    let optimizer = AdamW::new(
-        model.params.clone(),
-        AdamWConfig {
-            weight_decay: args.weight_decay,
-            layer_lr_decay: args.layer_lr_decay,
-            max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
-            ..AdamWConfig::default()
-        },
-    );
+    let optimizer = optimizer(args, &model);
     let ema = (args.ema_decay > 0.0)
         .then(|| Ema::new(&model.params, args.ema_decay))
         .transpose()?;
@@ -274,37 +243,94 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
         schedule,
         micro_batches_per_epoch,
     };
-    let data = DataStats {
-        data_dir: args.data_dir.clone(),
-        train_rows_available: train_available,
-        train_rows: run.train.len(),
-        eval_rows_available: eval_available,
-        eval_rows: run.eval.len(),
-        validation_from: splits.validation_from,
-        test_rows_available: 0,
-        test_rows: 0,
-        train_class_balance: class_balance(&run.train),
-        eval_class_balance: class_balance(&run.eval),
-        test_class_balance: [0, 0],
-        train_sources: {
-            let mut s: Vec<String> = run.train.iter().map(|e| e.source.clone()).collect();
-            s.sort();
-            s.dedup();
-            s
-        },
-        mean_train_tokens: run.train_ids.iter().map(Vec::len).sum::<usize>() as f64
-            / run.train_ids.len() as f64,
-        fraction_truncated: run
-            .train_ids
-            .iter()
-            .filter(|i| i.len() >= max_length)
-            .count() as f64
-            / run.train_ids.len() as f64,
-    };
+    let data = run.data_stats(
+        (train_available, eval_available),
+        splits.validation_from,
+        max_length,
+    );
     run.train_loop(stop, wall, data)
 }
 
+/// Sets the process's product precision as --matmul-precision asks, with a warning when
+/// this CPU runs them otherwise.
+fn set_products(args: &Args) {
+    let products = classifier::set_matmul_precision(args.matmul_precision);
+    if products != args.matmul_precision {
+        let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
+        tracing::warn!(
+            "--matmul-precision {} runs products in {products}: {why}",
+            args.matmul_precision
+        );
+    }
+}
+
+/// The base model to fine-tune, with a fresh two-label head where it has none.
+fn load_base(args: &Args) -> Result<Checkpoint> {
+    tracing::info!(model = %args.base_model, "loading the base model");
+    let mut base = Checkpoint::load(
+        &args.base_model,
+        &LoadOptions {
+            labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
+            seed: args.seed,
+            revision: args.revision.clone(),
+            pooling: args.pooling_choice(),
+            purpose: Purpose::Train,
+        },
+    )
+    .with_context(|| format!("loading base model `{}`", args.base_model))?;
+    // transformers' convention for "fine-tuned from": the api's /info reports it.
+    base.config
+        .extra
+        .insert("_name_or_path".into(), base.source.id.clone().into());
+    Ok(base)
+}
+
+/// AdamW over the model's parameters with the run's decay, layer-wise rates and clipping.
+fn optimizer(args: &Args, model: &Trainable) -> AdamW {
+    AdamW::new(
+        model.params.clone(),
+        AdamWConfig {
+            weight_decay: args.weight_decay,
+            layer_lr_decay: args.layer_lr_decay,
+            max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
+            ..AdamWConfig::default()
+        },
+    )
+}
+
 impl Run<'_> {
+    /// What the run trains and evaluates on, for the run summary: `available` rows of train
+    /// and validation before sampling.
+    fn data_stats(
+        &self,
+        (train_rows_available, eval_rows_available): (usize, usize),
+        validation_from: String,
+        max_length: usize,
+    ) -> DataStats {
+        let mut train_sources: Vec<String> = self.train.iter().map(|e| e.source.clone()).collect();
+        train_sources.sort();
+        train_sources.dedup();
+        let tokens = &self.train_ids;
+        DataStats {
+            data_dir: self.args.data_dir.clone(),
+            train_rows_available,
+            train_rows: self.train.len(),
+            eval_rows_available,
+            eval_rows: self.eval.len(),
+            validation_from,
+            test_rows_available: 0,
+            test_rows: 0,
+            train_class_balance: class_balance(&self.train),
+            eval_class_balance: class_balance(&self.eval),
+            test_class_balance: [0, 0],
+            train_sources,
+            mean_train_tokens: tokens.iter().map(Vec::len).sum::<usize>() as f64
+                / tokens.len() as f64,
+            fraction_truncated: tokens.iter().filter(|i| i.len() >= max_length).count() as f64
+                / tokens.len() as f64,
+        }
+    }
+
     fn fresh_state(&self) -> TrainState {
         let started_at = now();
         TrainState {
