@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -24,8 +23,25 @@ use tokenizers::{ModelWrapper, Tokenizer};
 use crate::error::{Error, Result};
 
 /// Which tokens of a too-long text to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(
+    serialize_all = "kebab-case",
+    ascii_case_insensitive,
+    parse_err_ty = String,
+    parse_err_fn = unknown_truncation
+)]
 pub enum Truncation {
     /// The first tokens (what `transformers` does by default).
     #[default]
@@ -35,7 +51,16 @@ pub enum Truncation {
     /// The first quarter and the last three quarters of the budget: for long reviews, whose
     /// verdict is often at the end, Sun et al. 2019 ("How to Fine-Tune BERT for Text
     /// Classification?") found head+tail best on IMDb.
+    #[strum(
+        to_string = "head-tail",
+        serialize = "head_tail",
+        serialize = "head+tail"
+    )]
     HeadTail,
+}
+
+fn unknown_truncation(s: &str) -> String {
+    format!("unknown truncation `{s}`: expected head, tail or head-tail")
 }
 
 impl Truncation {
@@ -53,30 +78,6 @@ impl Truncation {
                 let head = budget / 4;
                 (&ids[..head], &ids[ids.len() - (budget - head)..])
             }
-        }
-    }
-}
-
-impl fmt::Display for Truncation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Truncation::Head => "head",
-            Truncation::Tail => "tail",
-            Truncation::HeadTail => "head-tail",
-        })
-    }
-}
-
-impl FromStr for Truncation {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().replace('_', "-").as_str() {
-            "head" => Ok(Truncation::Head),
-            "tail" => Ok(Truncation::Tail),
-            "head-tail" | "head+tail" => Ok(Truncation::HeadTail),
-            _ => Err(format!(
-                "unknown truncation `{s}`: expected head, tail or head-tail"
-            )),
         }
     }
 }
@@ -521,7 +522,13 @@ mod tests {
         for s in ["head", "tail", "head-tail", "head+tail", "HEAD_TAIL"] {
             assert!(s.parse::<Truncation>().is_ok(), "{s}");
         }
-        assert!("middle".parse::<Truncation>().is_err());
+        assert!(
+            "middle"
+                .parse::<Truncation>()
+                .unwrap_err()
+                .contains("head, tail or head-tail")
+        );
+        assert_eq!(Truncation::HeadTail.to_string(), "head-tail");
     }
 
     #[test]
