@@ -91,7 +91,7 @@ pub fn limits(args: &Args) -> Limits {
 /// Blocking: run it off the async runtime.
 pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, String> {
     let dir = &args.model_path;
-    if !dir.join(classifier::hub::CONFIG_FILE).is_file() {
+    if !dir.join(classifier::model_dir::CONFIG_FILE).is_file() {
         return Err(format!(
             "no model in {}: run `docker compose up trainer` (or `train`) first, or point MODEL_PATH at a model folder",
             dir.display()

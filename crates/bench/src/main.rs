@@ -24,11 +24,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use classifier::checkpoint::{Trainable, random_tensors};
+use classifier::model_dir::checkpoint::{Trainable, random_tensors};
 use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
-use classifier::ops::gemm::{self, View, ViewMut};
 use classifier::runtime::on_pool;
 use classifier::{MatmulPrecision, Precision};
+use kernels::gemm::{self, View, ViewMut};
 use serde::{Deserialize, Serialize};
 use train::optim::{AdamW, AdamWConfig};
 
@@ -257,7 +257,7 @@ fn write_base_model(dir: &Path, vocab: Option<&Path>) -> Result<()> {
 
 fn run_worker(w: Workload, warmup: usize, iters: usize) -> Result<Measured> {
     if classifier::set_matmul_precision(w.matmul) != w.matmul {
-        let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
+        let why = kernels::gemm::bf16_fallback_reason().unwrap_or_default();
         bail!("{}: {} products run in f32 here: {why}", w.name, w.matmul);
     }
     let (times, phases) = match w.kind {
@@ -348,7 +348,7 @@ fn time_training(w: &Workload, warmup: usize, iters: usize) -> Result<StepTimes>
         let loss = on_pool(|| {
             let mode = Mode::Train { seed: i as u64 };
             let logits = trainable.model.forward(&ids, &mask, mode)?;
-            let loss = classifier::ops::cross_entropy(&logits, &labels)?;
+            let loss = kernels::cross_entropy(&logits, &labels)?;
             loss.to_scalar::<f32>()?;
             anyhow::Ok(loss)
         })?;

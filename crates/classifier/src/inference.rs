@@ -12,13 +12,13 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, LoadOptions};
 use crate::error::{Error, Result};
-use crate::hub::ModelSource;
+use crate::model_dir::checkpoint::{Checkpoint, LoadOptions};
+use crate::model_dir::hub::ModelSource;
 use crate::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
-use crate::ops::Precision;
-use crate::pipeline::Pipeline;
-use crate::tokenizer::TextTokenizer;
+use crate::text::pipeline::Pipeline;
+use crate::text::tokenizer::TextTokenizer;
+use kernels::Precision;
 
 /// Bounds on one forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

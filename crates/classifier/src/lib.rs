@@ -1,16 +1,17 @@
-//! The sentiment classifier's core: a DistilBERT sequence classifier on candle that loads,
-//! runs, trains and saves Hugging Face checkpoints.
+//! The sentiment classifier's core: a transformer sequence classifier on candle that loads,
+//! runs, trains and saves Hugging Face model folders.
 //!
-//! - [`models`]: the architectures (`distilbert`, and `bert` converted on load).
-//! - [`ops`]: the differentiable tensor operations they are built from.
-//! - [`tokenizer`], [`cleaning`], [`pipeline`]: from raw text to token ids, identically at
+//! - [`models`]: the architectures, one file each (`distilbert`, and `bert` converted on load),
+//!   built from the `kernels` crate's differentiable operations.
+//! - [`text`]: from raw text to token ids (cleaning, tokenizer, pipeline), identically at
 //!   training and serving time.
-//! - [`hub`], [`checkpoint`], [`atomic`]: model folders (local or Hub), read and written.
+//! - [`model_dir`]: model folders (local or Hub): their file names, read, written, swapped in.
 //! - [`inference`]: a loaded model classifying any number of texts in bounded batches.
-//! - [`dataset`]: the processed `text,label,source` CSV files.
+//! - [`dataset`]: the processed `text,label,source` CSV files; [`results`]: the results folder.
 //! - [`metrics`]: accuracy, precision, recall, F1 and the confusion matrix.
 //! - [`calibration`]: temperature scaling, expected calibration error, reliability bins.
 //! - [`runtime`]: CPU threads and peak memory.
+//! - `testing` (feature `testing`): tiny random model folders for other crates' tests.
 //!
 //! No HTTP and no command line here: the binaries build on this crate.
 //!
@@ -23,29 +24,25 @@
 //! # Ok::<(), classifier::Error>(())
 //! ```
 
-pub mod atomic;
 pub mod calibration;
-pub mod checkpoint;
-pub mod cleaning;
 pub mod dataset;
 pub mod error;
-pub mod hub;
 pub mod inference;
 pub mod metrics;
+pub mod model_dir;
 pub mod models;
-pub mod ops;
-pub mod pipeline;
 pub mod results;
 pub mod runtime;
+#[cfg(feature = "testing")]
 pub mod testing;
-pub mod tokenizer;
+pub mod text;
 
-pub use checkpoint::{Checkpoint, LoadOptions, PoolingChoice};
-pub use cleaning::Cleaning;
 pub use error::{Error, Result};
 pub use inference::{BatchLimits, Classifier, LongText, LongTextPolicy, Prediction};
+pub use kernels::{MatmulPrecision, Precision, set_matmul_precision};
 pub use metrics::ClassificationMetrics;
+pub use model_dir::{Checkpoint, LoadOptions, PoolingChoice};
 pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode, Pooling};
-pub use ops::{MatmulPrecision, Precision, set_matmul_precision};
-pub use pipeline::Pipeline;
-pub use tokenizer::{TextTokenizer, Truncation};
+pub use text::cleaning::Cleaning;
+pub use text::pipeline::Pipeline;
+pub use text::tokenizer::{TextTokenizer, Truncation};

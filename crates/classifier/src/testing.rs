@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::checkpoint::{SaveRequest, random_tensors, save};
 use crate::error::Result;
+use crate::model_dir::checkpoint::{SaveRequest, random_tensors, save};
 use crate::models::distilbert::Config;
-use crate::pipeline::Pipeline;
-use crate::tokenizer::{SpecialTokens, TextTokenizer};
+use crate::text::pipeline::Pipeline;
+use crate::text::tokenizer::{SpecialTokens, TextTokenizer};
 
 /// Dimensions of a tiny model.
 #[derive(Debug, Clone, Copy)]

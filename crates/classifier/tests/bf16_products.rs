@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use classifier::checkpoint::random_tensors;
+use classifier::model_dir::checkpoint::random_tensors;
 use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
 use classifier::{MatmulPrecision, set_matmul_precision};
 
@@ -50,7 +50,7 @@ fn bf16_logits_stay_close_to_f32() {
             "where bf16 products do not pay, they stay f32"
         );
         assert_eq!(logits(&model), exact);
-        let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
+        let why = kernels::gemm::bf16_fallback_reason().unwrap_or_default();
         eprintln!("bf16 products run in f32 here ({why}): only the fallback was checked");
         return;
     }

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use classifier::checkpoint::{self, Head, SaveRequest};
+use classifier::model_dir::checkpoint::{self, Head, SaveRequest};
 use classifier::models::distilbert::Mode;
-use classifier::ops::Kernels;
 use classifier::{
     Checkpoint, Classifier, LoadOptions, Pipeline, Pooling, PoolingChoice, Truncation,
 };
+use kernels::Kernels;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -257,7 +257,7 @@ fn assert_every_weight_gets_a_gradient(ckpt: Checkpoint) {
         &Device::Cpu,
     )
     .unwrap();
-    let loss = classifier::ops::cross_entropy(&logits, &labels).unwrap();
+    let loss = kernels::cross_entropy(&logits, &labels).unwrap();
     let grads = loss.backward().unwrap();
     assert_eq!(trainable.params.len(), ckpt.config.parameter_shapes().len());
     for (name, var) in &trainable.params {
@@ -655,7 +655,7 @@ fn fused_kernels_match_reference_forward_and_backward() {
             .model
             .forward(&ids, &mask, Mode::Train { seed: 9 })
             .unwrap();
-        let grads = classifier::ops::cross_entropy(&logits, &labels)
+        let grads = kernels::cross_entropy(&logits, &labels)
             .unwrap()
             .backward()
             .unwrap();

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use classifier::atomic::{write_file, write_json};
 use classifier::dataset::{Example, LABELS, write_examples};
+use classifier::model_dir::atomic::{write_file, write_json};
 use classifier::{Cleaning, TextTokenizer};
 use rand::SeedableRng;
 use rand::seq::index::sample;
@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::labels::LabelMap;
 use crate::source::{Defaults, Malformed, Row, SourceSpec, Split};
 
-pub use classifier::cleaning::CLEANING_FILE;
+pub use classifier::text::cleaning::CLEANING_FILE;
 pub const REPORT_FILE: &str = "report.json";
 pub use classifier::dataset::{TEST_FILE, TRAIN_FILE, VALIDATION_FILE};
 
@@ -103,7 +103,7 @@ pub struct Args {
     pub tokenizer: String,
 
     /// The training max length, to report how many texts exceed it.
-    #[arg(long, env = "MAX_LENGTH", default_value_t = classifier::pipeline::DEFAULT_MAX_LENGTH)]
+    #[arg(long, env = "MAX_LENGTH", default_value_t = classifier::text::pipeline::DEFAULT_MAX_LENGTH)]
     pub max_length: usize,
 
     /// Keep upper case (default: lowercase, as the original and uncased models).
@@ -363,7 +363,7 @@ fn read_sources(
     cleaning: &Cleaning,
     args: &Args,
 ) -> Result<(Vec<Candidate>, Vec<SourceReport>)> {
-    let hub = classifier::hub::HubSettings::from_env();
+    let hub = classifier::model_dir::hub::HubSettings::from_env();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut reports: Vec<SourceReport> = Vec::new();
     for (si, spec) in specs.iter().enumerate() {
@@ -567,7 +567,7 @@ fn test_rows(
             .group_column
             .as_ref()
             .map(|_| loose.iter().map(|&i| kept[i].group.clone()).collect());
-        let seed = classifier::ops::site_seed(args.seed, si as u64);
+        let seed = kernels::site_seed(args.seed, si as u64);
         let test = split::test_rows(&labels, groups.as_deref(), args.test_size, seed);
         for (k, &i) in loose.iter().enumerate() {
             is_test[i] = test[k];
@@ -596,7 +596,7 @@ fn validation_rows(
             .group_column
             .as_ref()
             .map(|_| rows.iter().map(|&i| kept[i].group.clone()).collect());
-        let seed = classifier::ops::site_seed(args.seed ^ VALIDATION_SEED, si as u64);
+        let seed = kernels::site_seed(args.seed ^ VALIDATION_SEED, si as u64);
         let chosen = split::test_rows(&labels, groups.as_deref(), args.validation_size, seed);
         for (k, &i) in rows.iter().enumerate() {
             is_validation[i] = chosen[k];
@@ -634,7 +634,7 @@ fn measure_lengths(args: &Args, texts: &[&str]) -> LengthReport {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let idx = sample(&mut rng, texts.len(), LENGTH_SAMPLE.min(texts.len())).into_vec();
     let chosen: Vec<&str> = idx.iter().map(|&i| texts[i]).collect();
-    let tokenizer = classifier::hub::resolve_tokenizer(&args.tokenizer, None)
+    let tokenizer = classifier::model_dir::hub::resolve_tokenizer(&args.tokenizer, None)
         .and_then(|src| TextTokenizer::from_dir(&src.path));
     let (unit, tokenizer_name, mut lens): (&str, Option<String>, Vec<usize>) = match tokenizer {
         Ok(tok) => {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use classifier::hub::HubSettings;
+use classifier::model_dir::hub::HubSettings;
 
 use crate::labels::LabelMap;
 
@@ -557,16 +557,19 @@ fn hub_files(spec: &SourceSpec, hub: &HubSettings) -> Result<Vec<(PathBuf, Split
     let repo = api.repo(repo);
     let info = repo
         .info()
-        .map_err(|e| explain(classifier::hub::describe(&e)))?;
+        .map_err(|e| explain(classifier::model_dir::hub::describe(&e)))?;
     for sibling in info.siblings {
         let name = sibling.rfilename;
         if !name.ends_with(".parquet") {
             continue;
         }
         if let Some(split) = split_of(&name) {
-            let path = repo
-                .get(&name)
-                .map_err(|e| explain(format!("{name}: {}", classifier::hub::describe(&e))))?;
+            let path = repo.get(&name).map_err(|e| {
+                explain(format!(
+                    "{name}: {}",
+                    classifier::model_dir::hub::describe(&e)
+                ))
+            })?;
             files.push((path, split));
         }
     }

@@ -88,7 +88,7 @@ pub struct Args {
     pub max_grad_norm: f64,
 
     /// Tokens per text, [CLS] and [SEP] included (at most the model's positions).
-    #[arg(long, env = "MAX_LENGTH", default_value_t = classifier::pipeline::DEFAULT_MAX_LENGTH)]
+    #[arg(long, env = "MAX_LENGTH", default_value_t = classifier::text::pipeline::DEFAULT_MAX_LENGTH)]
     pub max_length: usize,
 
     /// Which tokens of a longer text to keep: head, tail or head-tail (first quarter + last

@@ -123,7 +123,7 @@ pub fn epoch_batches(
     seed: u64,
     epoch: usize,
 ) -> Vec<Vec<usize>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(classifier::ops::site_seed(seed, 1 + epoch as u64));
+    let mut rng = ChaCha8Rng::seed_from_u64(kernels::site_seed(seed, 1 + epoch as u64));
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(&mut rng);
     let mut batches = Vec::new();

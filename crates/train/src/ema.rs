@@ -8,7 +8,7 @@
 //! model for long.
 
 use candle_core::{Result, Var};
-use classifier::ops::cpu::{update_f32, with_f32};
+use kernels::cpu::{update_f32, with_f32};
 use rayon::prelude::*;
 
 use crate::optim::CHUNK;

@@ -9,7 +9,7 @@
 //! added to the corrected root) after `torch.nn.utils.clip_grad_norm_`.
 
 use candle_core::{Result, Var};
-use classifier::ops::cpu::{update_f32, with_f32};
+use kernels::cpu::{update_f32, with_f32};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 

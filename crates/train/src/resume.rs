@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use classifier::checkpoint::Trainable;
+use classifier::model_dir::checkpoint::Trainable;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Hyperparameters;
@@ -55,7 +55,7 @@ pub fn save(
     optimizer: &AdamW,
     ema: Option<&Ema>,
 ) -> Result<()> {
-    classifier::atomic::replace_dir(dir, |tmp| {
+    classifier::model_dir::atomic::replace_dir(dir, |tmp| {
         let weights: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
         candle_core::safetensors::save(&weights, tmp.join(WEIGHTS_FILE))?;
         let opt = optimizer.state();

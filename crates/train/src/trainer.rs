@@ -9,10 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use classifier::checkpoint::{self, Head, Purpose, SaveRequest, Trainable};
 use classifier::dataset::{Example, LABELS, TEST_FILE, TRAIN_FILE, read_examples};
+use classifier::model_dir::PIPELINE_FILE;
+use classifier::model_dir::checkpoint::{self, Head, Purpose, SaveRequest, Trainable};
 use classifier::models::distilbert::Mode;
-use classifier::pipeline::PIPELINE_FILE;
 use classifier::results;
 use classifier::{
     Checkpoint, Classifier, Cleaning, LoadOptions, Pipeline, Prediction, calibration,
@@ -31,7 +31,7 @@ use crate::runlog::{
 };
 use crate::schedule::LinearSchedule;
 
-pub use classifier::cleaning::CLEANING_FILE;
+pub use classifier::text::cleaning::CLEANING_FILE;
 
 /// Examples evaluated between checks for an interrupt.
 const EVAL_CHUNK: usize = 256;
@@ -51,7 +51,7 @@ fn now() -> String {
 }
 
 fn dropout_seed(seed: u64, epoch: usize, micro_batch: usize) -> u64 {
-    classifier::ops::site_seed(
+    kernels::site_seed(
         seed ^ 0xD409_0D70,
         ((epoch as u64) << 32) | micro_batch as u64,
     )
@@ -256,7 +256,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
 fn set_products(args: &Args) {
     let products = classifier::set_matmul_precision(args.matmul_precision);
     if products != args.matmul_precision {
-        let why = classifier::ops::gemm::bf16_fallback_reason().unwrap_or_default();
+        let why = kernels::gemm::bf16_fallback_reason().unwrap_or_default();
         tracing::warn!(
             "--matmul-precision {} runs products in {products}: {why}",
             args.matmul_precision
@@ -379,19 +379,18 @@ impl Run<'_> {
             Mode::Train { seed },
         )?;
         let ce = match &self.hyper.class_weights {
-            None => classifier::ops::cross_entropy(&logits, &labels)?,
+            None => kernels::cross_entropy(&logits, &labels)?,
             Some(w) => {
                 let w: Vec<f32> = classes.iter().map(|&c| w[c] as f32).collect();
                 let w = Tensor::from_vec(w, rows.len(), &Device::Cpu)?;
-                classifier::ops::weighted_cross_entropy(&logits, &labels, &w)?
+                kernels::weighted_cross_entropy(&logits, &labels, &w)?
             }
         };
         let value = ce.to_scalar::<f32>()?;
         let loss = if copies == 2 {
             // The paper's CE1 + CE2 + alpha/2 (KL12 + KL21), halved to keep the CE scale.
             let n = batch.len();
-            let kl =
-                classifier::ops::symmetric_kl(&logits.narrow(0, 0, n)?, &logits.narrow(0, n, n)?)?;
+            let kl = kernels::symmetric_kl(&logits.narrow(0, 0, n)?, &logits.narrow(0, n, n)?)?;
             (ce + (kl * (self.args.rdrop_alpha / 4.0))?)?
         } else {
             ce
@@ -793,7 +792,7 @@ impl Run<'_> {
             "epoch {best_epoch} of {}: the best macro F1 on {} ({} rows)",
             args.epochs, data.validation_from, data.eval_rows
         );
-        classifier::atomic::write_json(
+        classifier::model_dir::atomic::write_json(
             &args.results_dir.join(results::METRICS_FILE),
             &MetricsFile {
                 eval: last.test.clone(),
@@ -838,7 +837,7 @@ impl Run<'_> {
             optimizer_steps: state.optimizer_step,
             peak_rss_mb: classifier::runtime::peak_rss_bytes().map(|b| b as f64 / 1048576.0),
             threads: rayon::current_num_threads(),
-            matmul_precision: classifier::ops::gemm::matmul_precision(),
+            matmul_precision: kernels::gemm::matmul_precision(),
             resumed: state.resumed,
             versions: Versions::default(),
             outputs: Outputs {
@@ -847,7 +846,7 @@ impl Run<'_> {
                 run_log: run_log.to_path_buf(),
             },
         };
-        classifier::atomic::write_json(
+        classifier::model_dir::atomic::write_json(
             &args.results_dir.join(results::RUN_SUMMARY_FILE),
             &summary,
         )?;
@@ -885,7 +884,7 @@ impl Run<'_> {
             temperature: t,
             ..clf.pipeline().clone()
         };
-        classifier::atomic::write_json(&args.output_dir.join(PIPELINE_FILE), &pipeline)?;
+        classifier::model_dir::atomic::write_json(&args.output_dir.join(PIPELINE_FILE), &pipeline)?;
         let at = |preds: &[Prediction], t: f32| -> Vec<Prediction> {
             preds
                 .iter()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use classifier::checkpoint::Trainable;
 use classifier::dataset::{Example, LABELS, POSITIVE, read_examples, write_examples};
+use classifier::model_dir::checkpoint::Trainable;
 use classifier::models::distilbert::Mode;
 use classifier::testing::{TinySize, vocab_for, write_tiny_model};
 use classifier::{Checkpoint, ClassificationMetrics, Classifier, LoadOptions};
@@ -432,7 +432,7 @@ fn accumulating_four_micro_batches_equals_one_big_batch() {
                 .model
                 .forward(&b.input_ids, &b.attention_mask, Mode::Eval)
                 .unwrap();
-            let loss = classifier::ops::cross_entropy(&logits, &labels).unwrap();
+            let loss = kernels::cross_entropy(&logits, &labels).unwrap();
             opt.accumulate(&loss.backward().unwrap(), g.len() as f64)
                 .unwrap();
         }

@@ -21,8 +21,8 @@ use candle_core::{DType, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::int8::QuantizedLinear;
-use crate::ops::{self, Kernels, Precision};
+use kernels::int8::QuantizedLinear;
+use kernels::{Kernels, Precision};
 
 /// transformers hard-codes this epsilon for every DistilBERT LayerNorm.
 pub const LAYER_NORM_EPS: f64 = 1e-12;
@@ -327,7 +327,7 @@ impl Mode {
     fn dropout(&self, x: &Tensor, p: f64, site: u64, k: Kernels) -> Result<Tensor> {
         match self.dropout_seed(site) {
             None => Ok(x.clone()),
-            Some(seed) => ops::dropout(x, p as f32, seed, k),
+            Some(seed) => kernels::dropout(x, p as f32, seed, k),
         }
     }
 
@@ -335,7 +335,7 @@ impl Mode {
     fn dropout_seed(&self, site: u64) -> Option<u64> {
         match *self {
             Mode::Eval => None,
-            Mode::Train { seed } => Some(ops::site_seed(seed, site)),
+            Mode::Train { seed } => Some(kernels::site_seed(seed, site)),
         }
     }
 }
@@ -371,7 +371,7 @@ impl Linear {
 
     fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
         match self {
-            Self::F32 { weight, bias } => ops::linear(x, weight, bias, k),
+            Self::F32 { weight, bias } => kernels::linear(x, weight, bias, k),
             Self::Int8(q) => q.forward(x),
         }
     }
@@ -422,7 +422,7 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
-        ops::layer_norm(x, &self.weight, &self.bias, LAYER_NORM_EPS, k)
+        kernels::layer_norm(x, &self.weight, &self.bias, LAYER_NORM_EPS, k)
     }
 }
 
@@ -450,7 +450,8 @@ impl Embeddings {
     fn forward(&self, input_ids: &Tensor, mode: Mode, k: Kernels) -> Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
         let dim = self.word_embeddings.dim(1)?;
-        let words = ops::embedding(&self.word_embeddings, input_ids, k)?.reshape((b, s, dim))?;
+        let words =
+            kernels::embedding(&self.word_embeddings, input_ids, k)?.reshape((b, s, dim))?;
         let positions = self.position_embeddings.narrow(0, 0, s)?;
         let x = words.broadcast_add(&positions)?;
         let x = self.layer_norm.forward(&x, k)?;
@@ -558,7 +559,7 @@ impl MultiHeadSelfAttention {
                 v_lin,
             } => {
                 let (w, bias) = Self::pack(q_lin, k_lin, v_lin)?;
-                ops::linear(x, &w, &bias, k)
+                kernels::linear(x, &w, &bias, k)
             }
         }
     }
@@ -578,7 +579,7 @@ impl MultiHeadSelfAttention {
                 let dropout = mode
                     .dropout_seed(site)
                     .map(|seed| (self.dropout as f32, seed));
-                ops::fused::attention(&qkv, &mask.keep, self.n_heads, dropout)?
+                kernels::fused::attention(&qkv, &mask.keep, self.n_heads, dropout)?
             }
             Kernels::Reference => {
                 let split_heads = |t: Tensor| -> Result<Tensor> {
@@ -608,7 +609,7 @@ impl MultiHeadSelfAttention {
                 let (q, key, v) = (split_heads(q)?, split_heads(key)?, split_heads(v)?);
                 let scale = (self.head_dim as f64).powf(-0.5);
                 let scores = (q.matmul(&key.t()?)? * scale)?;
-                let probs = ops::masked_softmax(&scores, &mask.bias()?)?;
+                let probs = kernels::masked_softmax(&scores, &mask.bias()?)?;
                 let probs = mode.dropout(&probs, self.dropout, site, k)?;
                 probs
                     .matmul(&v)?
@@ -633,7 +634,7 @@ impl AttentionMask {
         if let Some(b) = self.bias.get() {
             return Ok(b.clone());
         }
-        let b = ops::attention_bias(&self.keep)?;
+        let b = kernels::attention_bias(&self.keep)?;
         Ok(self.bias.get_or_init(|| b).clone())
     }
 }
@@ -667,7 +668,7 @@ impl Ffn {
             _ => {
                 let h = self.lin1.forward(x, k)?;
                 match self.activation {
-                    Activation::Gelu => ops::gelu(&h, k)?,
+                    Activation::Gelu => kernels::gelu(&h, k)?,
                     Activation::Relu => h.relu()?,
                 }
             }

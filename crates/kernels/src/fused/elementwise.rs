@@ -4,8 +4,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::slice;
-use crate::ops::dropout::Mask;
-use crate::ops::math;
+use crate::dropout::Mask;
+use crate::math;
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 14;
@@ -59,8 +59,8 @@ impl CustomOp1 for Gelu {
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dy = dy.contiguous()?;
-        let dx = crate::ops::cpu::with_f32(x, |x| {
-            crate::ops::cpu::with_f32(&dy, |g| map2(x, g, gelu_grad_chunk))
+        let dx = crate::cpu::with_f32(x, |x| {
+            crate::cpu::with_f32(&dy, |g| map2(x, g, gelu_grad_chunk))
         })??;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
@@ -103,12 +103,12 @@ impl CustomOp1 for Dropout {
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dy = dy.contiguous()?;
-        let dx = crate::ops::cpu::with_f32(&dy, |g| self.apply(g))?;
+        let dx = crate::cpu::with_f32(&dy, |g| self.apply(g))?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
 
-/// Dropout with the mask [`crate::ops::dropout`] defines, regenerated in the backward pass.
+/// Dropout with the mask [`crate::dropout`] defines, regenerated in the backward pass.
 pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());

@@ -652,10 +652,10 @@ fn transpose16(r: &mut [__m512; 16]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::gemm::test_view;
+    use crate::gemm::test_view;
 
     fn skip() -> bool {
-        if !crate::ops::features::cpu().avx512f {
+        if !crate::features::cpu().avx512f {
             eprintln!("no AVX-512 F on this CPU: the AVX-512 f32 products cannot run here");
             return true;
         }

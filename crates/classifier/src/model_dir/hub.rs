@@ -10,6 +10,7 @@ use hf_hub::api::sync::{ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::{Deserialize, Serialize};
 
+use super::{CONFIG_FILE, OPTIONAL_FILES, TOKENIZER_FILES, WEIGHT_FILES};
 use crate::error::{Error, Result};
 
 /// Where a model came from: recorded in run summaries and shown by the api's /info.
@@ -22,17 +23,6 @@ pub struct ModelSource {
     /// The folder the files were read from.
     pub path: PathBuf,
 }
-
-/// Files a model folder may have; the first group is required (one of each alternative).
-pub const CONFIG_FILE: &str = "config.json";
-pub const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
-pub const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "vocab.txt"];
-pub const OPTIONAL_FILES: [&str; 4] = [
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    crate::pipeline::PIPELINE_FILE,
-    crate::checkpoint::SENTENCE_TRANSFORMERS_POOLING_FILE,
-];
 
 /// How to reach the Hub; [`HubSettings::from_env`] reads the standard variables.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The AVX-512 VNNI integer block (AMD Zen 4 and later, Intel Ice Lake and later without AMX):
-//! the same packed weights and the same 32 x 32 block as [`crate::ops::amx::Tiles::block_i8`].
+//! the same packed weights and the same 32 x 32 block as [`crate::amx::Tiles::block_i8`].
 //!
 //! `vpdpbusd` adds the products of 4 u8 x i8 pairs into each of 16 i32 sums, exactly. A row
 //! of a packed weight tile (4 bytes of K for 16 channels) is one operand; the activation
@@ -7,11 +7,11 @@
 
 use std::arch::x86_64::*;
 
-use crate::ops::amx::{BLOCK, K_STEP, TILE_BYTES};
+use crate::amx::{BLOCK, K_STEP, TILE_BYTES};
 
 /// Whether this CPU has AVX-512 VNNI.
 pub fn available() -> bool {
-    crate::ops::features::cpu().avx512_vnni
+    crate::features::cpu().avx512_vnni
 }
 
 /// Rows per pass: 8 rows x 32 channels is 16 accumulators, with 2 registers of weights.
@@ -24,7 +24,7 @@ const PREFETCH_TILES: usize = 4;
 ///
 /// # Safety
 /// AVX-512 VNNI must be [`available`]; `a` points at 32 rows `stride` bytes apart, `w` at the
-/// [`crate::ops::amx::pack_i8`] tiles of 32 channels (two groups of 16, `k_tiles` tiles each): both
+/// [`crate::amx::pack_i8`] tiles of 32 channels (two groups of 16, `k_tiles` tiles each): both
 /// `k_tiles * K_STEP` bytes of K.
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub unsafe fn block_i8(

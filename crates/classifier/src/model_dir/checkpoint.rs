@@ -10,15 +10,18 @@ use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+use super::hub::{self, ModelSource};
+use super::{
+    CONFIG_FILE, PIPELINE_FILE, SENTENCE_TRANSFORMERS_POOLING_FILE, TOKENIZER_FILES, WEIGHT_FILES,
+};
 use crate::error::{Error, Result};
-use crate::hub::{self, CONFIG_FILE, ModelSource, TOKENIZER_FILES, WEIGHT_FILES};
 use crate::models::bert::{self, BertConfig};
 use crate::models::distilbert::{
     Config, DistilBertForSequenceClassification, ENCODER_PREFIX, HeadActivation, Pooling,
     head_parameter_shapes,
 };
-use crate::pipeline::{PIPELINE_FILE, Pipeline};
-use crate::tokenizer::TextTokenizer;
+use crate::text::pipeline::Pipeline;
+use crate::text::tokenizer::TextTokenizer;
 
 /// How a checkpoint is turned into a classifier.
 #[derive(Debug, Clone, Default)]
@@ -159,9 +162,6 @@ fn normalize_distilbert_names(tensors: HashMap<String, Tensor>) -> HashMap<Strin
         })
         .collect()
 }
-
-/// Where sentence-transformers keeps the pooling an encoder was trained with.
-pub const SENTENCE_TRANSFORMERS_POOLING_FILE: &str = "1_Pooling/config.json";
 
 /// The pooling a sentence-transformers folder declares: mean or first token, `None` when the
 /// folder has no such file or declares a pooling this head cannot do (max, weighted).
@@ -567,7 +567,7 @@ pub fn save(dir: &Path, req: &SaveRequest) -> Result<()> {
             expected.len()
         )));
     }
-    crate::atomic::replace_dir(dir, |tmp| {
+    super::atomic::replace_dir(dir, |tmp| {
         let path = tmp.join(CONFIG_FILE);
         let mut bytes = serde_json::to_vec_pretty(&config).expect("serializable");
         bytes.push(b'\n');

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cleaning::Cleaning;
+use super::cleaning::Cleaning;
+use super::tokenizer::Truncation;
 use crate::error::{Error, Result};
-use crate::tokenizer::Truncation;
 
-pub const PIPELINE_FILE: &str = "pipeline.json";
+use crate::model_dir::PIPELINE_FILE;
 
 /// The default token budget per text, `[CLS]` and `[SEP]` included.
 pub const DEFAULT_MAX_LENGTH: usize = 256;

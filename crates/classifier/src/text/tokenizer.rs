@@ -21,6 +21,9 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{ModelWrapper, Tokenizer};
 
 use crate::error::{Error, Result};
+use crate::model_dir::{
+    SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, VOCAB_FILE,
+};
 
 /// Which tokens of a too-long text to keep.
 #[derive(
@@ -176,17 +179,17 @@ impl TextTokenizer {
     /// `tokenizer_config.json` when present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
-        let (json, vocab) = (file("tokenizer.json"), file("vocab.txt"));
+        let (json, vocab) = (file(TOKENIZER_JSON_FILE), file(VOCAB_FILE));
         if json.is_none() && vocab.is_none() {
             return Err(Error::artifact(
-                dir.join("tokenizer.json"),
+                dir.join(TOKENIZER_JSON_FILE),
                 "missing: the folder has neither tokenizer.json nor vocab.txt",
             ));
         }
         Self::from_files(
             json.as_deref(),
             vocab.as_deref(),
-            file("tokenizer_config.json").as_deref(),
+            file(TOKENIZER_CONFIG_FILE).as_deref(),
         )
     }
 
@@ -272,7 +275,7 @@ impl TextTokenizer {
                 (special.cls_token.clone(), cls),
             )))
             .with_decoder(Some(WordPieceDecoder::default()));
-        Self::from_tokenizer(inner, special, do_lower_case, Path::new("vocab.txt"))
+        Self::from_tokenizer(inner, special, do_lower_case, Path::new(VOCAB_FILE))
     }
 
     fn from_tokenizer(
@@ -434,7 +437,7 @@ impl TextTokenizer {
             .inner
             .to_string(true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        write("tokenizer.json", json.as_bytes())?;
+        write(TOKENIZER_JSON_FILE, json.as_bytes())?;
         let s = &self.special;
         let special = serde_json::json!({
             "cls_token": s.cls_token, "sep_token": s.sep_token, "pad_token": s.pad_token,
@@ -448,8 +451,8 @@ impl TextTokenizer {
         obj.insert("clean_up_tokenization_spaces".into(), true.into());
         obj.insert("tokenize_chinese_chars".into(), true.into());
         obj.insert("strip_accents".into(), serde_json::Value::Null);
-        write("tokenizer_config.json", &to_pretty(&config))?;
-        write("special_tokens_map.json", &to_pretty(&special))?;
+        write(TOKENIZER_CONFIG_FILE, &to_pretty(&config))?;
+        write(SPECIAL_TOKENS_MAP_FILE, &to_pretty(&special))?;
         if let ModelWrapper::WordPiece(wp) = self.inner.get_model() {
             use tokenizers::Model;
             let mut vocab: Vec<(String, u32)> = wp.get_vocab().into_iter().collect();
@@ -459,7 +462,7 @@ impl TextTokenizer {
                 text.push_str(&token);
                 text.push('\n');
             }
-            write("vocab.txt", text.as_bytes())?;
+            write(VOCAB_FILE, text.as_bytes())?;
         }
         Ok(())
     }

@@ -4,8 +4,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::{column_sums, slice};
-use crate::ops::cpu::with_f32;
-use crate::ops::gemm::{View, ViewMut, matmul};
+use crate::cpu::with_f32;
+use crate::gemm::{View, ViewMut, matmul};
 
 struct Linear;
 

@@ -436,7 +436,7 @@ impl Kernel {
         let mut kernels = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::ops::features::cpu().avx2 {
+            if crate::features::cpu().avx2 {
                 kernels.push(Kernel::Avx2);
             }
             if avx512::available() {

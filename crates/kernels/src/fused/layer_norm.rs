@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{ROW_BLOCK, add_into, slice};
-use crate::ops::math;
+use crate::math;
 
 struct LayerNorm {
     eps: f32,
@@ -126,9 +126,9 @@ impl CustomOp3 for LayerNorm {
         let d = gamma.elem_count();
         let dy = dy.contiguous()?;
         let mut dx = vec![0f32; x.elem_count()];
-        let (dgamma, dbeta) = crate::ops::cpu::with_f32(x, |x| {
-            crate::ops::cpu::with_f32(&dy, |g| {
-                crate::ops::cpu::with_f32(gamma, |gamma| {
+        let (dgamma, dbeta) = crate::cpu::with_f32(x, |x| {
+            crate::cpu::with_f32(&dy, |g| {
+                crate::cpu::with_f32(gamma, |gamma| {
                     // Fixed blocks, partial sums added in block order: deterministic.
                     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
                         .par_chunks_mut(ROW_BLOCK * d)

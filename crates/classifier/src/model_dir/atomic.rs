@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The file renamed last in the one-by-one fallback: loaders read it first.
-const LAST_FILE: &str = crate::hub::CONFIG_FILE;
+const LAST_FILE: &str = super::CONFIG_FILE;
 
 /// Writes `target` through `fill` (which receives an empty folder to fill) and swaps it in.
 /// On error, `target` is left as it was.

@@ -12,9 +12,9 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{SharedMut, slice};
-use crate::ops::dropout::Mask;
-use crate::ops::gemm::{Layout2, View, ViewMut, matmul};
-use crate::ops::math;
+use crate::dropout::Mask;
+use crate::gemm::{Layout2, View, ViewMut, matmul};
+use crate::math;
 
 struct Attention {
     heads: usize,
@@ -190,8 +190,8 @@ impl CustomOp1 for Attention {
         let d_out = d_out.contiguous()?;
         let mut dqkv = vec![0f32; b * s * 3 * d];
         let dqkv_ptr = SharedMut::new(&mut dqkv);
-        crate::ops::cpu::with_f32(qkv, |qkv| {
-            crate::ops::cpu::with_f32(&d_out, |g| {
+        crate::cpu::with_f32(qkv, |qkv| {
+            crate::cpu::with_f32(&d_out, |g| {
                 (0..b * self.heads).into_par_iter().for_each_init(
                     || (vec![0f32; s * s], vec![0f32; s * s]),
                     |(dropped, dp), task| {

@@ -342,9 +342,9 @@ mod bf16 {
     use rayon::prelude::*;
 
     use super::{BF16_KERNEL_ENV, F32Kernel, PARALLEL_MIN_WORK, View, ViewMut};
-    use crate::ops::amx::{self, BLOCK, Rows, Side, TILE_PAIRS, Tiles};
-    use crate::ops::avx512_bf16;
-    use crate::ops::fused::SharedMut;
+    use crate::amx::{self, BLOCK, Rows, Side, TILE_PAIRS, Tiles};
+    use crate::avx512_bf16;
+    use crate::fused::SharedMut;
 
     /// What computes a block of bf16 products; both read the same packed operands.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,7 +545,7 @@ mod tests {
         assert_eq!(MatmulPrecision::Bf16.to_string(), "bf16");
         let err = "fp16".parse::<MatmulPrecision>().unwrap_err();
         assert_eq!(err, "unknown matmul precision `fp16`: f32 or bf16");
-        use crate::ops::Kernels;
+        use crate::Kernels;
         assert_eq!("Reference".parse::<Kernels>(), Ok(Kernels::Reference));
         assert_eq!(Kernels::Fused.to_string(), "fused");
         assert!(

@@ -1,5 +1,12 @@
-//! The tensor operations the transformer is built from, each differentiable, in two
-//! implementations ([`Kernels`]).
+//! The CPU tensor operations the transformer models are built from, each differentiable, in
+//! two implementations ([`Kernels`]), and the GEMMs under them: this crate holds all of the
+//! project's SIMD and `unsafe` code, and knows nothing of models, text or files.
+//!
+//! - [`gemm`]: every matrix product (f32 on the `gemm` crate or our AVX-512 kernel, bf16 on
+//!   AMX tiles or AVX-512 BF16), chosen per CPU by [`features`], detected once.
+//! - [`int8`]: dynamically quantised linear layers (VNNI / AVX2 / portable).
+//! - [`fused`]: forward and backward passes of linear, LayerNorm, attention, GELU, embedding.
+//! - [`math`], [`cpu`]: vectorised `exp`/`erf` and plain-slice access to candle's CPU tensors.
 //!
 //! candle-nn's fused `layer_norm` and `softmax_last_dim` record no gradient (candle issues
 //! #3011, #3569): a model built on them trains only what lies after the last such op, while

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 use super::slice;
-use crate::ops::cpu::with_f32;
+use crate::cpu::with_f32;
 
 struct Lookup;
 

@@ -1,0 +1,40 @@
+//! Model folders in Hugging Face layout: the names of their files (here, and nowhere else),
+//! where a folder comes from ([`hub`]: local, or fetched from the Hub), reading and writing
+//! one ([`checkpoint`]) and swapping a folder in whole ([`atomic`]).
+//!
+//! ```text
+//! model_output/
+//!   config.json             transformers' config, labels in id2label (read first, written last)
+//!   model.safetensors       the weights (pytorch_model.bin is read too)
+//!   tokenizer.json | vocab.txt, tokenizer_config.json, special_tokens_map.json
+//!   pipeline.json           how text is prepared: cleaning, truncation, max_length, temperature
+//!   1_Pooling/config.json   a sentence-transformers encoder's pooling (read only)
+//! ```
+
+pub mod atomic;
+pub mod checkpoint;
+pub mod hub;
+
+pub use checkpoint::{Checkpoint, LoadOptions, PoolingChoice};
+pub use hub::ModelSource;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const SAFETENSORS_FILE: &str = "model.safetensors";
+pub const PYTORCH_FILE: &str = "pytorch_model.bin";
+pub const TOKENIZER_JSON_FILE: &str = "tokenizer.json";
+pub const VOCAB_FILE: &str = "vocab.txt";
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+pub const SPECIAL_TOKENS_MAP_FILE: &str = "special_tokens_map.json";
+pub const PIPELINE_FILE: &str = "pipeline.json";
+/// Where sentence-transformers keeps the pooling an encoder was trained with.
+pub const SENTENCE_TRANSFORMERS_POOLING_FILE: &str = "1_Pooling/config.json";
+
+/// Files a model folder may have; the first groups are required (one of each alternative).
+pub const WEIGHT_FILES: [&str; 2] = [SAFETENSORS_FILE, PYTORCH_FILE];
+pub const TOKENIZER_FILES: [&str; 2] = [TOKENIZER_JSON_FILE, VOCAB_FILE];
+pub const OPTIONAL_FILES: [&str; 4] = [
+    TOKENIZER_CONFIG_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    PIPELINE_FILE,
+    SENTENCE_TRANSFORMERS_POOLING_FILE,
+];
