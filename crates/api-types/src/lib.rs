@@ -172,6 +172,8 @@ pub enum ErrorType {
     InvalidJson,
     /// The body parses but its values are not acceptable (empty text, too many inputs, ...).
     Validation,
+    /// The tokenizer rejected a text (as Text Embeddings Inference's `tokenizer` error).
+    Tokenizer,
     /// The body is larger than the server accepts.
     PayloadTooLarge,
     /// Missing or wrong API key.

@@ -1,19 +1,19 @@
-//! The sentiment api and the batch command.
+//! The sentiment api and the batch command, layered as Text Embeddings Inference is:
+//! transport -> inference facade -> backend, each with its own typed errors.
 //!
-//! - [`server`]: routes, validation, auth, logs and metrics per request, OpenAPI, shutdown.
-//! - [`batching`]: the bounded queue and the model thread that batches concurrent requests.
+//! - [`http`]: routes, request parsing, auth, logs and metrics per request, OpenAPI, shutdown;
+//!   it only translates requests and errors.
+//! - [`infer`]: the facade that tokenises, queues, batches on the model thread and answers.
 //! - [`model`]: loading (retried until a model is there), warm-up, readiness.
-//! - [`error`]: every failure as a status code and an `{error, error_type}` body.
-//! - [`metrics`], [`docs`], [`config`].
+//! - [`metrics`], [`config`], [`training_log`] (`GET /training`).
 //! - [`batch`]: `batch_predict`, a CSV in, the CSV with predictions out.
 
 pub mod batch;
-pub mod batching;
 pub mod config;
-pub mod docs;
-pub mod error;
+pub mod http;
+pub mod infer;
 pub mod metrics;
 pub mod model;
-pub mod server;
+pub mod training_log;
 
 pub use config::Args;

@@ -57,7 +57,7 @@ impl Server {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(api::server::serve(args, listener, async {
+        let task = tokio::spawn(api::http::serve(args, listener, async {
             let _ = stopped.await;
         }));
         Self {

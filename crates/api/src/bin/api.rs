@@ -17,6 +17,6 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&address)
             .await
             .with_context(|| format!("cannot listen on {address} (port in use? set APP_PORT)"))?;
-        api::server::serve(args, listener, service::shutdown_signal()).await
+        api::http::serve(args, listener, service::shutdown_signal()).await
     })
 }

@@ -14,13 +14,14 @@ use std::time::Instant;
 use classifier::{BatchLimits, Classifier, Prediction};
 use tokio::sync::oneshot;
 
+use super::error::BackendError;
 use crate::metrics::Metrics;
 
 /// One text waiting for the model.
 pub struct Entry {
     pub ids: Vec<u32>,
     pub enqueued: Instant,
-    pub respond: oneshot::Sender<Result<Prediction, String>>,
+    pub respond: oneshot::Sender<Result<Prediction, BackendError>>,
 }
 
 struct State {
@@ -51,6 +52,11 @@ impl Queue {
             capacity,
             metrics,
         }
+    }
+
+    /// How many texts the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Adds all of a request's texts, or none of them when they do not fit.
@@ -141,23 +147,25 @@ fn run_batch(classifier: &Classifier, batch: Vec<Entry>, metrics: &Metrics) {
                 let _ = entry.respond.send(Ok(p));
             }
         }
-        Ok(Ok(preds)) => fail(batch, format!("the model returned {} results", preds.len())),
-        Ok(Err(e)) => fail(batch, e.to_string()),
+        Ok(Ok(preds)) => {
+            let (sent, got) = (batch.len(), preds.len());
+            fail(batch, BackendError::Count { sent, got })
+        }
+        Ok(Err(e)) => fail(batch, BackendError::Forward(Arc::new(e))),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            tracing::error!("the model panicked on a batch of {}: {what}", batch.len());
-            fail(batch, format!("the model failed on this batch: {what}"));
+            fail(batch, BackendError::Panicked(what));
         }
     }
 }
 
-fn fail(batch: Vec<Entry>, message: String) {
-    tracing::error!("batch of {} failed: {message}", batch.len());
+fn fail(batch: Vec<Entry>, error: BackendError) {
+    tracing::error!("batch of {} failed: {error}", batch.len());
     for entry in batch {
-        let _ = entry.respond.send(Err(message.clone()));
+        let _ = entry.respond.send(Err(error.clone()));
     }
 }
