@@ -593,69 +593,80 @@ fn main() -> Result<()> {
         println!("RESULT {}", serde_json::to_string(&m)?);
         return Ok(());
     }
-    let selected = selected_workloads(&args.only)?;
     let mut table = table_header(threads, &args);
-    let rss = |m: &Measured| m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0} MB"));
     // A baseline on one shape is measured once, whichever of our rows it stands beside.
-    let mut baseline_runs: HashMap<(Baseline, &str, usize, usize), Measured> = HashMap::new();
-    for w in selected {
+    let mut baseline_runs = HashMap::new();
+    for w in selected_workloads(&args.only)? {
         if let (MatmulPrecision::Bf16, Some(why)) = (w.matmul, gemm::bf16_fallback_reason()) {
             eprintln!("skipping {}: bf16 products run in f32 here: {why}", w.name);
             continue;
         }
-        eprintln!("running {} ...", w.name);
-        let o = ours(&args, w)?;
-        if !o.phases_ms.is_empty() {
-            let parts: Vec<String> = o
-                .phases_ms
-                .iter()
-                .map(|(n, ms)| format!("{n} {ms:.0} ms"))
-                .collect();
-            eprintln!("  {}: {}", w.name, parts.join(", "));
-        }
-        let ours_cells = format!(
-            "| {} | {:.1} | {:.2} {} | {} |",
-            w.name,
-            o.median_ms,
-            o.throughput,
-            unit(w.kind),
-            rss(&o)
-        );
-        let Some(py) = &args.python else {
-            table.push_str(&ours_cells);
-            table.push('\n');
-            continue;
-        };
-        let chosen: Vec<Baseline> = w
-            .baselines
-            .iter()
-            .copied()
-            .filter(|b| args.baselines.contains(b))
-            .collect();
-        if chosen.is_empty() {
-            table.push_str(&format!("{ours_cells} - | - | - | - | - |\n"));
-        }
-        for b in chosen {
-            let key = (b, unit(w.kind), w.batch, w.seq);
-            let t = match baseline_runs.get(&key) {
-                Some(t) => t.clone(),
-                None => baseline(&args, py, w, b)?,
-            };
-            baseline_runs.insert(key, t.clone());
-            table.push_str(&format!(
-                "{ours_cells} {} | {:.1} | {:.2} {} | {} | {:.2}x |\n",
-                b.label(),
-                t.median_ms,
-                t.throughput,
-                unit(w.kind),
-                rss(&t),
-                o.throughput / t.throughput
-            ));
-        }
+        table.push_str(&table_rows(&args, w, &mut baseline_runs)?);
     }
     println!("{table}");
     if let Some(path) = &args.output {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Baselines measured so far, by baseline and shape.
+type BaselineRuns = HashMap<(Baseline, &'static str, usize, usize), Measured>;
+
+fn rss(m: &Measured) -> String {
+    m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0} MB"))
+}
+
+/// Runs workload `w` (ours, then each chosen baseline not yet measured) and returns its
+/// table rows: ours beside each baseline.
+fn table_rows(args: &Args, w: Workload, baseline_runs: &mut BaselineRuns) -> Result<String> {
+    eprintln!("running {} ...", w.name);
+    let o = ours(args, w)?;
+    if !o.phases_ms.is_empty() {
+        let parts: Vec<String> = o
+            .phases_ms
+            .iter()
+            .map(|(n, ms)| format!("{n} {ms:.0} ms"))
+            .collect();
+        eprintln!("  {}: {}", w.name, parts.join(", "));
+    }
+    let ours_cells = format!(
+        "| {} | {:.1} | {:.2} {} | {} |",
+        w.name,
+        o.median_ms,
+        o.throughput,
+        unit(w.kind),
+        rss(&o)
+    );
+    let Some(py) = &args.python else {
+        return Ok(format!("{ours_cells}\n"));
+    };
+    let chosen: Vec<Baseline> = w
+        .baselines
+        .iter()
+        .copied()
+        .filter(|b| args.baselines.contains(b))
+        .collect();
+    if chosen.is_empty() {
+        return Ok(format!("{ours_cells} - | - | - | - | - |\n"));
+    }
+    let mut rows = String::new();
+    for b in chosen {
+        let key = (b, unit(w.kind), w.batch, w.seq);
+        let t = match baseline_runs.get(&key) {
+            Some(t) => t.clone(),
+            None => baseline(args, py, w, b)?,
+        };
+        baseline_runs.insert(key, t.clone());
+        rows.push_str(&format!(
+            "{ours_cells} {} | {:.1} | {:.2} {} | {} | {:.2}x |\n",
+            b.label(),
+            t.median_ms,
+            t.throughput,
+            unit(w.kind),
+            rss(&t),
+            o.throughput / t.throughput
+        ));
+    }
+    Ok(rows)
 }

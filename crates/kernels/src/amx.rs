@@ -161,80 +161,113 @@ fn pack_groups(src: Rows, side: Side, g0: usize, (tiles, group_len): (&mut [u32]
     if rows == 0 {
         return;
     }
-    let base = src.offset + g0 * 16 * src.rs;
-    let pairs = src.k.div_ceil(2);
-    // Where pair p of row i (of this task) goes.
-    let at = |i: usize, p: usize| {
-        let tile = (i / 16) * group_len + (p / 16) * TILE_PAIRS;
+    let task = Task {
+        base: src.offset + g0 * 16 * src.rs,
+        rows,
+        side,
+        group_len,
+    };
+    // The helpers are inlined, so they are compiled for each target above.
+    if src.ts == 1 {
+        pack_k_contiguous(&src, &task, tiles);
+    } else if src.rs == 1 {
+        pack_rows_contiguous(&src, &task, tiles);
+    } else {
+        pack_strided(&src, &task, tiles);
+    }
+}
+
+/// One packing task: `rows` rows from `base` on, into groups of `group_len` pairs.
+struct Task {
+    base: usize,
+    rows: usize,
+    side: Side,
+    group_len: usize,
+}
+
+impl Task {
+    /// Where pair `p` of row `i` (of this task) goes.
+    #[inline(always)]
+    fn at(&self, i: usize, p: usize) -> usize {
+        let tile = (i / 16) * self.group_len + (p / 16) * TILE_PAIRS;
         let (i, p) = (i % 16, p % 16);
-        tile + match side {
+        tile + match self.side {
             Side::Left => i * 16 + p,
             Side::Right => p * 16 + i,
         }
-    };
-    if src.ts == 1 {
-        // K contiguous: a row's pairs are neighbours in its source, converted a tile's 32
-        // values at a time.
-        for i in 0..rows {
-            let row = &src.data[base + i * src.rs..][..src.k];
-            for (kt, chunk) in row.chunks(32).enumerate() {
-                let mut values = [0f32; 32];
-                values[..chunk.len()].copy_from_slice(chunk);
-                let pairs = pairs16(&values);
-                let start = at(i, 16 * kt);
-                match side {
-                    Side::Left => tiles[start..][..16].copy_from_slice(&pairs),
-                    Side::Right => {
-                        for (q, &v) in pairs.iter().enumerate() {
-                            tiles[start + q * 16] = v;
-                        }
-                    }
-                }
-            }
-        }
-    } else if src.rs == 1 {
-        // Rows contiguous (a transposed operand): pair up K rows 2p and 2p + 1 for every row
-        // at once, then spread them over the tiles.
-        let mut column = [0u32; SWEEP_GROUPS * 16];
-        let column = &mut column[..rows];
-        for p in 0..pairs {
-            let even = &src.data[base + 2 * p * src.ts..][..rows];
-            if 2 * p + 1 < src.k {
-                let odd = &src.data[base + (2 * p + 1) * src.ts..][..rows];
-                for ((d, &lo), &hi) in column.iter_mut().zip(even).zip(odd) {
-                    *d = pair(lo, hi);
-                }
-            } else {
-                for (d, &lo) in column.iter_mut().zip(even) {
-                    *d = pair(lo, 0.0);
-                }
-            }
-            match side {
+    }
+}
+
+/// K contiguous: a row's pairs are neighbours in its source, converted a tile's 32 values
+/// at a time.
+#[inline(always)]
+fn pack_k_contiguous(src: &Rows, task: &Task, tiles: &mut [u32]) {
+    for i in 0..task.rows {
+        let row = &src.data[task.base + i * src.rs..][..src.k];
+        for (kt, chunk) in row.chunks(32).enumerate() {
+            let mut values = [0f32; 32];
+            values[..chunk.len()].copy_from_slice(chunk);
+            let pairs = pairs16(&values);
+            let start = task.at(i, 16 * kt);
+            match task.side {
+                Side::Left => tiles[start..][..16].copy_from_slice(&pairs),
                 Side::Right => {
-                    // 16 columns of one pair are one tile row.
-                    for (g, run) in column.chunks(16).enumerate() {
-                        tiles[at(g * 16, p)..][..run.len()].copy_from_slice(run);
-                    }
-                }
-                Side::Left => {
-                    for (i, &v) in column.iter().enumerate() {
-                        tiles[at(i, p)] = v;
+                    for (q, &v) in pairs.iter().enumerate() {
+                        tiles[start + q * 16] = v;
                     }
                 }
             }
         }
-    } else {
-        let value = |i: usize, t: usize| {
-            if t < src.k {
-                src.data[base + i * src.rs + t * src.ts]
-            } else {
-                0.0
+    }
+}
+
+/// Rows contiguous (a transposed operand): pair up K rows 2p and 2p + 1 for every row at
+/// once, then spread them over the tiles.
+#[inline(always)]
+fn pack_rows_contiguous(src: &Rows, task: &Task, tiles: &mut [u32]) {
+    let mut column = [0u32; SWEEP_GROUPS * 16];
+    let column = &mut column[..task.rows];
+    for p in 0..src.k.div_ceil(2) {
+        let even = &src.data[task.base + 2 * p * src.ts..][..task.rows];
+        if 2 * p + 1 < src.k {
+            let odd = &src.data[task.base + (2 * p + 1) * src.ts..][..task.rows];
+            for ((d, &lo), &hi) in column.iter_mut().zip(even).zip(odd) {
+                *d = pair(lo, hi);
             }
-        };
-        for i in 0..rows {
-            for p in 0..pairs {
-                tiles[at(i, p)] = pair(value(i, 2 * p), value(i, 2 * p + 1));
+        } else {
+            for (d, &lo) in column.iter_mut().zip(even) {
+                *d = pair(lo, 0.0);
             }
+        }
+        match task.side {
+            Side::Right => {
+                // 16 columns of one pair are one tile row.
+                for (g, run) in column.chunks(16).enumerate() {
+                    tiles[task.at(g * 16, p)..][..run.len()].copy_from_slice(run);
+                }
+            }
+            Side::Left => {
+                for (i, &v) in column.iter().enumerate() {
+                    tiles[task.at(i, p)] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Any other strides: one value at a time.
+#[inline(always)]
+fn pack_strided(src: &Rows, task: &Task, tiles: &mut [u32]) {
+    let value = |i: usize, t: usize| {
+        if t < src.k {
+            src.data[task.base + i * src.rs + t * src.ts]
+        } else {
+            0.0
+        }
+    };
+    for i in 0..task.rows {
+        for p in 0..src.k.div_ceil(2) {
+            tiles[task.at(i, p)] = pair(value(i, 2 * p), value(i, 2 * p + 1));
         }
     }
 }

@@ -96,36 +96,9 @@ pub fn restore(
     optimizer: &mut AdamW,
     ema: Option<&mut Ema>,
 ) -> Result<TrainState> {
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "--resume: no checkpoint at {} (nothing to resume; drop --resume to start a new run)",
-            path.display()
-        )
-    })?;
-    let state: TrainState = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a valid training state", path.display()))?;
-    if &state.hyperparameters != hyper {
-        bail!(
-            "--resume: the checkpoint in {} was made with other settings.\n  checkpoint: {:?}\n  now:        {:?}\n\
-             Resume with the same flags, or drop --resume to start over.",
-            dir.display(),
-            state.hyperparameters,
-            hyper
-        );
-    }
-    if (state.train_rows, state.eval_rows) != (train_rows, eval_rows) {
-        bail!(
-            "--resume: the checkpoint was made on {} training / {} evaluation rows, the data now has {} / {}; \
-             re-run preprocess as before or drop --resume",
-            state.train_rows,
-            state.eval_rows,
-            train_rows,
-            eval_rows
-        );
-    }
-    let weights = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), &Device::Cpu)
-        .with_context(|| format!("{}: cannot read weights", dir.join(WEIGHTS_FILE).display()))?;
+    let state = read_state(dir)?;
+    check_compatible(&state, dir, hyper, train_rows, eval_rows)?;
+    let weights = load_tensors(dir, WEIGHTS_FILE, "weights")?;
     for (name, var) in &model.params {
         let t = weights
             .get(name)
@@ -133,13 +106,7 @@ pub fn restore(
         var.set(t)
             .with_context(|| format!("checkpoint weight `{name}` does not fit the model"))?;
     }
-    let moments = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), &Device::Cpu)
-        .with_context(|| {
-            format!(
-                "{}: cannot read optimizer state",
-                dir.join(OPTIMIZER_FILE).display()
-            )
-        })?;
+    let moments = load_tensors(dir, OPTIMIZER_FILE, "optimizer state")?;
     let get = |k: &str, name: &str| -> Result<Vec<f32>> {
         Ok(moments
             .get(&format!("{k}.{name}"))
@@ -168,4 +135,52 @@ pub fn restore(
             .map_err(anyhow::Error::msg)?;
     }
     Ok(state)
+}
+
+fn read_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "--resume: no checkpoint at {} (nothing to resume; drop --resume to start a new run)",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a valid training state", path.display()))
+}
+
+/// The checkpoint was made with the same settings on data of the same sizes.
+fn check_compatible(
+    state: &TrainState,
+    dir: &Path,
+    hyper: &Hyperparameters,
+    train_rows: usize,
+    eval_rows: usize,
+) -> Result<()> {
+    if &state.hyperparameters != hyper {
+        bail!(
+            "--resume: the checkpoint in {} was made with other settings.\n  checkpoint: {:?}\n  now:        {:?}\n\
+             Resume with the same flags, or drop --resume to start over.",
+            dir.display(),
+            state.hyperparameters,
+            hyper
+        );
+    }
+    if (state.train_rows, state.eval_rows) != (train_rows, eval_rows) {
+        bail!(
+            "--resume: the checkpoint was made on {} training / {} evaluation rows, the data now has {} / {}; \
+             re-run preprocess as before or drop --resume",
+            state.train_rows,
+            state.eval_rows,
+            train_rows,
+            eval_rows
+        );
+    }
+    Ok(())
+}
+
+fn load_tensors(dir: &Path, file: &str, what: &str) -> Result<HashMap<String, Tensor>> {
+    let path = dir.join(file);
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .with_context(|| format!("{}: cannot read {what}", path.display()))
 }

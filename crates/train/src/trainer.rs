@@ -121,7 +121,6 @@ struct Final {
     calibration: CalibrationReport,
 }
 
-/// Everything a run needs, prepared once.
 /// The examples and summed loss since the last logged step.
 struct Window {
     loss: f64,
@@ -155,6 +154,54 @@ struct StepAt {
     grad_norm: f64,
 }
 
+/// A run's seconds of training and of wall clock, carried across resumes.
+struct Clock {
+    wall: Instant,
+    train_before: f64,
+    wall_before: f64,
+    /// Training time of this process so far (optimizer steps done).
+    trained: Duration,
+}
+
+impl Clock {
+    fn new(wall: Instant, state: &TrainState) -> Self {
+        Self {
+            wall,
+            train_before: state.train_seconds,
+            wall_before: state.wall_seconds,
+            trained: Duration::ZERO,
+        }
+    }
+
+    /// Records the time so far in `state`; `in_flight` is training not yet in `trained`.
+    fn stamp(&self, state: &mut TrainState, in_flight: Duration) {
+        state.train_seconds = self.train_before + (self.trained + in_flight).as_secs_f64();
+        state.wall_seconds = self.wall_seconds();
+    }
+
+    fn wall_seconds(&self) -> f64 {
+        self.wall_before + self.wall.elapsed().as_secs_f64()
+    }
+}
+
+/// What the epoch loop carries along: the run log, the progress bar, the clock, and the
+/// flag that asks the run to stop.
+struct Tracker<'s> {
+    log: RunLog,
+    progress: ProgressBar,
+    clock: Clock,
+    stop: &'s AtomicBool,
+}
+
+/// How an epoch's micro-batches ended.
+enum EpochEnd {
+    /// Every group ran; the mean training loss over the epoch's examples.
+    Done { train_loss: f64 },
+    /// `stop` was set: `state` says where to resume.
+    Stopped,
+}
+
+/// Everything a run needs, prepared once.
 struct Run<'a> {
     args: &'a Args,
     hyper: Hyperparameters,
@@ -595,25 +642,57 @@ impl Run<'_> {
     }
 
     fn train_loop(mut self, stop: &AtomicBool, wall: Instant, data: DataStats) -> Result<Outcome> {
-        let args = self.args;
         let mut state = self.start_state()?;
-        let mut log = RunLog::open(&args.results_dir, &state.run_id)?;
+        let mut track = Tracker {
+            log: RunLog::open(&self.args.results_dir, &state.run_id)?,
+            progress: self.announce(&state)?,
+            clock: Clock::new(wall, &state),
+            stop,
+        };
+        for epoch in state.epoch..self.args.epochs {
+            let train_loss = match self.train_epoch(epoch, &mut state, &mut track)? {
+                EpochEnd::Done { train_loss } => train_loss,
+                EpochEnd::Stopped => return self.interrupted(&state, &track.progress),
+            };
+            // End of the epoch: evaluate, keep the best, checkpoint past this point.
+            let eval_start = Instant::now();
+            let evaluated = track
+                .progress
+                .suspend(|| self.with_eval_weights(|run| run.evaluate(stop)))?;
+            let Some(eval) = evaluated else {
+                track.clock.stamp(&mut state, Duration::ZERO);
+                return self.interrupted(&state, &track.progress);
+            };
+            let eval_seconds = eval_start.elapsed().as_secs_f64();
+            let (log, progress) = (&mut track.log, &track.progress);
+            self.record_epoch(&mut state, log, progress, eval, train_loss, eval_seconds)?;
+            state.epoch = epoch + 1;
+            state.next_batch = 0;
+            if state.epoch < self.args.epochs {
+                track.clock.stamp(&mut state, Duration::ZERO);
+                self.checkpoint(&state)?;
+            }
+        }
+        track.progress.finish_and_clear();
+        let wall_time_s = track.clock.wall_seconds();
+        self.finish(&state, data, track.log.path(), wall_time_s)
+    }
 
-        let total_steps = self.schedule.total_steps;
-        let estimate = self.estimate(&state)?;
-        let msg = format!(
+    /// Logs the plan and its estimated time; the progress bar of the micro-batches to come.
+    fn announce(&self, state: &TrainState) -> Result<ProgressBar> {
+        let args = self.args;
+        let estimate = self.estimate(state)?;
+        tracing::info!(
             "training {} examples x {} epochs = {} optimizer steps of {} ({} x {} accumulated), evaluating {} examples per epoch; estimated time {}",
             self.train.len(),
             args.epochs,
-            total_steps,
+            self.schedule.total_steps,
             self.hyper.effective_batch_size,
             args.batch_size,
             args.grad_accum,
             self.eval.len(),
             human(estimate)
         );
-        tracing::info!("{msg}");
-
         let per_epoch = self.micro_batches_per_epoch as u64;
         let progress = ProgressBar::new(per_epoch * args.epochs as u64);
         progress.set_style(
@@ -623,97 +702,72 @@ impl Run<'_> {
             .expect("valid template"),
         );
         progress.set_position(state.epoch as u64 * per_epoch + state.next_batch as u64);
-        let lengths = self.lengths();
-        let seconds_before = state.train_seconds;
-        let wall_before = state.wall_seconds;
-        let mut train_timer = Duration::ZERO;
+        Ok(progress)
+    }
 
-        for epoch in state.epoch..args.epochs {
-            let batches = epoch_batches(&lengths, args.batch_size, args.seed, epoch);
-            let groups: Vec<&[Vec<usize>]> = batches.chunks(args.grad_accum).collect();
-            let first_group = state.next_batch / args.grad_accum;
-            let (mut epoch_loss, mut epoch_n) = (0.0f64, 0usize);
-            let mut window = Window::new();
-            for (g, group) in groups.iter().enumerate().skip(first_group) {
-                let t = Instant::now();
-                for (k, batch) in group.iter().enumerate() {
-                    if stop.load(Ordering::Relaxed) {
-                        // Weights and moments are as of the last optimizer step: resume at the
-                        // start of this accumulation group.
-                        state.next_batch = g * args.grad_accum;
-                        state.train_seconds =
-                            seconds_before + (train_timer + t.elapsed()).as_secs_f64();
-                        state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
-                        return self.interrupted(&state, &progress);
-                    }
-                    let mb = g * args.grad_accum + k;
-                    let seed = dropout_seed(args.seed, epoch, mb);
-                    let loss = self.micro_batch(batch, seed, epoch, state.optimizer_step)?;
-                    epoch_loss += f64::from(loss) * batch.len() as f64;
-                    epoch_n += batch.len();
-                    window.add(loss, batch.len());
-                    progress.inc(1);
+    /// Runs epoch `epoch`'s remaining accumulation groups: micro-batches, optimizer steps,
+    /// step logs and periodic checkpoints. Stops between micro-batches once `stop` is set,
+    /// with `state` as of the last optimizer step.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        state: &mut TrainState,
+        track: &mut Tracker,
+    ) -> Result<EpochEnd> {
+        let args = self.args;
+        let batches = epoch_batches(&self.lengths(), args.batch_size, args.seed, epoch);
+        let groups: Vec<&[Vec<usize>]> = batches.chunks(args.grad_accum).collect();
+        let first_group = state.next_batch / args.grad_accum;
+        let (mut epoch_loss, mut epoch_n) = (0.0f64, 0usize);
+        let mut window = Window::new();
+        for (g, group) in groups.iter().enumerate().skip(first_group) {
+            let t = Instant::now();
+            for (k, batch) in group.iter().enumerate() {
+                if track.stop.load(Ordering::Relaxed) {
+                    // Weights and moments are as of the last optimizer step: resume at the
+                    // start of this accumulation group.
+                    state.next_batch = g * args.grad_accum;
+                    track.clock.stamp(state, t.elapsed());
+                    return Ok(EpochEnd::Stopped);
                 }
-                let (lr, stats) = self.optimizer_step()?;
-                train_timer += t.elapsed();
-                state.optimizer_step = self.optimizer.steps_taken();
-                state.next_batch = (g + 1) * args.grad_accum;
-                state.examples_seen += group.iter().map(Vec::len).sum::<usize>() as u64;
-                let step = state.optimizer_step;
-                if step % args.log_every.max(1) == 0 || g + 1 == groups.len() {
-                    let at = StepAt {
-                        step,
-                        epoch,
-                        frac_epoch: epoch as f64 + (g + 1) as f64 / groups.len() as f64,
-                        lr,
-                        grad_norm: stats.grad_norm,
-                    };
-                    self.report_step(&mut log, &progress, &window, at)?;
-                    window = Window::new();
-                }
-                if args.checkpoint_every > 0
-                    && step % args.checkpoint_every == 0
-                    && g + 1 < groups.len()
-                {
-                    state.train_seconds = seconds_before + train_timer.as_secs_f64();
-                    state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
-                    self.checkpoint(&state)?;
-                }
+                let seed = dropout_seed(args.seed, epoch, g * args.grad_accum + k);
+                let loss = self.micro_batch(batch, seed, epoch, state.optimizer_step)?;
+                epoch_loss += f64::from(loss) * batch.len() as f64;
+                epoch_n += batch.len();
+                window.add(loss, batch.len());
+                track.progress.inc(1);
             }
-
-            // End of the epoch: evaluate, keep the best, checkpoint past this point.
-            state.train_seconds = seconds_before + train_timer.as_secs_f64();
-            let eval_start = Instant::now();
-            let Some(eval) =
-                progress.suspend(|| self.with_eval_weights(|run| run.evaluate(stop)))?
-            else {
-                state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
-                return self.interrupted(&state, &progress);
-            };
-            let train_loss = if epoch_n > 0 {
-                epoch_loss / epoch_n as f64
-            } else {
-                f64::NAN
-            };
-            let eval_seconds = eval_start.elapsed().as_secs_f64();
-            self.record_epoch(
-                &mut state,
-                &mut log,
-                &progress,
-                eval,
-                train_loss,
-                eval_seconds,
-            )?;
-            state.epoch = epoch + 1;
-            state.next_batch = 0;
-            if state.epoch < args.epochs {
-                state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
-                self.checkpoint(&state)?;
+            let (lr, stats) = self.optimizer_step()?;
+            track.clock.trained += t.elapsed();
+            state.optimizer_step = self.optimizer.steps_taken();
+            state.next_batch = (g + 1) * args.grad_accum;
+            state.examples_seen += group.iter().map(Vec::len).sum::<usize>() as u64;
+            let (step, last) = (state.optimizer_step, g + 1 == groups.len());
+            if step % args.log_every.max(1) == 0 || last {
+                let frac_epoch = epoch as f64 + (g + 1) as f64 / groups.len() as f64;
+                let grad_norm = stats.grad_norm;
+                let at = StepAt {
+                    step,
+                    epoch,
+                    frac_epoch,
+                    lr,
+                    grad_norm,
+                };
+                self.report_step(&mut track.log, &track.progress, &window, at)?;
+                window = Window::new();
+            }
+            if args.checkpoint_every > 0 && step % args.checkpoint_every == 0 && !last {
+                track.clock.stamp(state, Duration::ZERO);
+                self.checkpoint(state)?;
             }
         }
-        progress.finish_and_clear();
-        let wall_time_s = wall_before + wall.elapsed().as_secs_f64();
-        self.finish(&state, data, log.path(), wall_time_s)
+        track.clock.stamp(state, Duration::ZERO);
+        let train_loss = if epoch_n > 0 {
+            epoch_loss / epoch_n as f64
+        } else {
+            f64::NAN
+        };
+        Ok(EpochEnd::Done { train_loss })
     }
 
     /// Logs and records the evaluation at the end of an epoch, and saves the model when it

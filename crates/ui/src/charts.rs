@@ -47,6 +47,41 @@ fn nice_axis(lo: f64, hi: f64) -> (f64, f64, f64) {
     ((lo / step).floor() * step, (hi / step).ceil() * step, step)
 }
 
+/// The plotted ranges, and where their values fall on the canvas.
+struct Frame {
+    x: (f64, f64, f64),
+    y: (f64, f64, f64),
+}
+
+impl Frame {
+    /// Round axes spanning every point.
+    fn around(points: &[(f64, f64)]) -> Self {
+        let span = |v: &dyn Fn(&(f64, f64)) -> f64| {
+            let lo = points.iter().map(v).fold(f64::INFINITY, f64::min);
+            let hi = points.iter().map(v).fold(f64::NEG_INFINITY, f64::max);
+            nice_axis(lo, hi)
+        };
+        Self {
+            x: span(&|p| p.0),
+            y: span(&|p| p.1),
+        }
+    }
+
+    fn sx(&self, x: f64) -> f64 {
+        PAD_L + (x - self.x.0) / (self.x.1 - self.x.0) * (W - PAD_L - PAD_R)
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        H - PAD_B - (y - self.y.0) / (self.y.1 - self.y.0) * (H - PAD_T - PAD_B)
+    }
+}
+
+/// The values of an axis's ticks.
+fn ticks((lo, hi, step): (f64, f64, f64)) -> impl Iterator<Item = f64> {
+    let n = ((hi - lo) / step).round() as usize;
+    (0..=n).map(move |i| lo + step * i as f64)
+}
+
 /// A line chart of `series` with axis labels; `None` when there is nothing to draw.
 pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<String> {
     let points: Vec<(f64, f64)> = series
@@ -57,29 +92,26 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<Strin
     if points.is_empty() {
         return None;
     }
-    let (x0, x1, x_step) = nice_axis(
-        points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
-        points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
-    );
-    let (y0, y1, y_step) = nice_axis(
-        points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
-        points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
-    );
-    let sx = |x: f64| PAD_L + (x - x0) / (x1 - x0) * (W - PAD_L - PAD_R);
-    let sy = |y: f64| H - PAD_B - (y - y0) / (y1 - y0) * (H - PAD_T - PAD_B);
+    let frame = Frame::around(&points);
     let mut svg = String::new();
     let _ = write!(
         svg,
         r#"<svg viewBox="0 0 {W} {H}" role="img" aria-label="{t}" class="chart"><title>{t}</title>"#,
         t = esc(title)
     );
-    // Grid and y ticks.
-    let ticks = |lo: f64, hi: f64, step: f64| {
-        let n = ((hi - lo) / step).round() as usize;
-        (0..=n).map(move |i| lo + step * i as f64)
-    };
-    for y in ticks(y0, y1, y_step) {
-        let py = sy(y);
+    axes(&mut svg, &frame, x_label);
+    for (i, s) in series.iter().enumerate() {
+        draw_series(&mut svg, &frame, s);
+        legend(&mut svg, i, s);
+    }
+    svg.push_str("</svg>");
+    Some(svg)
+}
+
+/// The grid with y ticks, the x ticks and the x axis's label.
+fn axes(svg: &mut String, frame: &Frame, x_label: &str) {
+    for y in ticks(frame.y) {
+        let py = frame.sy(y);
         let _ = write!(
             svg,
             r##"<line x1="{PAD_L}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e7eb"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="#57606a">{}</text>"##,
@@ -89,11 +121,11 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<Strin
             fmt_tick(y)
         );
     }
-    for x in ticks(x0, x1, x_step) {
+    for x in ticks(frame.x) {
         let _ = write!(
             svg,
             r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#57606a">{}</text>"##,
-            sx(x),
+            frame.sx(x),
             H - PAD_B + 16.0,
             fmt_tick(x)
         );
@@ -105,50 +137,52 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<Strin
         H - 6.0,
         esc(x_label)
     );
-    for (i, s) in series.iter().enumerate() {
-        let pts: Vec<String> = s
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
-        if pts.len() == 1 {
-            let (x, y) = pts[0].split_once(',').expect("formatted pair");
-            let _ = write!(
-                svg,
-                r#"<circle cx="{x}" cy="{y}" r="4" fill="{}"/>"#,
-                s.color
-            );
-        } else if !pts.is_empty() {
-            let _ = write!(
-                svg,
-                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
-                pts.join(" "),
-                s.color
-            );
-            for p in pts.iter().filter(|_| s.points.len() <= 20) {
-                let (x, y) = p.split_once(',').expect("formatted pair");
-                let _ = write!(
-                    svg,
-                    r#"<circle cx="{x}" cy="{y}" r="3" fill="{}"/>"#,
-                    s.color
-                );
-            }
-        }
-        let ly = PAD_T + 14.0 * i as f64 + 4.0;
+}
+
+/// One series: a dot when it has one point, else a line (with dots when short).
+fn draw_series(svg: &mut String, frame: &Frame, s: &Series) {
+    let pts: Vec<String> = s
+        .points
+        .iter()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|&(x, y)| format!("{:.1},{:.1}", frame.sx(x), frame.sy(y)))
+        .collect();
+    let dot = |svg: &mut String, p: &String, r: u32| {
+        let (x, y) = p.split_once(',').expect("formatted pair");
         let _ = write!(
             svg,
-            r##"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#24292f">{}</text>"##,
-            W - PAD_R - 150.0,
-            ly,
-            s.color,
-            W - PAD_R - 135.0,
-            ly + 9.0,
-            esc(&s.name)
+            r#"<circle cx="{x}" cy="{y}" r="{r}" fill="{}"/>"#,
+            s.color
         );
+    };
+    if pts.len() == 1 {
+        dot(svg, &pts[0], 4);
+    } else if !pts.is_empty() {
+        let _ = write!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
+            pts.join(" "),
+            s.color
+        );
+        for p in pts.iter().filter(|_| s.points.len() <= 20) {
+            dot(svg, p, 3);
+        }
     }
-    svg.push_str("</svg>");
-    Some(svg)
+}
+
+/// The `i`-th legend entry, top right.
+fn legend(svg: &mut String, i: usize, s: &Series) {
+    let ly = PAD_T + 14.0 * i as f64 + 4.0;
+    let _ = write!(
+        svg,
+        r##"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#24292f">{}</text>"##,
+        W - PAD_R - 150.0,
+        ly,
+        s.color,
+        W - PAD_R - 135.0,
+        ly + 9.0,
+        esc(&s.name)
+    );
 }
 
 fn fmt_tick(v: f64) -> String {

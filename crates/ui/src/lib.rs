@@ -288,90 +288,91 @@ async fn batch_upload(
     State(state): State<Arc<AppState>>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> PageResponse {
-    let limit_mb = state.args.max_upload_mb;
-    let too_large = || {
-        format!(
-            "The file is larger than {limit_mb} MB. Split it, or classify it with the batch command: \
-         docker compose exec api batch_predict INPUT.csv OUTPUT.csv"
-        )
-    };
-    let read = async {
-        let unreadable = |status: StatusCode, e: &dyn std::fmt::Display| {
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                (StatusCode::PAYLOAD_TOO_LARGE, too_large())
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    format!("The upload could not be read: {e}"),
-                )
-            }
-        };
-        let mut multipart = multipart.map_err(|e| unreadable(e.status(), &e))?;
-        let (mut file, mut column) = (None, "text".to_string());
-        loop {
-            match multipart.next_field().await {
-                Ok(Some(field)) => {
-                    let name = field.name().unwrap_or_default().to_string();
-                    let file_name = field.file_name().unwrap_or("upload.csv").to_string();
-                    let data = field
-                        .bytes()
-                        .await
-                        .map_err(|e| unreadable(e.status(), &e))?;
-                    match name.as_str() {
-                        "file" => file = Some((file_name, data.to_vec())),
-                        "column" => {
-                            let c = String::from_utf8_lossy(&data).trim().to_string();
-                            if !c.is_empty() {
-                                column = c;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(None) => break,
-                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    return Err((StatusCode::PAYLOAD_TOO_LARGE, too_large()));
-                }
-                Err(e) => {
-                    return Err((
-                        StatusCode::BAD_REQUEST,
-                        format!("The upload could not be read: {e}"),
-                    ));
-                }
-            }
-        }
-        if file
-            .as_ref()
-            .is_some_and(|(_, d)| d.len() > limit_mb * 1024 * 1024)
-        {
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, too_large()));
-        }
-        let file = file.filter(|(n, d)| !(d.is_empty() && n.is_empty()));
-        file.map(|f| (f, column)).ok_or((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Choose a CSV file to upload.".to_string(),
-        ))
-    };
-    match read.await {
-        Ok(((file_name, bytes), column)) => {
-            let (code, page) = run_batch(&state, file_name, bytes, column).await;
-            PageResponse {
-                status: code,
-                html: page.render(),
-                new_session: None,
-            }
-        }
+    let (code, page) = match read_upload(multipart, state.args.max_upload_mb).await {
+        Ok(upload) => run_batch(&state, upload.file_name, upload.bytes, upload.column).await,
         Err((code, message)) => {
             let status = state.api.status().await;
             let mut page = batch_page(&state, &status);
             page.error = Some(message);
-            PageResponse {
-                status: code,
-                html: page.render(),
-                new_session: None,
+            (code, page)
+        }
+    };
+    PageResponse {
+        status: code,
+        html: page.render(),
+        new_session: None,
+    }
+}
+
+/// A CSV uploaded on the batch page, with the name of its text column.
+struct Upload {
+    file_name: String,
+    bytes: Vec<u8>,
+    column: String,
+}
+
+/// Reads the batch form's `file` and `column` fields; the error is the status and the
+/// message the page shows.
+async fn read_upload(
+    multipart: Result<Multipart, MultipartRejection>,
+    limit_mb: usize,
+) -> Result<Upload, (StatusCode, String)> {
+    let unreadable = |status: StatusCode, e: &dyn std::fmt::Display| {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            (StatusCode::PAYLOAD_TOO_LARGE, too_large(limit_mb))
+        } else {
+            let message = format!("The upload could not be read: {e}");
+            (StatusCode::BAD_REQUEST, message)
+        }
+    };
+    let mut multipart = multipart.map_err(|e| unreadable(e.status(), &e))?;
+    let (mut file, mut column) = (None, "text".to_string());
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| unreadable(e.status(), &e))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().unwrap_or("upload.csv").to_string();
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| unreadable(e.status(), &e))?;
+        match name.as_str() {
+            "file" => file = Some((file_name, data.to_vec())),
+            "column" => {
+                let c = String::from_utf8_lossy(&data).trim().to_string();
+                if !c.is_empty() {
+                    column = c;
+                }
             }
+            _ => {}
         }
     }
+    if file
+        .as_ref()
+        .is_some_and(|(_, d)| d.len() > limit_mb * 1024 * 1024)
+    {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, too_large(limit_mb)));
+    }
+    let (file_name, bytes) = file
+        .filter(|(n, d)| !(d.is_empty() && n.is_empty()))
+        .ok_or((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose a CSV file to upload.".to_string(),
+        ))?;
+    Ok(Upload {
+        file_name,
+        bytes,
+        column,
+    })
+}
+
+fn too_large(limit_mb: usize) -> String {
+    format!(
+        "The file is larger than {limit_mb} MB. Split it, or classify it with the batch command: \
+         docker compose exec api batch_predict INPUT.csv OUTPUT.csv"
+    )
 }
 
 #[derive(Deserialize)]

@@ -148,107 +148,92 @@ fn pct(v: &Value) -> String {
 impl ModelPage {
     /// Fills the page from /info and /training.
     pub fn build(&mut self, info: Option<Info>, log: Option<TrainingLog>) {
-        let metrics = info.as_ref().and_then(|i| i.training_metrics.clone());
         if let Some(i) = &info {
             self.parameters = i
                 .parameters
                 .map(|p| format!("{:.1}M", p as f64 / 1e6))
                 .unwrap_or_else(|| "–".into());
         }
-        if let Some(m) = &metrics {
-            self.metric_stats(m);
-            let examples = m["examples"]
-                .as_u64()
-                .map_or_else(|| "?".to_string(), |n| format!("{n} examples"));
-            self.metrics_note = format!(
-                "Computed on held-out data: {}; kept {}.",
-                m["split"].as_str().map_or(examples, str::to_string),
-                m["selection"].as_str().map_or_else(
-                    || format!("epoch {}", m["epoch"].as_u64().unwrap_or(0)),
-                    str::to_string
-                ),
-            );
-            self.reliability(&m["calibration"]);
-            let labels: Vec<String> = m["labels"]
-                .as_array()
-                .map(|l| {
-                    l.iter()
-                        .filter_map(|x| x.as_str().map(str::to_string))
-                        .collect()
-                })
-                .or_else(|| info.as_ref().map(|i| i.labels.clone()))
-                .unwrap_or_default();
-            let matrix: Option<Vec<Vec<u64>>> =
-                serde_json::from_value(m["confusion_matrix"].clone()).ok();
-            self.confusion = matrix.and_then(|cm| confusion_matrix(&labels, &cm));
-            if let Some(sources) = m["per_source"].as_object() {
-                for (name, s) in sources {
-                    self.per_source.push((
-                        if name.is_empty() {
-                            "(none)".into()
-                        } else {
-                            name.clone()
-                        },
-                        s["examples"].as_u64().unwrap_or(0),
-                        pct(&s["accuracy"]),
-                        pct(&s["f1_score"]),
-                    ));
-                }
-            }
+        if let Some(m) = info.as_ref().and_then(|i| i.training_metrics.as_ref()) {
+            let served = info.as_ref().map(|i| i.labels.clone());
+            self.test_metrics(m, served);
         }
         if let Some(log) = log {
-            let get = |r: &Value, k: &str| r[k].as_f64();
-            let train: Vec<(f64, f64)> = log
-                .records
-                .iter()
-                .filter(|r| r["type"] == "train")
-                .filter_map(|r| Some((get(r, "step")?, get(r, "loss")?)))
-                .collect();
-            let evals: Vec<&Value> = log.records.iter().filter(|r| r["type"] == "eval").collect();
-            let eval_loss: Vec<(f64, f64)> = evals
-                .iter()
-                .filter_map(|r| Some((get(r, "step")?, get(r, "loss")?)))
-                .collect();
-            self.loss_chart = line_chart(
-                "Training loss by optimizer step",
-                "optimizer step",
-                &[
-                    Series {
-                        name: "train loss".into(),
-                        color: "#0969da",
-                        points: train,
-                    },
-                    Series {
-                        name: "validation loss".into(),
-                        color: "#bf3989",
-                        points: eval_loss,
-                    },
-                ],
-            );
-            let per_epoch = |k: &str| -> Vec<(f64, f64)> {
-                evals
-                    .iter()
-                    .filter_map(|r| Some((get(r, "epoch")?, get(r, k)?)))
-                    .collect()
-            };
-            self.eval_chart = line_chart(
-                "Validation accuracy and macro F1 by epoch",
-                "epoch",
-                &[
-                    Series {
-                        name: "accuracy".into(),
-                        color: "#1a7f37",
-                        points: per_epoch("accuracy"),
-                    },
-                    Series {
-                        name: "macro F1".into(),
-                        color: "#9a6700",
-                        points: per_epoch("macro_f1"),
-                    },
-                ],
-            );
+            self.charts(&log);
         }
         self.info = info;
+    }
+
+    /// What metrics.json says: the stats, a note on the data, calibration, the confusion
+    /// matrix (labels from the metrics, else the served model's) and each source's figures.
+    fn test_metrics(&mut self, m: &Value, served_labels: Option<Vec<String>>) {
+        self.metric_stats(m);
+        let examples = m["examples"]
+            .as_u64()
+            .map_or_else(|| "?".to_string(), |n| format!("{n} examples"));
+        self.metrics_note = format!(
+            "Computed on held-out data: {}; kept {}.",
+            m["split"].as_str().map_or(examples, str::to_string),
+            m["selection"].as_str().map_or_else(
+                || format!("epoch {}", m["epoch"].as_u64().unwrap_or(0)),
+                str::to_string
+            ),
+        );
+        self.reliability(&m["calibration"]);
+        let labels: Vec<String> = m["labels"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .or(served_labels)
+            .unwrap_or_default();
+        let matrix: Option<Vec<Vec<u64>>> =
+            serde_json::from_value(m["confusion_matrix"].clone()).ok();
+        self.confusion = matrix.and_then(|cm| confusion_matrix(&labels, &cm));
+        for (name, s) in m["per_source"].as_object().into_iter().flatten() {
+            let name = if name.is_empty() { "(none)" } else { name };
+            self.per_source.push((
+                name.to_string(),
+                s["examples"].as_u64().unwrap_or(0),
+                pct(&s["accuracy"]),
+                pct(&s["f1_score"]),
+            ));
+        }
+    }
+
+    /// The loss curve by step and validation accuracy / macro F1 by epoch, from the run log.
+    fn charts(&mut self, log: &TrainingLog) {
+        let get = |r: &Value, k: &str| r[k].as_f64();
+        let points = |kind: &str, x: &str, y: &str| -> Vec<(f64, f64)> {
+            log.records
+                .iter()
+                .filter(|r| r["type"] == kind)
+                .filter_map(|r| Some((get(r, x)?, get(r, y)?)))
+                .collect()
+        };
+        let series = |name: &str, color: &'static str, points| Series {
+            name: name.into(),
+            color,
+            points,
+        };
+        self.loss_chart = line_chart(
+            "Training loss by optimizer step",
+            "optimizer step",
+            &[
+                series("train loss", "#0969da", points("train", "step", "loss")),
+                series("validation loss", "#bf3989", points("eval", "step", "loss")),
+            ],
+        );
+        self.eval_chart = line_chart(
+            "Validation accuracy and macro F1 by epoch",
+            "epoch",
+            &[
+                series("accuracy", "#1a7f37", points("eval", "epoch", "accuracy")),
+                series("macro F1", "#9a6700", points("eval", "epoch", "macro_f1")),
+            ],
+        );
     }
 }
 

@@ -288,6 +288,134 @@ fn choose_head(
     Ok(head)
 }
 
+/// The config and weights files of a model folder, or which one is missing.
+fn required_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let config_path = dir.join(CONFIG_FILE);
+    if !config_path.is_file() {
+        return Err(Error::artifact(
+            &config_path,
+            "missing: a model folder needs config.json (with model.safetensors or \
+             pytorch_model.bin, and tokenizer.json or vocab.txt)",
+        ));
+    }
+    let weights_path = find(dir, &WEIGHT_FILES).ok_or_else(|| {
+        Error::artifact(
+            dir.join(WEIGHT_FILES[0]),
+            "missing: the folder has neither model.safetensors nor pytorch_model.bin",
+        )
+    })?;
+    Ok((config_path, weights_path))
+}
+
+/// config.json's `model_type`, once its `problem_type` is one this tool runs.
+fn model_type(raw: &serde_json::Value, config_path: &Path) -> Result<String> {
+    if let Some(kind) = raw.get("problem_type").and_then(|v| v.as_str())
+        && kind != "single_label_classification"
+    {
+        return Err(Error::artifact(
+            config_path,
+            format!(
+                "problem_type `{kind}` is not supported: this tool runs single-label \
+                 classifiers (one softmax over the labels)"
+            ),
+        ));
+    }
+    Ok(raw
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// The DistilBERT config and tensors of a `model_type` folder (BERT converted).
+fn read_architecture(
+    raw: serde_json::Value,
+    model_type: &str,
+    config_path: &Path,
+    weights_path: &Path,
+    source: &ModelSource,
+) -> Result<(Config, HashMap<String, Tensor>)> {
+    let parse_err = |e: serde_json::Error| {
+        Error::artifact(config_path, format!("invalid {model_type} config: {e}"))
+    };
+    match model_type {
+        "distilbert" => {
+            let config: Config = serde_json::from_value(raw).map_err(parse_err)?;
+            let tensors = normalize_distilbert_names(read_weights(weights_path)?);
+            Ok((config, tensors))
+        }
+        "bert" => {
+            let bert_cfg: BertConfig = serde_json::from_value(raw).map_err(parse_err)?;
+            let config =
+                bert::convert_config(&bert_cfg).map_err(|e| Error::artifact(config_path, e))?;
+            let (tensors, dropped) = bert::convert_tensors(read_weights(weights_path)?, &config)
+                .map_err(|e| Error::artifact(weights_path, e))?;
+            tracing::info!(
+                model = %source.id,
+                dropped = ?dropped,
+                "converted a BERT checkpoint to DistilBERT layout (token type 0 folded into positions)"
+            );
+            Ok((config, tensors))
+        }
+        "" => Err(Error::artifact(
+            config_path,
+            "no model_type: expected \"model_type\": \"distilbert\" or \"bert\"",
+        )),
+        other => Err(Error::artifact(
+            config_path,
+            format!(
+                "model_type `{other}` is not supported: this tool loads distilbert \
+                 and bert checkpoints (bert-base, MiniLM, TinyBERT, ...)"
+            ),
+        )),
+    }
+}
+
+/// Every parameter the config implies, present with its shape; anything else is dropped.
+fn check_tensors(
+    config: &Config,
+    mut tensors: HashMap<String, Tensor>,
+    weights_path: &Path,
+) -> Result<HashMap<String, Tensor>> {
+    let mut checked = HashMap::new();
+    for (name, shape) in config.parameter_shapes() {
+        let t = tensors
+            .remove(&name)
+            .ok_or_else(|| Error::artifact(weights_path, format!("missing tensor `{name}`")))?;
+        if t.dims() != shape.as_slice() {
+            return Err(Error::artifact(
+                weights_path,
+                format!(
+                    "tensor `{name}` has shape {:?}, but config.json implies {shape:?}",
+                    t.dims()
+                ),
+            ));
+        }
+        checked.insert(name, t);
+    }
+    if !tensors.is_empty() {
+        let mut unused: Vec<_> = tensors.into_keys().collect();
+        unused.sort();
+        tracing::debug!(unused = ?unused, "tensors not used by the classifier");
+    }
+    Ok(checked)
+}
+
+/// Every token id the tokenizer can produce has a row in the embedding table.
+fn check_vocab(tokenizer: &TextTokenizer, config: &Config, dir: &Path) -> Result<()> {
+    if tokenizer.vocab_size() <= config.vocab_size {
+        return Ok(());
+    }
+    Err(Error::artifact(
+        find(dir, &TOKENIZER_FILES).expect("the tokenizer loaded from one"),
+        format!(
+            "the tokenizer has {} tokens but the model's embedding table only {} rows",
+            tokenizer.vocab_size(),
+            config.vocab_size
+        ),
+    ))
+}
+
 impl Checkpoint {
     /// Loads a local model folder or a Hugging Face Hub id.
     pub fn load(model: &str, opts: &LoadOptions) -> Result<Self> {
@@ -298,78 +426,12 @@ impl Checkpoint {
     /// Loads the files of an already resolved model folder.
     pub fn from_source(source: ModelSource, opts: &LoadOptions) -> Result<Self> {
         let dir = source.path.clone();
-        let config_path = dir.join(CONFIG_FILE);
-        if !config_path.is_file() {
-            return Err(Error::artifact(
-                &config_path,
-                "missing: a model folder needs config.json (with model.safetensors or \
-                 pytorch_model.bin, and tokenizer.json or vocab.txt)",
-            ));
-        }
-        let weights_path = find(&dir, &WEIGHT_FILES).ok_or_else(|| {
-            Error::artifact(
-                dir.join(WEIGHT_FILES[0]),
-                "missing: the folder has neither model.safetensors nor pytorch_model.bin",
-            )
-        })?;
+        let (config_path, weights_path) = required_files(&dir)?;
         let tokenizer = TextTokenizer::from_dir(&dir)?;
-
         let raw = read_json(&config_path)?;
-        if let Some(kind) = raw.get("problem_type").and_then(|v| v.as_str())
-            && kind != "single_label_classification"
-        {
-            return Err(Error::artifact(
-                &config_path,
-                format!(
-                    "problem_type `{kind}` is not supported: this tool runs single-label \
-                     classifiers (one softmax over the labels)"
-                ),
-            ));
-        }
-        let model_type = raw
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let parse_err = |e: serde_json::Error| {
-            Error::artifact(&config_path, format!("invalid {model_type} config: {e}"))
-        };
-        let (mut config, mut tensors) = match model_type.as_str() {
-            "distilbert" => {
-                let config: Config = serde_json::from_value(raw).map_err(parse_err)?;
-                let tensors = normalize_distilbert_names(read_weights(&weights_path)?);
-                (config, tensors)
-            }
-            "bert" => {
-                let bert_cfg: BertConfig = serde_json::from_value(raw).map_err(parse_err)?;
-                let config = bert::convert_config(&bert_cfg)
-                    .map_err(|e| Error::artifact(&config_path, e))?;
-                let (tensors, dropped) =
-                    bert::convert_tensors(read_weights(&weights_path)?, &config)
-                        .map_err(|e| Error::artifact(&weights_path, e))?;
-                tracing::info!(
-                    model = %source.id,
-                    dropped = ?dropped,
-                    "converted a BERT checkpoint to DistilBERT layout (token type 0 folded into positions)"
-                );
-                (config, tensors)
-            }
-            "" => {
-                return Err(Error::artifact(
-                    &config_path,
-                    "no model_type: expected \"model_type\": \"distilbert\" or \"bert\"",
-                ));
-            }
-            other => {
-                return Err(Error::artifact(
-                    &config_path,
-                    format!(
-                        "model_type `{other}` is not supported: this tool loads distilbert \
-                         and bert checkpoints (bert-base, MiniLM, TinyBERT, ...)"
-                    ),
-                ));
-            }
-        };
+        let model_type = model_type(&raw, &config_path)?;
+        let (mut config, mut tensors) =
+            read_architecture(raw, &model_type, &config_path, &weights_path, &source)?;
         config
             .validate()
             .map_err(|e| Error::artifact(&config_path, e))?;
@@ -386,40 +448,8 @@ impl Checkpoint {
             );
             tensors.extend(fresh_head(&config, opts.seed)?);
         }
-
-        // Every parameter present with its shape; anything else is dropped.
-        let mut checked = HashMap::new();
-        for (name, shape) in config.parameter_shapes() {
-            let t = tensors.remove(&name).ok_or_else(|| {
-                Error::artifact(&weights_path, format!("missing tensor `{name}`"))
-            })?;
-            if t.dims() != shape.as_slice() {
-                return Err(Error::artifact(
-                    &weights_path,
-                    format!(
-                        "tensor `{name}` has shape {:?}, but config.json implies {shape:?}",
-                        t.dims()
-                    ),
-                ));
-            }
-            checked.insert(name, t);
-        }
-        if !tensors.is_empty() {
-            let mut unused: Vec<_> = tensors.into_keys().collect();
-            unused.sort();
-            tracing::debug!(unused = ?unused, "tensors not used by the classifier");
-        }
-
-        if tokenizer.vocab_size() > config.vocab_size {
-            return Err(Error::artifact(
-                find(&dir, &TOKENIZER_FILES).expect("the tokenizer loaded from one"),
-                format!(
-                    "the tokenizer has {} tokens but the model's embedding table only {} rows",
-                    tokenizer.vocab_size(),
-                    config.vocab_size
-                ),
-            ));
-        }
+        let checked = check_tensors(&config, tensors, &weights_path)?;
+        check_vocab(&tokenizer, &config, &dir)?;
         let pipeline = if dir.join(PIPELINE_FILE).is_file() {
             Some(Pipeline::load_or_default(&dir)?)
         } else {
