@@ -1,6 +1,7 @@
 //! What every sentiment-rs binary shares and nothing else: process set-up (environment, logging),
 //! the shutdown signal services wait on, and the HTTP probe behind Docker's HEALTHCHECK
-//! (`healthcheck` binary), so runtime images need no curl.
+//! (`healthcheck` binary), so runtime images need no curl; and the check that `.env.example`
+//! shows the binaries' real defaults.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -138,5 +139,70 @@ mod tests {
         // Nothing listens there any more.
         let err = probe("127.0.0.1", port, "/health", Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("cannot connect"), "{err}");
+    }
+}
+
+/// The mismatches between an env file (`.env.example`: `NAME=value` lines, `#` comments) and
+/// `command`'s defaults: a line naming one of the command's environment variables must show
+/// that variable's default (empty for a setting without one). The compose file passes
+/// `${NAME:-}`, so clap's defaults are the only ones in force, and this keeps the example
+/// file telling the truth about them.
+pub fn env_file_mismatches(command: &clap::Command, env_file: &str) -> Vec<String> {
+    let lines = env_file
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='));
+    let mut mismatches = Vec::new();
+    for (name, shown) in lines {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name))
+        else {
+            continue;
+        };
+        let default: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let default = default.join(",");
+        let flag_off = default == "false" && shown.is_empty();
+        if !(same_value(&default, shown) || flag_off) {
+            mismatches.push(format!("{name}={shown}, but the default is `{default}`"));
+        }
+    }
+    mismatches
+}
+
+/// Equal as text, or as numbers (`5e-5` and `0.00005`).
+fn same_value(a: &str, b: &str) -> bool {
+    a == b || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y)
+}
+
+#[cfg(test)]
+mod env_file_tests {
+    use super::env_file_mismatches;
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[arg(long, env = "RATE", default_value_t = 5e-5)]
+        rate: f64,
+        #[arg(long, env = "NAME", default_value = "base")]
+        name: String,
+        #[arg(long, env = "THREADS")]
+        threads: Option<usize>,
+    }
+
+    #[test]
+    fn a_line_must_show_the_default() {
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        let good = "# comment\nRATE=0.00005\nNAME=base\nTHREADS=\nOTHER=1\n";
+        assert!(env_file_mismatches(&cmd, good).is_empty());
+        let bad = "RATE=1e-4\nNAME=large\nTHREADS=4\n";
+        let found = env_file_mismatches(&cmd, bad);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[1].contains("NAME=large") && found[1].contains("`base`"));
     }
 }
