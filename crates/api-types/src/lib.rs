@@ -1,6 +1,8 @@
 //! The HTTP bodies of the sentiment api: what clients send and receive. Shared by the api and
 //! the ui, so the ui talks to the api in the same types without linking the model.
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;

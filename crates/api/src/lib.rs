@@ -8,6 +8,8 @@
 //! - [`metrics`], [`config`], [`training_log`] (`GET /training`).
 //! - [`batch`]: `batch_predict`, a CSV in, the CSV with predictions out.
 
+#![forbid(unsafe_code)]
+
 pub mod batch;
 pub mod config;
 pub mod http;

@@ -15,6 +15,8 @@
 //! The folder holds `{models|datasets}/{id}/{revision}/{files}`: one folder per revision, each
 //! with its own deterministic commit hash.
 
+#![forbid(unsafe_code)]
+
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

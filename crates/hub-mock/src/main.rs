@@ -2,6 +2,8 @@
 //! ADDR (default 0.0.0.0:8080), redirecting large files to PUBLIC_URL (default
 //! http://ADDR), for the compose end-to-end run's `HF_ENDPOINT`.
 
+#![forbid(unsafe_code)]
+
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(root) = args.next() else {

@@ -5,6 +5,8 @@
 //! -> `train.csv`, `validation.csv`, `test.csv`, `small_test.csv`, `cleaning.json`,
 //! `report.json`.
 
+#![forbid(unsafe_code)]
+
 pub mod labels;
 pub mod source;
 pub mod split;

@@ -1,5 +1,7 @@
 //! `preprocess` binary: see the library for what it does.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Result;
 use clap::Parser;
 

@@ -10,6 +10,8 @@
 //! - [`resume`]: checkpoints that `--resume` continues from.
 //! - [`runlog`]: metrics.jsonl, metrics.json, run_summary.json.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod data;
 pub mod ema;

@@ -1,5 +1,7 @@
 //! `train` binary: see the library for what it does.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

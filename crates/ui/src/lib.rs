@@ -9,6 +9,8 @@
 //!
 //! Everything works without JavaScript: plain links and form posts.
 
+#![forbid(unsafe_code)]
+
 pub mod batch;
 pub mod charts;
 pub mod client;

@@ -1,5 +1,7 @@
 //! `ui` binary: the web UI (see the library).
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 

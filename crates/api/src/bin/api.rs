@@ -1,5 +1,7 @@
 //! `api` binary: the HTTP service (see the library).
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 

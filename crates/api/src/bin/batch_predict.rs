@@ -1,5 +1,7 @@
 //! `batch_predict` binary: see `api::batch`.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 

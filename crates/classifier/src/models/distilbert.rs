@@ -39,8 +39,9 @@ pub enum Activation {
 }
 
 /// What the classification head reads from the encoder's last hidden state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, strum::Display)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Pooling {
     /// The first (`[CLS]`) token, as `DistilBertForSequenceClassification`.
     #[default]
@@ -52,15 +53,6 @@ pub enum Pooling {
 impl Pooling {
     fn is_cls(&self) -> bool {
         *self == Pooling::Cls
-    }
-}
-
-impl std::fmt::Display for Pooling {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Pooling::Cls => "cls",
-            Pooling::Mean => "mean",
-        })
     }
 }
 
@@ -172,7 +164,30 @@ pub struct Config {
 impl Default for Config {
     /// The `distilbert-base-uncased` architecture with two labels.
     fn default() -> Self {
-        let mut cfg: Config = serde_json::from_str("{}").expect("all fields have defaults");
+        // The same defaults as a config.json without the keys.
+        let mut cfg = Config {
+            architectures: Vec::new(),
+            model_type: default_model_type(),
+            vocab_size: default_vocab_size(),
+            max_position_embeddings: default_max_positions(),
+            sinusoidal_pos_embds: false,
+            n_layers: default_n_layers(),
+            n_heads: default_n_heads(),
+            dim: default_dim(),
+            hidden_dim: default_hidden_dim(),
+            dropout: default_dropout(),
+            attention_dropout: default_dropout(),
+            activation: default_activation(),
+            initializer_range: default_initializer_range(),
+            qa_dropout: default_dropout(),
+            seq_classif_dropout: default_seq_classif_dropout(),
+            pad_token_id: 0,
+            id2label: BTreeMap::new(),
+            label2id: BTreeMap::new(),
+            pooling: Pooling::default(),
+            classifier_activation: HeadActivation::default(),
+            extra: serde_json::Map::new(),
+        };
         cfg.set_labels(&["LABEL_0".to_string(), "LABEL_1".to_string()]);
         cfg
     }
@@ -881,5 +896,17 @@ impl DistilBertForSequenceClassification {
         };
         let pooled = mode.dropout(&pooled, self.seq_classif_dropout, SITE_HEAD, k)?;
         self.classifier.forward(&pooled, k)?.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_an_empty_config_json_with_two_labels() {
+        let mut parsed: Config = serde_json::from_str("{}").unwrap();
+        parsed.set_labels(&["LABEL_0".to_string(), "LABEL_1".to_string()]);
+        assert_eq!(Config::default(), parsed);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::Dots;
+use super::{Dots, Tile};
 
 /// Dispatches the partial tiles at the matrix edges to their own monomorphic kernels.
 ///
@@ -10,11 +10,13 @@ use super::Dots;
 /// AVX2 must be available; `a` holds `mr` rows and `w` holds `nr` rows of `stride` bytes.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn tile(
-    a: &[u8],
-    w: &[i8],
-    stride: usize,
-    mr: usize,
-    nr: usize,
+    Tile {
+        a,
+        w,
+        stride,
+        mr,
+        nr,
+    }: Tile,
     out: &mut Dots,
     col: usize,
 ) {

@@ -224,15 +224,14 @@ impl QuantizedLinear {
             let mr = MR.min(rows.end - r);
             for c in cols.clone().step_by(NR) {
                 let nr = NR.min(cols.end - c);
-                kernel.tile(
-                    &acts.q[r * s..(r + mr) * s],
-                    &self.weights[c * s..(c + nr) * s],
-                    s,
+                let tile = Tile {
+                    a: &acts.q[r * s..(r + mr) * s],
+                    w: &self.weights[c * s..(c + nr) * s],
+                    stride: s,
                     mr,
                     nr,
-                    &mut dots,
-                    c - cols.start,
-                );
+                };
+                kernel.tile(tile, &mut dots, c - cols.start);
             }
             let dots = dots.as_flattened();
             self.dequantize(y, (dots, TASK_COLS), acts, r..r + mr, cols.clone(), then);
@@ -464,26 +463,16 @@ impl Kernel {
         self.row_align() > 1
     }
 
-    /// `out[i][col + j] = a_i . w_j` for the first `mr` rows of `a` and `nr` rows of `w`,
-    /// each `stride` long (a multiple of [`K_ALIGN`]).
-    #[allow(clippy::too_many_arguments)]
-    fn tile(
-        self,
-        a: &[u8],
-        w: &[i8],
-        stride: usize,
-        mr: usize,
-        nr: usize,
-        out: &mut Dots,
-        col: usize,
-    ) {
-        assert!(a.len() >= mr * stride && w.len() >= nr * stride && stride.is_multiple_of(K_ALIGN));
-        assert!(mr <= MR && nr <= NR && col + nr <= TASK_COLS);
+    /// `out[i][col + j] = a_i . w_j` for the tile's rows `a_i` and `w_j`.
+    fn tile(self, t: Tile, out: &mut Dots, col: usize) {
+        assert!(t.a.len() >= t.mr * t.stride && t.w.len() >= t.nr * t.stride);
+        assert!(t.stride.is_multiple_of(K_ALIGN));
+        assert!(t.mr <= MR && t.nr <= NR && col + t.nr <= TASK_COLS);
         match self {
-            Kernel::Portable => portable_tile(a, w, stride, mr, nr, out, col),
+            Kernel::Portable => portable_tile(t, out, col),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 was detected; the lengths were checked above.
-            Kernel::Avx2 => unsafe { avx2::tile(a, w, stride, mr, nr, out, col) },
+            Kernel::Avx2 => unsafe { avx2::tile(t, out, col) },
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx | Kernel::Avx512Vnni => unreachable!("{self:?} layers run whole blocks"),
         }
@@ -493,12 +482,25 @@ impl Kernel {
 /// A task's integer dot products for one register tile's rows.
 type Dots = [[i32; TASK_COLS]; MR];
 
-fn portable_tile(
-    a: &[u8],
-    w: &[i8],
+/// One register tile's operands: the first `mr` rows of `a` (quantised activations) and `nr`
+/// rows of `w` (weights), each `stride` bytes long (a multiple of [`K_ALIGN`]).
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    a: &'a [u8],
+    w: &'a [i8],
     stride: usize,
     mr: usize,
     nr: usize,
+}
+
+fn portable_tile(
+    Tile {
+        a,
+        w,
+        stride,
+        mr,
+        nr,
+    }: Tile,
     out: &mut Dots,
     col: usize,
 ) {
