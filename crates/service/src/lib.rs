@@ -175,6 +175,13 @@ pub fn env_file_mismatches(command: &clap::Command, env_file: &str) -> Vec<Strin
     mismatches
 }
 
+/// For each binary's tests: panics, listing the lines, when the repository's `.env.example`
+/// shows other defaults than `command` has ([`env_file_mismatches`]).
+pub fn check_env_example(command: &clap::Command) {
+    let found = env_file_mismatches(command, include_str!("../../../.env.example"));
+    assert!(found.is_empty(), ".env.example is out of date: {found:?}");
+}
+
 /// Equal as text, or as numbers (`5e-5` and `0.00005`).
 fn same_value(a: &str, b: &str) -> bool {
     a == b || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y)

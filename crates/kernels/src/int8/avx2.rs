@@ -9,17 +9,8 @@ use super::{Dots, Tile};
 /// # Safety
 /// AVX2 must be available; `a` holds `mr` rows and `w` holds `nr` rows of `stride` bytes.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn tile(
-    Tile {
-        a,
-        w,
-        stride,
-        mr,
-        nr,
-    }: Tile,
-    out: &mut Dots,
-    col: usize,
-) {
+pub(super) unsafe fn tile(t: Tile, out: &mut Dots, col: usize) {
+    let (a, w, stride, mr, nr) = (t.a, t.w, t.stride, t.mr, t.nr);
     let (a, w) = (a.as_ptr(), w.as_ptr());
     // SAFETY: forwarded from the caller.
     unsafe {

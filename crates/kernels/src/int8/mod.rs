@@ -493,17 +493,8 @@ struct Tile<'a> {
     nr: usize,
 }
 
-fn portable_tile(
-    Tile {
-        a,
-        w,
-        stride,
-        mr,
-        nr,
-    }: Tile,
-    out: &mut Dots,
-    col: usize,
-) {
+fn portable_tile(t: Tile, out: &mut Dots, col: usize) {
+    let (a, w, stride, mr, nr) = (t.a, t.w, t.stride, t.mr, t.nr);
     for (i, out) in out.iter_mut().enumerate().take(mr) {
         let a = &a[i * stride..(i + 1) * stride];
         for (j, out) in out[col..col + nr].iter_mut().enumerate() {
