@@ -13,8 +13,8 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model_dir::checkpoint::{Checkpoint, LoadOptions};
 use crate::model_dir::hub::ModelSource;
+use crate::model_dir::{LoadOptions, ModelFiles};
 use crate::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::TextTokenizer;
@@ -153,7 +153,7 @@ impl Classifier {
     /// Loads a fine-tuned model folder (or Hub id) for inference; a checkpoint without its
     /// own classification head is an error (see [`LoadOptions::serving`]).
     pub fn load(model: &str) -> Result<Self> {
-        Self::from_checkpoint(Checkpoint::load(model, &LoadOptions::serving())?)
+        Self::from_model_files(ModelFiles::load(model, &LoadOptions::serving())?)
     }
 
     /// Loads a local fine-tuned model folder, as [`Classifier::load`].
@@ -163,13 +163,13 @@ impl Classifier {
             revision: None,
             path: dir.to_path_buf(),
         };
-        Self::from_checkpoint(Checkpoint::from_source(source, &LoadOptions::serving())?)
+        Self::from_model_files(ModelFiles::from_source(source, &LoadOptions::serving())?)
     }
 
-    pub fn from_checkpoint(ckpt: Checkpoint) -> Result<Self> {
-        let model = ckpt.model()?;
-        let pipeline = ckpt.pipeline.clone().unwrap_or_default();
-        Self::from_parts(model, ckpt.tokenizer, pipeline, ckpt.config, ckpt.source)
+    pub fn from_model_files(files: ModelFiles) -> Result<Self> {
+        let model = files.model()?;
+        let pipeline = files.pipeline.clone().unwrap_or_default();
+        Self::from_parts(model, files.tokenizer, pipeline, files.config, files.source)
     }
 
     /// Wraps an already built model (e.g. the one being trained, for evaluation).

@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use inference::{BatchLimits, Classifier, LongText, LongTextPolicy, Prediction};
 pub use kernels::{MatmulPrecision, Precision, set_matmul_precision};
 pub use metrics::ClassificationMetrics;
-pub use model_dir::{Checkpoint, LoadOptions, PoolingChoice};
+pub use model_dir::{LoadOptions, ModelFiles, PoolingChoice};
 pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode, Pooling};
 pub use text::cleaning::Cleaning;
 pub use text::pipeline::Pipeline;

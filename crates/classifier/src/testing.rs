@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::model_dir::checkpoint::{SaveRequest, random_tensors, save};
+use crate::model_dir::{SaveRequest, save};
 use crate::models::distilbert::Config;
+use crate::models::random_tensors;
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::{SpecialTokens, TextTokenizer};
 

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use classifier::model_dir::checkpoint::random_tensors;
 use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+use classifier::models::random_tensors;
 use classifier::{MatmulPrecision, set_matmul_precision};
 
 /// A random model wide enough that its products take the bf16 path (small ones stay f32).

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use classifier::model_dir::checkpoint::{self, Head, SaveRequest};
+use classifier::model_dir::{self, Head, SaveRequest};
 use classifier::models::distilbert::Mode;
 use classifier::{
-    Checkpoint, Classifier, LoadOptions, Pipeline, Pooling, PoolingChoice, Truncation,
+    Classifier, LoadOptions, ModelFiles, Pipeline, Pooling, PoolingChoice, Truncation,
 };
 use kernels::Kernels;
 use serde::Deserialize;
@@ -30,8 +30,8 @@ fn expected() -> Expected {
     serde_json::from_str(&text).unwrap()
 }
 
-fn load(name: &str, opts: &LoadOptions) -> Checkpoint {
-    Checkpoint::load(fixtures().join(name).to_str().unwrap(), opts).unwrap()
+fn load(name: &str, opts: &LoadOptions) -> ModelFiles {
+    ModelFiles::load(fixtures().join(name).to_str().unwrap(), opts).unwrap()
 }
 
 fn hf_batch(e: &Expected) -> (Tensor, Tensor) {
@@ -67,7 +67,7 @@ fn distilbert_logits_match_transformers() {
     let e = expected();
     let ckpt = load("tiny-distilbert", &LoadOptions::default());
     assert_eq!(ckpt.head, Head::Loaded);
-    let clf = Classifier::from_checkpoint(ckpt).unwrap();
+    let clf = Classifier::from_model_files(ckpt).unwrap();
     assert_eq!(clf.labels(), ["negative", "positive"]);
 
     let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
@@ -173,7 +173,7 @@ fn serving_a_bare_encoder_is_an_error_not_a_random_head() {
         labels: Some(vec!["a".into(), "b".into(), "c".into()]),
         ..LoadOptions::serving()
     };
-    let err = Checkpoint::load(fixtures().join("tiny-distilbert").to_str().unwrap(), &opts)
+    let err = ModelFiles::load(fixtures().join("tiny-distilbert").to_str().unwrap(), &opts)
         .unwrap_err()
         .to_string();
     assert!(err.contains("2 classes, 3 are wanted"), "{err}");
@@ -188,7 +188,7 @@ fn fresh_head_is_seeded() {
     let a = load("tiny-bert", &opts(1));
     let b = load("tiny-bert", &opts(1));
     let c = load("tiny-bert", &opts(2));
-    let w = |c: &Checkpoint| {
+    let w = |c: &ModelFiles| {
         c.tensors["classifier.weight"]
             .flatten_all()
             .unwrap()
@@ -243,7 +243,7 @@ fn every_weight_gets_a_finite_nonzero_gradient() {
     assert_every_weight_gets_a_gradient(mean);
 }
 
-fn assert_every_weight_gets_a_gradient(ckpt: Checkpoint) {
+fn assert_every_weight_gets_a_gradient(ckpt: ModelFiles) {
     let trainable = ckpt.trainable().unwrap();
     let e = expected();
     let (ids, mask) = hf_batch(&e);
@@ -297,7 +297,7 @@ fn save_then_load_gives_identical_logits() {
     let ckpt = load("tiny-bert", &LoadOptions::default());
     let e = expected();
     let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
-    let before = Classifier::from_checkpoint(load("tiny-bert", &LoadOptions::default()))
+    let before = Classifier::from_model_files(load("tiny-bert", &LoadOptions::default()))
         .unwrap()
         .predict(&texts)
         .unwrap();
@@ -310,7 +310,7 @@ fn save_then_load_gives_identical_logits() {
         truncation: Truncation::HeadTail,
         ..Pipeline::default()
     };
-    checkpoint::save(
+    model_dir::save(
         &dir,
         &SaveRequest {
             config: &ckpt.config,
@@ -373,7 +373,7 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
     });
     let path = dir.to_str().unwrap();
     assert_eq!(
-        Checkpoint::load(path, &LoadOptions::default())
+        ModelFiles::load(path, &LoadOptions::default())
             .unwrap()
             .config
             .pooling,
@@ -384,14 +384,14 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
         pooling: PoolingChoice::Auto,
         ..Default::default()
     };
-    let ckpt = Checkpoint::load(path, &auto).unwrap();
+    let ckpt = ModelFiles::load(path, &auto).unwrap();
     assert_eq!(ckpt.config.pooling, Pooling::Mean);
     let asked = LoadOptions {
         pooling: PoolingChoice::Exactly(Pooling::Cls),
         ..Default::default()
     };
     assert_eq!(
-        Checkpoint::load(path, &asked).unwrap().config.pooling,
+        ModelFiles::load(path, &asked).unwrap().config.pooling,
         Pooling::Cls,
         "an explicit choice overrides the folder's"
     );
@@ -434,7 +434,7 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
     let out = tempfile::tempdir().unwrap();
     let saved = out.path().join("model_output");
     let tensors: Vec<(String, Tensor)> = ckpt.tensors.clone().into_iter().collect();
-    checkpoint::save(
+    model_dir::save(
         &saved,
         &SaveRequest {
             config: &ckpt.config,
@@ -448,7 +448,7 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
         serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["pooling"], "mean");
     let saved = saved.to_str().unwrap();
-    let reloaded = Checkpoint::load(saved, &LoadOptions::default()).unwrap();
+    let reloaded = ModelFiles::load(saved, &LoadOptions::default()).unwrap();
     assert_eq!(reloaded.head, Head::Loaded);
     assert_eq!(
         reloaded.config.pooling,
@@ -464,7 +464,7 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
         logits.to_vec2::<f32>().unwrap(),
         again.to_vec2::<f32>().unwrap()
     );
-    let err = Checkpoint::load(saved, &asked).unwrap_err().to_string();
+    let err = ModelFiles::load(saved, &asked).unwrap_err().to_string();
     assert!(
         err.contains("trained on mean pooling") && err.contains("cls"),
         "{err}"
@@ -474,7 +474,7 @@ fn mean_pooling_follows_sentence_transformers_and_ignores_padding() {
 #[test]
 fn batched_predictions_equal_one_at_a_time() {
     let e = expected();
-    let clf = Classifier::from_checkpoint(load("tiny-distilbert", &LoadOptions::default()))
+    let clf = Classifier::from_model_files(load("tiny-distilbert", &LoadOptions::default()))
         .unwrap()
         .with_limits(classifier::BatchLimits {
             max_batch_size: 4,
@@ -496,7 +496,7 @@ fn batched_predictions_equal_one_at_a_time() {
 fn long_batches_run_in_chunks_with_the_same_logits() {
     // 20 x 64 tokens is over the 1024 an inference chunk holds: the model runs 16, then 4.
     let clf =
-        Classifier::from_checkpoint(load("tiny-distilbert", &LoadOptions::default())).unwrap();
+        Classifier::from_model_files(load("tiny-distilbert", &LoadOptions::default())).unwrap();
     let (batch, seq) = (20usize, 64usize);
     let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 7 % 130) as u32 + 5).collect();
     let mask: Vec<u32> = (0..batch * seq)
@@ -542,7 +542,7 @@ fn broken_copy(name: &str, edit: impl FnOnce(&Path)) -> (tempfile::TempDir, Path
 }
 
 fn load_err(dir: &Path) -> String {
-    Checkpoint::load(dir.to_str().unwrap(), &LoadOptions::default())
+    ModelFiles::load(dir.to_str().unwrap(), &LoadOptions::default())
         .unwrap_err()
         .to_string()
 }
@@ -701,7 +701,7 @@ fn int8_logits_stay_close_to_f32() {
     let e = expected();
     let texts: Vec<&str> = e.texts.iter().map(String::as_str).collect();
     let f32_clf =
-        Classifier::from_checkpoint(load("tiny-distilbert", &LoadOptions::default())).unwrap();
+        Classifier::from_model_files(load("tiny-distilbert", &LoadOptions::default())).unwrap();
     assert_eq!(f32_clf.precision(), Precision::F32);
     let exact = f32_clf.predict(&texts).unwrap();
     let int8_clf = f32_clf.with_precision(Precision::Int8).unwrap();
@@ -766,7 +766,7 @@ fn int8_refuses_weights_being_trained() {
 fn long_texts_average_their_windows_and_short_ones_are_unchanged() {
     use classifier::{LongText, LongTextPolicy};
     let base =
-        || Classifier::from_checkpoint(load("tiny-distilbert", &LoadOptions::default())).unwrap();
+        || Classifier::from_model_files(load("tiny-distilbert", &LoadOptions::default())).unwrap();
     let max_length = base().pipeline().max_length;
     let long: String = ["the plot was predictable", "i loved every minute", "dull"]
         .iter()
@@ -812,7 +812,7 @@ fn long_texts_average_their_windows_and_short_ones_are_unchanged() {
 #[test]
 fn the_pipeline_temperature_scales_probabilities_not_logits() {
     let ckpt = load("tiny-distilbert", &LoadOptions::default());
-    let plain = Classifier::from_checkpoint(ckpt).unwrap();
+    let plain = Classifier::from_model_files(ckpt).unwrap();
     let p1 = plain.predict(&["not bad at all"]).unwrap().remove(0);
     let ckpt = load("tiny-distilbert", &LoadOptions::default());
     let model = ckpt.model().unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use classifier::model_dir::checkpoint::Trainable;
+use classifier::models::Trainable;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Hyperparameters;

@@ -11,11 +11,12 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use classifier::dataset::{Example, LABELS, TEST_FILE, TRAIN_FILE, read_examples};
 use classifier::model_dir::PIPELINE_FILE;
-use classifier::model_dir::checkpoint::{self, Head, Purpose, SaveRequest, Trainable};
+use classifier::model_dir::{self, Head, Purpose, SaveRequest};
+use classifier::models::Trainable;
 use classifier::models::distilbert::Mode;
 use classifier::results;
 use classifier::{
-    Checkpoint, Classifier, Cleaning, LoadOptions, Pipeline, Prediction, calibration,
+    Classifier, Cleaning, LoadOptions, ModelFiles, Pipeline, Prediction, calibration,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -210,7 +211,7 @@ struct Run<'a> {
     train_ids: Vec<Vec<u32>>,
     eval: Vec<Example>,
     eval_ids: Vec<Vec<u32>>,
-    base: Checkpoint,
+    base: ModelFiles,
     pipeline: Pipeline,
     model: Trainable,
     optimizer: AdamW,
@@ -312,9 +313,9 @@ fn set_products(args: &Args) {
 }
 
 /// The base model to fine-tune, with a fresh two-label head where it has none.
-fn load_base(args: &Args) -> Result<Checkpoint> {
+fn load_base(args: &Args) -> Result<ModelFiles> {
     tracing::info!(model = %args.base_model, "loading the base model");
-    let mut base = Checkpoint::load(
+    let mut base = ModelFiles::load(
         &args.base_model,
         &LoadOptions {
             labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
@@ -515,7 +516,7 @@ impl Run<'_> {
     }
 
     fn save_model(&self) -> Result<()> {
-        checkpoint::save(
+        model_dir::save(
             &self.args.output_dir,
             &SaveRequest {
                 config: &self.base.config,

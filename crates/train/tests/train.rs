@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use classifier::dataset::{Example, LABELS, POSITIVE, read_examples, write_examples};
-use classifier::model_dir::checkpoint::Trainable;
+use classifier::models::Trainable;
 use classifier::models::distilbert::Mode;
 use classifier::testing::{TinySize, vocab_for, write_tiny_model};
-use classifier::{Checkpoint, ClassificationMetrics, Classifier, LoadOptions};
+use classifier::{ClassificationMetrics, Classifier, LoadOptions, ModelFiles};
 use train::optim::{AdamW, AdamWConfig};
 
 fn fixtures() -> PathBuf {
@@ -410,7 +410,7 @@ fn accumulating_four_micro_batches_equals_one_big_batch() {
     let data = cue_task(8, 5);
     let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
     let model_dir = tiny_model(work.path(), &texts, TinySize::default());
-    let ckpt = Checkpoint::load(model_dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let ckpt = ModelFiles::load(model_dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let ids = ckpt
         .tokenizer
         .encode_batch(&texts, 64, classifier::Truncation::Head)

@@ -1,6 +1,6 @@
 //! Model folders in Hugging Face layout: the names of their files (here, and nowhere else),
-//! where a folder comes from ([`hub`]: local, or fetched from the Hub), reading and writing
-//! one ([`checkpoint`]) and swapping a folder in whole ([`atomic`]).
+//! where a folder comes from ([`hub`]: local, or fetched from the Hub), reading one
+//! ([`load`]), writing one ([`save`]) and swapping a folder in whole ([`atomic`]).
 //!
 //! ```text
 //! model_output/
@@ -12,11 +12,13 @@
 //! ```
 
 pub mod atomic;
-pub mod checkpoint;
 pub mod hub;
+pub mod load;
+pub mod save;
 
-pub use checkpoint::{Checkpoint, LoadOptions, PoolingChoice};
 pub use hub::ModelSource;
+pub use load::{Head, LoadOptions, ModelFiles, PoolingChoice, Purpose};
+pub use save::{SaveRequest, save};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const SAFETENSORS_FILE: &str = "model.safetensors";

@@ -2,3 +2,6 @@
 
 pub mod bert;
 pub mod distilbert;
+pub mod trainable;
+
+pub use trainable::{Trainable, random_tensors};

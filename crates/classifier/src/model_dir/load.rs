@@ -1,10 +1,10 @@
-//! Model folders in Hugging Face layout: read (DistilBERT as is, BERT converted on load),
-//! check every tensor against the config, and save atomically.
+//! Reading a model folder in Hugging Face layout: DistilBERT as is, BERT converted on load;
+//! every tensor checked against the config; the classification head kept, or (for
+//! training only) made fresh.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::SeedableRng;
@@ -20,6 +20,7 @@ use crate::models::distilbert::{
     Config, DistilBertForSequenceClassification, ENCODER_PREFIX, HeadActivation, Pooling,
     head_parameter_shapes,
 };
+use crate::models::trainable::Trainable;
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::TextTokenizer;
 
@@ -84,9 +85,10 @@ pub enum Head {
     Fresh(String),
 }
 
-/// A checked checkpoint: every parameter of `DistilBertForSequenceClassification`, f32, on
-/// the CPU, with its tokenizer and text pipeline.
-pub struct Checkpoint {
+/// A model folder's files, read and checked: every parameter of
+/// `DistilBertForSequenceClassification`, f32, on the CPU, with its tokenizer and text
+/// pipeline. (The trainer's resume state is another thing: `train::resume`.)
+pub struct ModelFiles {
     pub config: Config,
     pub tensors: HashMap<String, Tensor>,
     pub tokenizer: TextTokenizer,
@@ -98,9 +100,9 @@ pub struct Checkpoint {
     pub head: Head,
 }
 
-impl std::fmt::Debug for Checkpoint {
+impl std::fmt::Debug for ModelFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoint")
+        f.debug_struct("ModelFiles")
             .field("source", &self.source)
             .field("original_model_type", &self.original_model_type)
             .field("head", &self.head)
@@ -416,7 +418,7 @@ fn check_vocab(tokenizer: &TextTokenizer, config: &Config, dir: &Path) -> Result
     ))
 }
 
-impl Checkpoint {
+impl ModelFiles {
     /// Loads a local model folder or a Hugging Face Hub id.
     pub fn load(model: &str, opts: &LoadOptions) -> Result<Self> {
         let source = hub::resolve_model(model, opts.revision.as_deref())?;
@@ -483,156 +485,4 @@ impl Checkpoint {
             &self.config,
         )?)
     }
-}
-
-/// A model whose weights are variables, for training.
-pub struct Trainable {
-    pub model: DistilBertForSequenceClassification,
-    /// `(checkpoint name, variable)` for every trainable parameter, in checkpoint order.
-    pub params: Vec<(String, Var)>,
-    /// Parameters that do not train (sinusoidal position tables).
-    pub frozen: Vec<(String, Tensor)>,
-}
-
-impl Trainable {
-    /// Variables initialised from `tensors` (every parameter of `config`), in checkpoint
-    /// order. Sinusoidal position tables stay constant, as in `transformers`.
-    pub fn new(config: &Config, tensors: &HashMap<String, Tensor>) -> Result<Self> {
-        let (mut params, mut frozen) = (Vec::new(), Vec::new());
-        let mut vb_tensors = HashMap::new();
-        for (name, _) in config.parameter_shapes() {
-            let t = tensors
-                .get(&name)
-                .ok_or_else(|| Error::Input(format!("no value for parameter `{name}`")))?;
-            if config.sinusoidal_pos_embds && name.ends_with("position_embeddings.weight") {
-                vb_tensors.insert(name.clone(), t.clone());
-                frozen.push((name, t.clone()));
-            } else {
-                let var = Var::from_tensor(t)?;
-                vb_tensors.insert(name.clone(), var.as_tensor().clone());
-                params.push((name, var));
-            }
-        }
-        let vb = VarBuilder::from_tensors(vb_tensors, DType::F32, &Device::Cpu);
-        let model = DistilBertForSequenceClassification::load(vb, config)?;
-        Ok(Self {
-            model,
-            params,
-            frozen,
-        })
-    }
-
-    /// The model over the variables' current values without gradient tracking: what
-    /// evaluation runs, sharing the variables' memory.
-    pub fn frozen_model(&self, config: &Config) -> Result<DistilBertForSequenceClassification> {
-        let tensors: HashMap<String, Tensor> = self
-            .named_tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.detach()))
-            .collect();
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        Ok(DistilBertForSequenceClassification::load(vb, config)?
-            .with_kernels(self.model.kernels()))
-    }
-
-    /// Every parameter's current value, trainable or not: what [`save`] takes.
-    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .chain(self.frozen.iter().cloned())
-            .collect()
-    }
-}
-
-/// Everything that makes up a saved model folder.
-pub struct SaveRequest<'a> {
-    pub config: &'a Config,
-    /// `(checkpoint name, tensor)` for every parameter.
-    pub tensors: &'a [(String, Tensor)],
-    pub tokenizer: &'a TextTokenizer,
-    pub pipeline: &'a Pipeline,
-}
-
-/// Writes a model folder `transformers` loads as `DistilBertForSequenceClassification`:
-/// config.json, model.safetensors, tokenizer files and pipeline.json, all at once.
-pub fn save(dir: &Path, req: &SaveRequest) -> Result<()> {
-    let mut config = req.config.clone();
-    config.architectures = vec!["DistilBertForSequenceClassification".into()];
-    config.model_type = "distilbert".into();
-    config
-        .extra
-        .insert("problem_type".into(), "single_label_classification".into());
-    config
-        .validate()
-        .map_err(|e| Error::Input(format!("refusing to save: {e}")))?;
-    if config.classifier_activation != HeadActivation::Relu {
-        return Err(Error::Input(
-            "refusing to save: a BERT classifier's tanh pooler head has no DistilBERT layout \
-             (transformers would run it with ReLU)"
-                .into(),
-        ));
-    }
-    let expected: HashMap<String, Vec<usize>> = config.parameter_shapes().into_iter().collect();
-    for (name, t) in req.tensors {
-        match expected.get(name) {
-            Some(shape) if shape.as_slice() == t.dims() => {}
-            Some(shape) => {
-                return Err(Error::Input(format!(
-                    "refusing to save: tensor `{name}` has shape {:?}, config implies {shape:?}",
-                    t.dims()
-                )));
-            }
-            None => {
-                return Err(Error::Input(format!(
-                    "refusing to save: `{name}` is not a DistilBERT parameter"
-                )));
-            }
-        }
-    }
-    if req.tensors.len() != expected.len() {
-        return Err(Error::Input(format!(
-            "refusing to save: {} tensors given, the config needs {}",
-            req.tensors.len(),
-            expected.len()
-        )));
-    }
-    super::atomic::replace_dir(dir, |tmp| {
-        let path = tmp.join(CONFIG_FILE);
-        let mut bytes = serde_json::to_vec_pretty(&config).expect("serializable");
-        bytes.push(b'\n');
-        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
-        let weights: HashMap<&str, Tensor> = req
-            .tensors
-            .iter()
-            .map(|(n, t)| Ok((n.as_str(), t.to_dtype(DType::F32)?.contiguous()?)))
-            .collect::<Result<_>>()?;
-        let path = tmp.join(WEIGHT_FILES[0]);
-        candle_core::safetensors::save(&weights, &path)
-            .map_err(|e| Error::artifact(&path, format!("cannot write weights: {e}")))?;
-        let max_len = config.max_position_embeddings;
-        req.tokenizer.save(tmp, max_len)?;
-        req.pipeline.save(tmp)
-    })
-}
-
-/// Only for tests and benchmarks: a model with random weights of the given config.
-pub fn random_tensors(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0f32, cfg.initializer_range as f32).expect("valid std");
-    cfg.parameter_shapes()
-        .into_iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            let data: Vec<f32> =
-                if name.contains("LayerNorm.weight") || name.contains("layer_norm.weight") {
-                    vec![1.0; n]
-                } else if name.ends_with(".bias") {
-                    vec![0.0; n]
-                } else {
-                    (0..n).map(|_| normal.sample(&mut rng)).collect()
-                };
-            Ok((name, Tensor::from_vec(data, shape, &Device::Cpu)?))
-        })
-        .collect()
 }
