@@ -2,6 +2,10 @@
 //! validation split after every epoch, the best epoch kept in the model folder, checkpoints,
 //! then the kept model's calibration (on validation) and its one evaluation on the test
 //! split, and the run's records.
+//!
+//! Here: the run's set-up, resume and interrupt. [`step`]: one micro-batch and optimizer
+//! step. [`epochs`]: the epoch loop. [`evaluation`]: validation, calibration, test.
+//! [`record`]: metrics.json and run_summary.json.
 
 mod epochs;
 mod evaluation;
