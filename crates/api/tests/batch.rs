@@ -53,6 +53,17 @@ fn run(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs batch_predict and fails the test, with its stderr, unless it succeeds.
+fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn every_row_and_column_comes_back_in_order_with_predictions() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +72,7 @@ fn every_row_and_column_comes_back_in_order_with_predictions() {
     let rows = 5000;
     write_input(&input, rows);
     let output = dir.path().join("out/predictions.csv");
-    let out = run(&[
+    let out = run_ok(&[
         input.to_str().unwrap(),
         output.to_str().unwrap(),
         "--model-path",
@@ -70,11 +81,6 @@ fn every_row_and_column_comes_back_in_order_with_predictions() {
         "--chunk-rows",
         "700",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let summary = String::from_utf8_lossy(&out.stdout);
     let empty = (0..rows).filter(|i| i % 7 == 0 || i % 11 == 0).count();
     assert!(summary.contains(&format!("{rows} rows")), "{summary}");
@@ -192,7 +198,7 @@ fn another_text_column_and_a_failed_run_keeps_the_old_output() {
         std::fs::read_to_string(&output).unwrap(),
         "previous result\n"
     );
-    let out = run(&[
+    run_ok(&[
         input.to_str().unwrap(),
         output.to_str().unwrap(),
         "--model-path",
@@ -200,11 +206,6 @@ fn another_text_column_and_a_failed_run_keeps_the_old_output() {
         "--text-column",
         "review",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let text = std::fs::read_to_string(&output).unwrap();
     assert!(text.starts_with("id,review,note,sentiment,confidence\n"));
 }
@@ -238,18 +239,13 @@ fn a_fine_tuned_bert_classifier_gives_transformers_probabilities_and_labels() {
     w.flush().unwrap();
     let output = dir.path().join("out.csv");
     let model = classifier_fixture("tiny-bert-classifier");
-    let out = run(&[
+    run_ok(&[
         input.to_str().unwrap(),
         output.to_str().unwrap(),
         "--model-path",
         model.to_str().unwrap(),
         "--probabilities",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut reader = csv::Reader::from_path(&output).unwrap();
     let columns: Vec<String> = reader
         .headers()
