@@ -302,5 +302,6 @@ fn persist(tmp: tempfile::NamedTempFile, output: &Path) -> Result<()> {
 #[cfg(test)]
 #[test]
 fn env_example_shows_the_defaults() {
-    service::check_env_example(&<BatchArgs as clap::CommandFactory>::command());
+    let env_example = include_str!("../../../.env.example");
+    service::check_env_example(&<BatchArgs as clap::CommandFactory>::command(), env_example);
 }

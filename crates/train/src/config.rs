@@ -354,5 +354,6 @@ mod tests {
 #[cfg(test)]
 #[test]
 fn env_example_shows_the_defaults() {
-    service::check_env_example(&<Args as clap::CommandFactory>::command());
+    let env_example = include_str!("../../../.env.example");
+    service::check_env_example(&<Args as clap::CommandFactory>::command(), env_example);
 }

@@ -525,5 +525,6 @@ pub async fn serve(
 #[cfg(test)]
 #[test]
 fn env_example_shows_the_defaults() {
-    service::check_env_example(&<Args as clap::CommandFactory>::command());
+    let env_example = include_str!("../../../.env.example");
+    service::check_env_example(&<Args as clap::CommandFactory>::command(), env_example);
 }
