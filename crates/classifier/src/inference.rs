@@ -168,7 +168,7 @@ impl Classifier {
 
     pub fn from_model_files(files: ModelFiles) -> Result<Self> {
         let model = files.model()?;
-        let pipeline = files.pipeline.clone().unwrap_or_default();
+        let pipeline = files.pipeline.unwrap_or_default();
         Self::from_parts(model, files.tokenizer, pipeline, files.config, files.source)
     }
 

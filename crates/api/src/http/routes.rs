@@ -66,7 +66,7 @@ pub struct ApiDoc;
         (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 413, description = "The body is too large", body = ErrorResponse),
-        (status = 422, description = "Invalid values: empty text, too many inputs, too long without truncation", body = ErrorResponse),
+        (status = 422, description = "Invalid values: empty text, too many inputs, too long without truncation; or the tokenizer rejected a text", body = ErrorResponse),
         (status = 429, description = "The queue is full: retry later", body = ErrorResponse),
         (status = 500, description = "The model failed on this batch", body = ErrorResponse),
         (status = 503, description = "The model is not loaded", body = ErrorResponse),

@@ -13,7 +13,7 @@ use classifier::{Classifier, LongText, Prediction};
 use tokio::sync::oneshot;
 
 pub use error::{BackendError, InferError};
-pub use queue::{Entry, Full, Queue};
+use queue::{Entry, Full, Queue};
 
 use crate::metrics::Metrics;
 
@@ -56,10 +56,6 @@ impl Infer {
             metrics,
             worker: Some(worker),
         }
-    }
-
-    pub fn classifier(&self) -> &Classifier {
-        &self.classifier
     }
 
     pub fn labels(&self) -> &[String] {
