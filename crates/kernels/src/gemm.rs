@@ -246,6 +246,42 @@ const AVX512_MIN_ROWS: usize = 4;
 /// # Panics
 /// If the shapes do not chain or a view overruns its slice.
 pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, threads: usize) {
+    matmul_kept(dst, a, (b, None), accumulate, scale, threads);
+}
+
+/// The packed copy of a right operand that never changes (a served model's weights), made
+/// by the first product that packs it and kept for every later one: on Intel's AVX-512
+/// kernel, re-packing the weights was 5% of a batch-32 pass. It costs a second copy of
+/// the weights (about 170 MB for DistilBERT-base), so it is made only where it is used;
+/// elsewhere (bf16 products, the `gemm` crate, another CPU) it stays empty.
+#[derive(Debug, Clone, Default)]
+pub struct KeptPacking {
+    #[cfg(target_arch = "x86_64")]
+    packed: std::sync::Arc<OnceLock<super::avx512_f32::PackedRight>>,
+}
+
+impl KeptPacking {
+    /// Whether a product has packed into this yet.
+    pub fn is_packed(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.packed.get().is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+}
+
+/// [`matmul`], reusing (or making) `kept`, the packing of `b`, where the kernel packs `b`
+/// whole. `kept` must only ever be passed with the same `b`, whose values never change.
+pub fn matmul_kept(
+    dst: ViewMut,
+    a: View,
+    (b, kept): (View, Option<&KeptPacking>),
+    accumulate: bool,
+    scale: f32,
+    threads: usize,
+) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = kept;
     let (m, k, n) = (a.at.rows, a.at.cols, b.at.cols);
     assert!(
         b.at.rows == k && dst.at.rows == m && dst.at.cols == n,
@@ -276,8 +312,15 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
     }
     #[cfg(target_arch = "x86_64")]
     if m >= AVX512_MIN_ROWS && F32Kernel::current() == F32Kernel::Avx512 {
-        // SAFETY: `current` picks Avx512 only where the CPU has AVX-512 F.
-        unsafe { super::avx512_f32::matmul(dst, a, b, accumulate, scale, threads) };
+        use super::avx512_f32::{PackedRight, matmul as avx512, matmul_packed};
+        // SAFETY (all three): `current` picks Avx512 only where the CPU has AVX-512 F.
+        match kept {
+            Some(kept) => {
+                let packed = kept.packed.get_or_init(|| unsafe { PackedRight::new(b) });
+                unsafe { matmul_packed(dst, a, (b, packed), accumulate, scale, threads) };
+            }
+            None => unsafe { avx512(dst, a, b, accumulate, scale, threads) },
+        }
         return;
     }
     let parallelism = if threads > 1 {

@@ -56,9 +56,21 @@ fn unknown_kernels(s: &str) -> String {
 
 /// `x @ w^T + b` for `x` of shape `(..., in)`, `w` of shape `(out, in)`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, k: Kernels) -> Result<Tensor> {
+    linear_kept(x, w, b, None, k)
+}
+
+/// [`linear`] for a layer that keeps its packed weights in `kept` while it is not trained
+/// ([`gemm::KeptPacking`]); `kept` belongs to this `w` alone.
+pub fn linear_kept(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    kept: Option<&gemm::KeptPacking>,
+    k: Kernels,
+) -> Result<Tensor> {
     match k {
         Kernels::Reference => linear_reference(x, w, b),
-        Kernels::Fused => fused::linear(x, w, b),
+        Kernels::Fused => fused::linear(x, w, b, kept),
     }
 }
 
@@ -166,6 +178,34 @@ pub fn symmetric_kl(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// A served layer's packing is kept and gives the unkept product's values; a trained
+    /// layer's (a `Var`, which changes every step) is never kept.
+    #[test]
+    fn linear_keeps_the_packing_of_fixed_weights_only() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 40, 64), &dev)?;
+        let (w, b) = (
+            Tensor::randn(0f32, 1.0, (96, 64), &dev)?,
+            Tensor::zeros(96, DType::F32, &dev)?,
+        );
+        let kept = gemm::KeptPacking::default();
+        let plain = linear(&x, &w, &b, Kernels::Fused)?;
+        let with_kept = linear_kept(&x, &w, &b, Some(&kept), Kernels::Fused)?;
+        let diff = (plain - with_kept)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "kept packing changed the product by {diff}");
+        let uses_packing = gemm::F32Kernel::current() == gemm::F32Kernel::Avx512;
+        assert_eq!(
+            kept.is_packed(),
+            uses_packing,
+            "packing kept only by the AVX-512 kernel"
+        );
+        let trained = candle_core::Var::from_tensor(&w)?;
+        let kept = gemm::KeptPacking::default();
+        linear_kept(&x, trained.as_tensor(), &b, Some(&kept), Kernels::Fused)?;
+        assert!(!kept.is_packed(), "a trained weight's packing was kept");
+        Ok(())
+    }
 
     #[test]
     fn weighted_cross_entropy_follows_the_formula() -> Result<()> {

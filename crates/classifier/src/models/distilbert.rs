@@ -21,6 +21,7 @@ use candle_core::{DType, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use kernels::gemm::KeptPacking;
 use kernels::int8::QuantizedLinear;
 use kernels::{Kernels, Precision};
 
@@ -371,6 +372,8 @@ enum Linear {
     F32 {
         weight: Tensor,
         bias: Tensor,
+        /// The packed weights the AVX-512 product keeps while they are not trained.
+        kept: KeptPacking,
     },
     /// Quantised for serving; the f32 weights are dropped, so only one copy is held.
     Int8(Arc<QuantizedLinear>),
@@ -378,21 +381,31 @@ enum Linear {
 
 impl Linear {
     fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Ok(Self::F32 {
-            weight: vb.get((out_dim, in_dim), "weight")?,
-            bias: vb.get(out_dim, "bias")?,
-        })
+        Ok(Self::f32(
+            vb.get((out_dim, in_dim), "weight")?,
+            vb.get(out_dim, "bias")?,
+        ))
+    }
+
+    fn f32(weight: Tensor, bias: Tensor) -> Self {
+        Self::F32 {
+            weight,
+            bias,
+            kept: KeptPacking::default(),
+        }
     }
 
     fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
         match self {
-            Self::F32 { weight, bias } => kernels::linear(x, weight, bias, k),
+            Self::F32 { weight, bias, kept } => {
+                kernels::linear_kept(x, weight, bias, Some(kept), k)
+            }
             Self::Int8(q) => q.forward(x),
         }
     }
 
     fn is_trainable(&self) -> bool {
-        matches!(self, Self::F32 { weight, bias } if weight.track_op() || bias.track_op())
+        matches!(self, Self::F32 { weight, bias, .. } if weight.track_op() || bias.track_op())
     }
 
     fn int8(&self) -> Option<&QuantizedLinear> {
@@ -414,7 +427,7 @@ impl Linear {
                     "int8 precision is for inference: these weights are being trained"
                 )
             }
-            (Self::F32 { weight, bias }, Precision::Int8) => {
+            (Self::F32 { weight, bias, .. }, Precision::Int8) => {
                 *self = Self::Int8(QuantizedLinear::from_tensors(weight, bias)?);
                 Ok(())
             }
@@ -512,7 +525,7 @@ impl MultiHeadSelfAttention {
             }
         } else {
             let (weight, bias) = Self::pack(&q_lin, &k_lin, &v_lin)?;
-            Qkv::Packed(Linear::F32 { weight, bias })
+            Qkv::Packed(Linear::f32(weight, bias))
         };
         Ok(Self {
             qkv,
@@ -530,14 +543,17 @@ impl MultiHeadSelfAttention {
                 Linear::F32 {
                     weight: qw,
                     bias: qb,
+                    ..
                 },
                 Linear::F32 {
                     weight: kw,
                     bias: kb,
+                    ..
                 },
                 Linear::F32 {
                     weight: vw,
                     bias: vb,
+                    ..
                 },
             ) => Ok((
                 Tensor::cat(&[qw, kw, vw], 0)?,

@@ -5,9 +5,12 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::{column_sums, slice};
 use crate::cpu::with_f32;
-use crate::gemm::{View, ViewMut, matmul};
+use crate::gemm::{KeptPacking, View, ViewMut, matmul, matmul_kept};
 
-struct Linear;
+/// `kept` holds the packed weights of a layer that is not trained.
+struct Linear {
+    kept: Option<KeptPacking>,
+}
 
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
@@ -42,7 +45,8 @@ impl CustomOp3 for Linear {
         }
         let threads = rayon::current_num_threads();
         let (x, w) = (View::rows(x, m, k), View::rows(w, n, k));
-        matmul(ViewMut::rows(&mut y, m, n), x, w.t(), true, 1.0, threads);
+        let (y_at, w) = (ViewMut::rows(&mut y, m, n), (w.t(), self.kept.as_ref()));
+        matmul_kept(y_at, x, w, true, 1.0, threads);
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
@@ -101,15 +105,19 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// `x @ w^T + b` for `x` of shape `(..., in)`, `w` `(out, in)`, `b` `(out,)`.
-pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// `x @ w^T + b` for `x` of shape `(..., in)`, `w` `(out, in)`, `b` `(out,)`; `kept`, for
+/// weights that are not trained (no gradient is tracked for them), keeps their packing
+/// between calls. It must belong to this `w`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, kept: Option<&KeptPacking>) -> Result<Tensor> {
+    // A trained weight changes every step: its packing could not be reused.
+    let kept = kept.filter(|_| !w.track_op()).cloned();
     let dims = x.dims().to_vec();
     let inner = *dims.last().expect("rank >= 1");
     let rows = x.elem_count() / inner;
     let y = x.reshape((rows, inner))?.contiguous()?.apply_op3_arc(
         &w.contiguous()?,
         &b.contiguous()?,
-        std::sync::Arc::new(Box::new(Linear)),
+        std::sync::Arc::new(Box::new(Linear { kept })),
     )?;
     let mut out = dims;
     *out.last_mut().expect("rank >= 1") = w.dim(0)?;
