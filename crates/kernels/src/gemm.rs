@@ -323,14 +323,20 @@ pub fn matmul_kept(
         }
         return;
     }
+    gemm_crate(dst, a, b, accumulate, scale, threads);
+}
+
+/// The product on the `gemm` crate, for [`matmul_kept`], which has checked the views.
+fn gemm_crate(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, threads: usize) {
+    let (m, k, n) = (a.at.rows, a.at.cols, b.at.cols);
     let parallelism = if threads > 1 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
     };
     let (a_at, b_at, d_at) = (a.at, b.at, dst.at);
-    // SAFETY: every element the product reads or writes lies inside the slices (checked
-    // above); `dst` is borrowed mutably, so nothing else aliases it.
+    // SAFETY: every element the product reads or writes lies inside the slices (checked by
+    // `matmul_kept`); `dst` is borrowed mutably, so nothing else aliases it.
     unsafe {
         gemm::gemm(
             m,
