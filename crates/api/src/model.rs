@@ -94,15 +94,15 @@ fn info(args: &Args, classifier: &Classifier) -> Info {
         max_length: pipeline.max_length,
         truncation: pipeline.truncation.to_string(),
         precision: classifier.precision().to_string(),
-        pooling: config.pooling.to_string(),
+        pooling: config.pooling().to_string(),
         long_text: classifier.long_text().mode.to_string(),
         temperature: Some(pipeline.temperature),
         base_model: config
-            .extra
+            .extra()
             .get("_name_or_path")
             .and_then(|v| v.as_str())
             .map(str::to_string),
-        model_type: Some(config.model_type.clone()),
+        model_type: Some(config.model_type().to_string()),
         parameters: Some(
             shapes
                 .iter()

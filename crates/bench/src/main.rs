@@ -24,7 +24,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+use classifier::models::distilbert::Config;
+use classifier::models::{Mode, ModelConfig, SequenceClassifier};
 use classifier::models::{Trainable, random_tensors};
 use classifier::runtime::on_pool;
 use classifier::{MatmulPrecision, Precision};
@@ -223,8 +224,8 @@ fn inputs(batch: usize, seq: usize, vocab: usize, seed: u64) -> Result<(Tensor, 
     Ok((ids, mask))
 }
 
-fn base_model() -> Result<(Config, HashMap<String, Tensor>)> {
-    let cfg = Config::default();
+fn base_model() -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    let cfg = ModelConfig::default();
     let tensors = random_tensors(&cfg, 0)?.into_iter().collect();
     Ok((cfg, tensors))
 }
@@ -306,8 +307,8 @@ fn time_gemm(n: usize, warmup: usize, iters: usize) -> Result<Measured> {
 fn time_inference(w: &Workload, warmup: usize, iters: usize) -> Result<Vec<f64>> {
     let (cfg, tensors) = base_model()?;
     let vb = constant_builder(tensors);
-    let model = DistilBertForSequenceClassification::load(vb, &cfg)?.with_precision(w.precision)?;
-    let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 1)?;
+    let model = SequenceClassifier::load(vb, &cfg)?.with_precision(w.precision)?;
+    let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size(), 1)?;
     let mut times = Vec::new();
     for i in 0..warmup + iters {
         let t = Instant::now();
@@ -330,7 +331,7 @@ fn time_training(w: &Workload, warmup: usize, iters: usize) -> Result<StepTimes>
     let trainable = Trainable::new(&cfg, &tensors)?;
     drop(tensors);
     let mut opt = AdamW::new(trainable.params.clone(), AdamWConfig::default());
-    let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size, 2)?;
+    let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size(), 2)?;
     let labels = Tensor::from_vec(
         (0..w.batch as u32).map(|i| i % 2).collect::<Vec<_>>(),
         w.batch,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model_dir::hub::ModelSource;
 use crate::model_dir::{LoadOptions, ModelFiles};
-use crate::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+use crate::models::{Mode, ModelConfig, SequenceClassifier};
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::TextTokenizer;
 use kernels::Precision;
@@ -128,10 +128,10 @@ impl Prediction {
 
 /// A loaded model with its tokenizer and text pipeline.
 pub struct Classifier {
-    model: DistilBertForSequenceClassification,
+    model: SequenceClassifier,
     tokenizer: TextTokenizer,
     pipeline: Pipeline,
-    config: Config,
+    config: ModelConfig,
     labels: Vec<String>,
     source: ModelSource,
     limits: BatchLimits,
@@ -174,13 +174,13 @@ impl Classifier {
 
     /// Wraps an already built model (e.g. the one being trained, for evaluation).
     pub fn from_parts(
-        model: DistilBertForSequenceClassification,
+        model: SequenceClassifier,
         tokenizer: TextTokenizer,
         mut pipeline: Pipeline,
-        config: Config,
+        config: ModelConfig,
         source: ModelSource,
     ) -> Result<Self> {
-        pipeline.max_length = pipeline.max_length.min(config.max_position_embeddings);
+        pipeline.max_length = pipeline.max_length.min(config.max_tokens());
         let labels = config.labels().map_err(Error::Input)?;
         Ok(Self {
             model,
@@ -235,7 +235,7 @@ impl Classifier {
         &self.pipeline
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -247,7 +247,7 @@ impl Classifier {
         self.limits
     }
 
-    pub fn model(&self) -> &DistilBertForSequenceClassification {
+    pub fn model(&self) -> &SequenceClassifier {
         &self.model
     }
 

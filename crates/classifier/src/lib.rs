@@ -1,8 +1,9 @@
 //! The sentiment classifier's core: a transformer sequence classifier on candle that loads,
 //! runs, trains and saves Hugging Face model folders.
 //!
-//! - [`models`]: the architectures, one file each (`distilbert`, and `bert` converted on load),
-//!   built from the `kernels` crate's differentiable operations.
+//! - [`models`]: the architectures, one file each (`distilbert`, `roberta` for RoBERTa,
+//!   XLM-RoBERTa and CamemBERT, and `bert` converted on load), built from shared transformer
+//!   layers over the `kernels` crate's differentiable operations.
 //! - [`text`]: from raw text to token ids (cleaning, tokenizer, pipeline), identically at
 //!   training and serving time.
 //! - [`model_dir`]: model folders (local or Hub): their file names, read, written, swapped in.
@@ -42,7 +43,7 @@ pub use inference::{BatchLimits, Classifier, LongText, LongTextPolicy, Predictio
 pub use kernels::{MatmulPrecision, Precision, set_matmul_precision};
 pub use metrics::ClassificationMetrics;
 pub use model_dir::{LoadOptions, ModelFiles, PoolingChoice};
-pub use models::distilbert::{Config, DistilBertForSequenceClassification, Mode, Pooling};
+pub use models::{Mode, ModelConfig, Pooling, SequenceClassifier};
 pub use text::cleaning::Cleaning;
 pub use text::pipeline::Pipeline;
 pub use text::tokenizer::{TextTokenizer, Truncation};

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::model_dir::{SaveRequest, save};
+use crate::models::ModelConfig;
 use crate::models::distilbert::Config;
 use crate::models::random_tensors;
 use crate::text::pipeline::Pipeline;
@@ -78,6 +79,7 @@ pub fn write_tiny_model(dir: &Path, vocab: &[String], size: TinySize, seed: u64)
         ..Config::default()
     };
     config.set_labels(&["negative".to_string(), "positive".to_string()]);
+    let config = ModelConfig::DistilBert(config);
     let tensors = random_tensors(&config, seed)?;
     save(
         dir,

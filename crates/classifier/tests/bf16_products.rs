@@ -4,18 +4,21 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use classifier::models::distilbert::{Config, DistilBertForSequenceClassification, Mode};
+use classifier::models::distilbert::Config;
 use classifier::models::random_tensors;
+use classifier::models::{Mode, ModelConfig, SequenceClassifier};
 use classifier::{MatmulPrecision, set_matmul_precision};
 
 /// A random model wide enough that its products take the bf16 path (small ones stay f32).
-fn model() -> (Config, DistilBertForSequenceClassification) {
+fn model() -> (Config, SequenceClassifier) {
     let mut cfg = Config::default();
     (cfg.vocab_size, cfg.dim, cfg.hidden_dim) = (200, 128, 512);
     (cfg.n_layers, cfg.n_heads) = (2, 4);
-    let tensors: HashMap<String, Tensor> = random_tensors(&cfg, 7).unwrap().into_iter().collect();
+    let model_cfg = ModelConfig::DistilBert(cfg.clone());
+    let tensors: HashMap<String, Tensor> =
+        random_tensors(&model_cfg, 7).unwrap().into_iter().collect();
     let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    let model = DistilBertForSequenceClassification::load(vb, &cfg).unwrap();
+    let model = SequenceClassifier::load(vb, &model_cfg).unwrap();
     (cfg, model)
 }
 
@@ -32,7 +35,7 @@ fn bf16_logits_stay_close_to_f32() {
         .map(|i| u32::from(i / seq < batch - 1 || i % seq < seq / 2))
         .collect();
     let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
-    let logits = |m: &DistilBertForSequenceClassification| -> Vec<f32> {
+    let logits = |m: &SequenceClassifier| -> Vec<f32> {
         let l = m.forward(&ids, &mask, Mode::Eval).unwrap();
         l.flatten_all().unwrap().to_vec1().unwrap()
     };

@@ -1,6 +1,6 @@
-//! Reading a model folder in Hugging Face layout: DistilBERT as is, BERT converted on load;
-//! every tensor checked against the config; the classification head kept, or (for
-//! training only) made fresh.
+//! Reading a model folder in Hugging Face layout: DistilBERT, RoBERTa, XLM-RoBERTa and
+//! CamemBERT as they are, BERT converted on load; every tensor checked against the config;
+//! the classification head kept, or (for training only) made fresh.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,13 +16,16 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::models::bert::{self, BertConfig};
-use crate::models::distilbert::{
-    Config, DistilBertForSequenceClassification, ENCODER_PREFIX, HeadActivation, Pooling,
-    head_parameter_shapes,
-};
+use crate::models::config::ModelConfig;
+use crate::models::distilbert::{ENCODER_PREFIX, HeadActivation, Pooling};
+use crate::models::roberta;
+use crate::models::sequence_classifier::SequenceClassifier;
 use crate::models::trainable::Trainable;
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::TextTokenizer;
+
+/// The `model_type`s a folder may have, for error messages.
+const SUPPORTED_MODEL_TYPES: &str = "distilbert, bert, roberta, xlm-roberta and camembert";
 
 /// How a checkpoint is turned into a classifier.
 #[derive(Debug, Clone, Default)]
@@ -85,17 +88,17 @@ pub enum Head {
     Fresh(String),
 }
 
-/// A model folder's files, read and checked: every parameter of
-/// `DistilBertForSequenceClassification`, f32, on the CPU, with its tokenizer and text
-/// pipeline. (The trainer's resume state is another thing: `train::resume`.)
+/// A model folder's files, read and checked: every parameter of its
+/// `*ForSequenceClassification`, f32, on the CPU, with its tokenizer and text pipeline. (The
+/// trainer's resume state is another thing: `train::resume`.)
 pub struct ModelFiles {
-    pub config: Config,
+    pub config: ModelConfig,
     pub tensors: HashMap<String, Tensor>,
     pub tokenizer: TextTokenizer,
     /// `pipeline.json` of the folder, if it has one.
     pub pipeline: Option<Pipeline>,
     pub source: ModelSource,
-    /// The `model_type` the checkpoint was stored as (`distilbert` or `bert`).
+    /// The `model_type` the checkpoint was stored as (`bert` for one converted to DistilBERT).
     pub original_model_type: String,
     pub head: Head,
 }
@@ -197,11 +200,11 @@ fn sentence_transformers_pooling(dir: &Path) -> Result<Option<Pooling>> {
     })
 }
 
-fn fresh_head(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>> {
+fn fresh_head(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0f32, cfg.initializer_range as f32)
+    let normal = Normal::new(0.0f32, cfg.initializer_range() as f32)
         .map_err(|e| Error::Input(format!("initializer_range: {e}")))?;
-    head_parameter_shapes(cfg.dim, cfg.num_labels())
+    cfg.head_parameter_shapes()
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
@@ -227,7 +230,7 @@ impl HeadProblem {
 /// Decides whether the checkpoint's head is kept, and sets the config's labels, pooling and
 /// head activation to match.
 fn choose_head(
-    config: &mut Config,
+    config: &mut ModelConfig,
     model_type: &str,
     tensors: &HashMap<String, Tensor>,
     opts: &LoadOptions,
@@ -235,7 +238,8 @@ fn choose_head(
 ) -> std::result::Result<Head, HeadProblem> {
     let stored = config.labels().map_err(HeadProblem)?;
     let wanted = opts.labels.clone().unwrap_or_else(|| stored.clone());
-    let has_head = head_parameter_shapes(config.dim, config.num_labels())
+    let has_head = config
+        .head_parameter_shapes()
         .iter()
         .all(|(n, _)| tensors.contains_key(n));
     let bert_head = model_type == "bert" && has_head;
@@ -262,31 +266,34 @@ fn choose_head(
         )));
     }
     config.set_labels(&wanted);
-    config.architectures = vec!["DistilBertForSequenceClassification".into()];
+    config.set_architectures();
     let head = match fresh_reason {
         None => Head::Loaded,
         Some(reason) => Head::Fresh(reason),
     };
-    config.classifier_activation = if head == Head::Loaded && bert_head {
-        HeadActivation::Tanh
-    } else {
-        HeadActivation::Relu
-    };
-    config.pooling = match (&head, opts.pooling) {
-        (Head::Loaded, PoolingChoice::Exactly(asked)) if asked != config.pooling => {
+    if let ModelConfig::DistilBert(c) = config {
+        c.classifier_activation = if head == Head::Loaded && bert_head {
+            HeadActivation::Tanh
+        } else {
+            HeadActivation::Relu
+        };
+    }
+    let pooling = match (&head, opts.pooling) {
+        (Head::Loaded, PoolingChoice::Exactly(asked)) if asked != config.pooling() => {
             return Err(HeadProblem(format!(
                 "its classification head was trained on {} pooling, so it cannot run with \
                  {asked} pooling; leave the pooling unset to keep the head's",
-                config.pooling
+                config.pooling()
             )));
         }
-        (Head::Loaded, _) => config.pooling,
+        (Head::Loaded, _) => config.pooling(),
         (Head::Fresh(_), PoolingChoice::Exactly(asked)) => asked,
         (Head::Fresh(_), PoolingChoice::Keep) => Pooling::Cls,
         (Head::Fresh(_), PoolingChoice::Auto) => sentence_transformers_pooling(&source.path)
             .map_err(|e| HeadProblem(e.to_string()))?
             .unwrap_or(Pooling::Cls),
     };
+    config.set_pooling(pooling);
     Ok(head)
 }
 
@@ -329,21 +336,26 @@ fn model_type(raw: &serde_json::Value, config_path: &Path) -> Result<String> {
         .to_string())
 }
 
-/// The DistilBERT config and tensors of a `model_type` folder (BERT converted).
+/// The config and tensors of a `model_type` folder (BERT converted to DistilBERT).
 fn read_architecture(
     raw: serde_json::Value,
     model_type: &str,
     config_path: &Path,
     weights_path: &Path,
     source: &ModelSource,
-) -> Result<(Config, HashMap<String, Tensor>)> {
+) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
     let parse_err = |e: serde_json::Error| {
         Error::artifact(config_path, format!("invalid {model_type} config: {e}"))
     };
     match model_type {
         "distilbert" => {
-            let config: Config = serde_json::from_value(raw).map_err(parse_err)?;
+            let config = serde_json::from_value(raw).map_err(parse_err)?;
             let tensors = normalize_distilbert_names(read_weights(weights_path)?);
+            Ok((ModelConfig::DistilBert(config), tensors))
+        }
+        "roberta" | "xlm-roberta" | "camembert" => {
+            let config = serde_json::from_value(raw).map_err(parse_err)?;
+            let tensors = roberta::normalize_names(read_weights(weights_path)?);
             Ok((config, tensors))
         }
         "bert" => {
@@ -357,17 +369,17 @@ fn read_architecture(
                 dropped = ?dropped,
                 "converted a BERT checkpoint to DistilBERT layout (token type 0 folded into positions)"
             );
-            Ok((config, tensors))
+            Ok((ModelConfig::DistilBert(config), tensors))
         }
         "" => Err(Error::artifact(
             config_path,
-            "no model_type: expected \"model_type\": \"distilbert\" or \"bert\"",
+            format!("no model_type: expected \"model_type\": one of {SUPPORTED_MODEL_TYPES}"),
         )),
         other => Err(Error::artifact(
             config_path,
             format!(
-                "model_type `{other}` is not supported: this tool loads distilbert \
-                 and bert checkpoints (bert-base, MiniLM, TinyBERT, ...)"
+                "model_type `{other}` is not supported: this tool loads {SUPPORTED_MODEL_TYPES} \
+                 checkpoints (bert-base, MiniLM, TinyBERT, roberta-base, xlm-roberta-base, ...)"
             ),
         )),
     }
@@ -375,7 +387,7 @@ fn read_architecture(
 
 /// Every parameter the config implies, present with its shape; anything else is dropped.
 fn check_tensors(
-    config: &Config,
+    config: &ModelConfig,
     mut tensors: HashMap<String, Tensor>,
     weights_path: &Path,
 ) -> Result<HashMap<String, Tensor>> {
@@ -404,8 +416,8 @@ fn check_tensors(
 }
 
 /// Every token id the tokenizer can produce has a row in the embedding table.
-fn check_vocab(tokenizer: &TextTokenizer, config: &Config, dir: &Path) -> Result<()> {
-    if tokenizer.vocab_size() <= config.vocab_size {
+fn check_vocab(tokenizer: &TextTokenizer, config: &ModelConfig, dir: &Path) -> Result<()> {
+    if tokenizer.vocab_size() <= config.vocab_size() {
         return Ok(());
     }
     Err(Error::artifact(
@@ -413,7 +425,7 @@ fn check_vocab(tokenizer: &TextTokenizer, config: &Config, dir: &Path) -> Result
         format!(
             "the tokenizer has {} tokens but the model's embedding table only {} rows",
             tokenizer.vocab_size(),
-            config.vocab_size
+            config.vocab_size()
         ),
     ))
 }
@@ -445,7 +457,7 @@ impl ModelFiles {
                 model = %source.id,
                 labels = ?config.labels().unwrap_or_default(),
                 seed = opts.seed,
-                pooling = %config.pooling,
+                pooling = %config.pooling(),
                 "initialising a fresh classification head: {reason}"
             );
             tensors.extend(fresh_head(&config, opts.seed)?);
@@ -479,10 +491,7 @@ impl ModelFiles {
     }
 
     /// The model over these (constant) weights, for inference.
-    pub fn model(&self) -> Result<DistilBertForSequenceClassification> {
-        Ok(DistilBertForSequenceClassification::load(
-            self.var_builder(),
-            &self.config,
-        )?)
+    pub fn model(&self) -> Result<SequenceClassifier> {
+        Ok(SequenceClassifier::load(self.var_builder(), &self.config)?)
     }
 }

@@ -1,5 +1,6 @@
-//! Writing a model folder that transformers loads as `DistilBertForSequenceClassification`,
-//! swapped in whole.
+//! Writing a model folder that transformers loads as its `*ForSequenceClassification`
+//! (`DistilBertForSequenceClassification`, `RobertaForSequenceClassification`, ...), swapped
+//! in whole.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,32 +9,34 @@ use candle_core::{DType, Tensor};
 
 use super::{CONFIG_FILE, WEIGHT_FILES};
 use crate::error::{Error, Result};
-use crate::models::distilbert::{Config, HeadActivation};
+use crate::models::config::ModelConfig;
+use crate::models::distilbert::HeadActivation;
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::TextTokenizer;
 
 /// Everything that makes up a saved model folder.
 pub struct SaveRequest<'a> {
-    pub config: &'a Config,
+    pub config: &'a ModelConfig,
     /// `(checkpoint name, tensor)` for every parameter.
     pub tensors: &'a [(String, Tensor)],
     pub tokenizer: &'a TextTokenizer,
     pub pipeline: &'a Pipeline,
 }
 
-/// Writes a model folder `transformers` loads as `DistilBertForSequenceClassification`:
+/// Writes a model folder `transformers` loads as the config's `*ForSequenceClassification`:
 /// config.json, model.safetensors, tokenizer files and pipeline.json, all at once.
 pub fn save(dir: &Path, req: &SaveRequest) -> Result<()> {
     let mut config = req.config.clone();
-    config.architectures = vec!["DistilBertForSequenceClassification".into()];
-    config.model_type = "distilbert".into();
+    config.set_architectures();
     config
-        .extra
+        .extra_mut()
         .insert("problem_type".into(), "single_label_classification".into());
     config
         .validate()
         .map_err(|e| Error::Input(format!("refusing to save: {e}")))?;
-    if config.classifier_activation != HeadActivation::Relu {
+    if let ModelConfig::DistilBert(c) = &config
+        && c.classifier_activation != HeadActivation::Relu
+    {
         return Err(Error::Input(
             "refusing to save: a BERT classifier's tanh pooler head has no DistilBERT layout \
              (transformers would run it with ReLU)"
@@ -52,7 +55,8 @@ pub fn save(dir: &Path, req: &SaveRequest) -> Result<()> {
             }
             None => {
                 return Err(Error::Input(format!(
-                    "refusing to save: `{name}` is not a DistilBERT parameter"
+                    "refusing to save: `{name}` is not a {} parameter",
+                    config.architecture()
                 )));
             }
         }
@@ -77,8 +81,8 @@ pub fn save(dir: &Path, req: &SaveRequest) -> Result<()> {
         let path = tmp.join(WEIGHT_FILES[0]);
         candle_core::safetensors::save(&weights, &path)
             .map_err(|e| Error::artifact(&path, format!("cannot write weights: {e}")))?;
-        let max_len = config.max_position_embeddings;
-        req.tokenizer.save(tmp, max_len)?;
+        req.tokenizer
+            .save(tmp, config.max_tokens(), config.tokenizer_class())?;
         req.pipeline.save(tmp)
     })
 }

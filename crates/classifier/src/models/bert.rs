@@ -8,13 +8,21 @@
 //! tanh for ReLU, so the pooler becomes `pre_classifier` with
 //! [`HeadActivation::Tanh`](super::distilbert::HeadActivation). A bare encoder's pooler
 //! (pretrained on next-sentence prediction, not on sentiment) is dropped.
+//!
+//! The BERT layout of an encoder (`embeddings.*`, `encoder.layer.N.attention.self.query`, ...)
+//! is also RoBERTa's, XLM-R's and CamemBERT's: [`EncoderShape`], [`encoder_parameter_shapes`]
+//! and [`load_encoder`] build it for [`super::roberta`].
 
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::Tensor;
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::distilbert::{self, Activation, ENCODER_PREFIX, LAYER_NORM_EPS};
+use super::distilbert::{self, ENCODER_PREFIX, LAYER_NORM_EPS};
+use super::layers::{
+    Activation, Embeddings, Encoder, EncoderLayer, Ffn, LayerNorm, Linear, SelfAttention,
+};
 
 fn default_act() -> String {
     "gelu".into()
@@ -68,15 +76,7 @@ pub struct BertConfig {
 
 /// The DistilBERT config with the same encoder, or why there is none.
 pub fn convert_config(bert: &BertConfig) -> Result<distilbert::Config, String> {
-    let activation = match bert.hidden_act.as_str() {
-        "gelu" => Activation::Gelu,
-        "relu" => Activation::Relu,
-        other => {
-            return Err(format!(
-                "hidden_act `{other}` has no DistilBERT equivalent (only gelu and relu)"
-            ));
-        }
-    };
+    let activation = Activation::from_hidden_act(&bert.hidden_act)?;
     if (bert.layer_norm_eps - LAYER_NORM_EPS).abs() > 1e-15 {
         return Err(format!(
             "layer_norm_eps is {}, but DistilBERT fixes it at 1e-12: the encoder would not convert exactly",
@@ -190,4 +190,111 @@ pub fn convert_tensors(
     let mut dropped: Vec<String> = src.into_keys().collect();
     dropped.sort();
     Ok((out, dropped))
+}
+
+/// The sizes and settings of a BERT-layout encoder.
+#[derive(Debug, Clone)]
+pub struct EncoderShape {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate_size: usize,
+    pub max_positions: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub activation: Activation,
+    pub hidden_dropout: f64,
+    pub attention_dropout: f64,
+    /// The position id of the first token (RoBERTa: `pad_token_id + 1`).
+    pub position_offset: usize,
+}
+
+/// A BERT-layout encoder's parameters under `prefix` (`bert`, `roberta`): name and shape, in
+/// checkpoint order.
+pub fn encoder_parameter_shapes(prefix: &str, s: &EncoderShape) -> Vec<(String, Vec<usize>)> {
+    let (d, h) = (s.hidden_size, s.intermediate_size);
+    let e = format!("{prefix}.embeddings");
+    let mut out = vec![
+        (format!("{e}.word_embeddings.weight"), vec![s.vocab_size, d]),
+        (
+            format!("{e}.position_embeddings.weight"),
+            vec![s.max_positions, d],
+        ),
+        (
+            format!("{e}.token_type_embeddings.weight"),
+            vec![s.type_vocab_size, d],
+        ),
+        (format!("{e}.LayerNorm.weight"), vec![d]),
+        (format!("{e}.LayerNorm.bias"), vec![d]),
+    ];
+    let linears = [
+        ("attention.self.query", d, d),
+        ("attention.self.key", d, d),
+        ("attention.self.value", d, d),
+        ("attention.output.dense", d, d),
+        ("attention.output.LayerNorm", d, 0),
+        ("intermediate.dense", h, d),
+        ("output.dense", d, h),
+        ("output.LayerNorm", d, 0),
+    ];
+    for i in 0..s.layers {
+        for (name, rows, cols) in linears {
+            let p = format!("{prefix}.encoder.layer.{i}.{name}");
+            let weight = if cols == 0 {
+                vec![rows]
+            } else {
+                vec![rows, cols]
+            };
+            out.push((format!("{p}.weight"), weight));
+            out.push((format!("{p}.bias"), vec![rows]));
+        }
+    }
+    out
+}
+
+/// Builds a BERT-layout encoder from `vb` at its prefix (`vb.pp("roberta")`).
+pub fn load_encoder(vb: VarBuilder, s: &EncoderShape) -> candle_core::Result<Encoder> {
+    let d = s.hidden_size;
+    let emb = vb.pp("embeddings");
+    let embeddings = Embeddings {
+        word_embeddings: emb.get((s.vocab_size, d), "word_embeddings.weight")?,
+        position_embeddings: emb.get((s.max_positions, d), "position_embeddings.weight")?,
+        token_type_embeddings: Some(
+            emb.get((s.type_vocab_size, d), "token_type_embeddings.weight")?,
+        ),
+        position_offset: s.position_offset,
+        layer_norm: LayerNorm::load(emb.pp("LayerNorm"), d, s.layer_norm_eps)?,
+        dropout: s.hidden_dropout,
+    };
+    let vb_l = vb.pp("encoder").pp("layer");
+    let layers = (0..s.layers)
+        .map(|i| load_layer(vb_l.pp(i), s))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Encoder { embeddings, layers })
+}
+
+fn load_layer(vb: VarBuilder, s: &EncoderShape) -> candle_core::Result<EncoderLayer> {
+    let (d, h, eps) = (s.hidden_size, s.intermediate_size, s.layer_norm_eps);
+    let (attn, attn_out) = (
+        vb.pp("attention").pp("self"),
+        vb.pp("attention").pp("output"),
+    );
+    let projections = [
+        Linear::load(attn.pp("query"), d, d)?,
+        Linear::load(attn.pp("key"), d, d)?,
+        Linear::load(attn.pp("value"), d, d)?,
+        Linear::load(attn_out.pp("dense"), d, d)?,
+    ];
+    Ok(EncoderLayer {
+        attention: SelfAttention::new(projections, s.heads, s.attention_dropout)?,
+        attention_norm: LayerNorm::load(attn_out.pp("LayerNorm"), d, eps)?,
+        ffn: Ffn::new(
+            Linear::load(vb.pp("intermediate").pp("dense"), d, h)?,
+            Linear::load(vb.pp("output").pp("dense"), h, d)?,
+            s.activation,
+            s.hidden_dropout,
+        ),
+        output_norm: LayerNorm::load(vb.pp("output").pp("LayerNorm"), d, eps)?,
+    })
 }

@@ -8,12 +8,13 @@ use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use super::distilbert::{Config, DistilBertForSequenceClassification};
+use super::config::ModelConfig;
+use super::sequence_classifier::SequenceClassifier;
 use crate::error::{Error, Result};
 
 /// A model whose weights are variables, for training.
 pub struct Trainable {
-    pub model: DistilBertForSequenceClassification,
+    pub model: SequenceClassifier,
     /// `(checkpoint name, variable)` for every trainable parameter, in checkpoint order.
     pub params: Vec<(String, Var)>,
     /// Parameters that do not train (sinusoidal position tables).
@@ -23,14 +24,14 @@ pub struct Trainable {
 impl Trainable {
     /// Variables initialised from `tensors` (every parameter of `config`), in checkpoint
     /// order. Sinusoidal position tables stay constant, as in `transformers`.
-    pub fn new(config: &Config, tensors: &HashMap<String, Tensor>) -> Result<Self> {
+    pub fn new(config: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<Self> {
         let (mut params, mut frozen) = (Vec::new(), Vec::new());
         let mut vb_tensors = HashMap::new();
         for (name, _) in config.parameter_shapes() {
             let t = tensors
                 .get(&name)
                 .ok_or_else(|| Error::Input(format!("no value for parameter `{name}`")))?;
-            if config.sinusoidal_pos_embds && name.ends_with("position_embeddings.weight") {
+            if config.is_frozen(&name) {
                 vb_tensors.insert(name.clone(), t.clone());
                 frozen.push((name, t.clone()));
             } else {
@@ -40,7 +41,7 @@ impl Trainable {
             }
         }
         let vb = VarBuilder::from_tensors(vb_tensors, DType::F32, &Device::Cpu);
-        let model = DistilBertForSequenceClassification::load(vb, config)?;
+        let model = SequenceClassifier::load(vb, config)?;
         Ok(Self {
             model,
             params,
@@ -50,15 +51,14 @@ impl Trainable {
 
     /// The model over the variables' current values without gradient tracking: what
     /// evaluation runs, sharing the variables' memory.
-    pub fn frozen_model(&self, config: &Config) -> Result<DistilBertForSequenceClassification> {
+    pub fn frozen_model(&self, config: &ModelConfig) -> Result<SequenceClassifier> {
         let tensors: HashMap<String, Tensor> = self
             .named_tensors()
             .into_iter()
             .map(|(n, t)| (n, t.detach()))
             .collect();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        Ok(DistilBertForSequenceClassification::load(vb, config)?
-            .with_kernels(self.model.kernels()))
+        Ok(SequenceClassifier::load(vb, config)?.with_kernels(self.model.kernels()))
     }
 
     /// Every parameter's current value, trainable or not: what [`crate::model_dir::save::save`] takes.
@@ -72,9 +72,9 @@ impl Trainable {
 }
 
 /// Only for tests and benchmarks: a model with random weights of the given config.
-pub fn random_tensors(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
+pub fn random_tensors(cfg: &ModelConfig, seed: u64) -> Result<Vec<(String, Tensor)>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0f32, cfg.initializer_range as f32).expect("valid std");
+    let normal = Normal::new(0.0f32, cfg.initializer_range() as f32).expect("valid std");
     cfg.parameter_shapes()
         .into_iter()
         .map(|(name, shape)| {

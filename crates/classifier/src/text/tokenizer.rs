@@ -1,10 +1,14 @@
-//! WordPiece tokenization for BERT-family models, with our own truncation and dynamic padding.
+//! Tokenization for BERT-family models (WordPiece for BERT and DistilBERT, byte-level BPE for
+//! RoBERTa, SentencePiece Unigram for XLM-R and CamemBERT), with our own truncation and
+//! dynamic padding.
 //!
-//! Loads a `tokenizer.json` or builds the BERT WordPiece pipeline from a bare `vocab.txt`.
+//! Loads a `tokenizer.json` (any model the `tokenizers` crate reads) or builds the BERT
+//! WordPiece pipeline from a bare `vocab.txt`. Special tokens come from
+//! `tokenizer_config.json`, else the family's defaults (`[CLS]`... or `<s>`...).
 //! Padding and truncation baked into a `tokenizer.json` are removed: a model folder's
 //! tokenizer often pads everything to 128 tokens, which would waste compute on short texts and
 //! cut long ones silently. Texts are encoded without special tokens, truncated by a
-//! [`Truncation`] strategy to fit `max_length` with `[CLS]`/`[SEP]`, and batches are padded to
+//! [`Truncation`] strategy to fit `max_length` with `[CLS]`/`[SEP]` (`<s>`/`</s>`), and batches are padded to
 //! their longest member.
 
 use std::collections::HashMap;
@@ -105,6 +109,7 @@ pub struct SpecialTokens {
 }
 
 impl Default for SpecialTokens {
+    /// BERT's and DistilBERT's.
     fn default() -> Self {
         Self {
             cls_token: "[CLS]".into(),
@@ -112,6 +117,41 @@ impl Default for SpecialTokens {
             pad_token: "[PAD]".into(),
             unk_token: "[UNK]".into(),
             mask_token: "[MASK]".into(),
+        }
+    }
+}
+
+impl SpecialTokens {
+    /// RoBERTa's, XLM-R's and CamemBERT's (BPE and SentencePiece vocabularies).
+    pub fn roberta() -> Self {
+        Self {
+            cls_token: "<s>".into(),
+            sep_token: "</s>".into(),
+            pad_token: "<pad>".into(),
+            unk_token: "<unk>".into(),
+            mask_token: "<mask>".into(),
+        }
+    }
+
+    /// The family's defaults a vocabulary was built with: BERT's when it has `[CLS]`, else
+    /// RoBERTa's when it has `<s>`.
+    fn defaults_for(has: impl Fn(&str) -> bool) -> Self {
+        let bert = Self::default();
+        if !has(&bert.cls_token) && has("<s>") {
+            Self::roberta()
+        } else {
+            bert
+        }
+    }
+
+    /// `given`'s tokens where it names them, `defaults`' elsewhere.
+    fn or(given: &PartialSpecialTokens, defaults: Self) -> Self {
+        Self {
+            cls_token: token_string(&given.cls_token).unwrap_or(defaults.cls_token),
+            sep_token: token_string(&given.sep_token).unwrap_or(defaults.sep_token),
+            pad_token: token_string(&given.pad_token).unwrap_or(defaults.pad_token),
+            unk_token: token_string(&given.unk_token).unwrap_or(defaults.unk_token),
+            mask_token: token_string(&given.mask_token).unwrap_or(defaults.mask_token),
         }
     }
 }
@@ -200,33 +240,27 @@ impl TextTokenizer {
         vocab_txt: Option<&Path>,
         tokenizer_config: Option<&Path>,
     ) -> Result<Self> {
-        let (do_lower_case, special) = match tokenizer_config {
+        let (do_lower_case, given) = match tokenizer_config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 let cfg: TokenizerConfigFile = serde_json::from_str(&text).map_err(|e| {
                     Error::artifact(path, format!("not a valid tokenizer_config.json: {e}"))
                 })?;
-                let d = SpecialTokens::default();
-                let s = &cfg.special;
-                let special = SpecialTokens {
-                    cls_token: token_string(&s.cls_token).unwrap_or(d.cls_token),
-                    sep_token: token_string(&s.sep_token).unwrap_or(d.sep_token),
-                    pad_token: token_string(&s.pad_token).unwrap_or(d.pad_token),
-                    unk_token: token_string(&s.unk_token).unwrap_or(d.unk_token),
-                    mask_token: token_string(&s.mask_token).unwrap_or(d.mask_token),
-                };
-                (cfg.do_lower_case, special)
+                (cfg.do_lower_case, cfg.special)
             }
-            None => (true, SpecialTokens::default()),
+            None => (true, PartialSpecialTokens::default()),
         };
         match (tokenizer_json, vocab_txt) {
             (Some(path), _) => {
                 let inner = Tokenizer::from_file(path).map_err(|e| {
                     Error::artifact(path, format!("not a valid tokenizer.json: {e}"))
                 })?;
+                let defaults = SpecialTokens::defaults_for(|t| inner.token_to_id(t).is_some());
+                let special = SpecialTokens::or(&given, defaults);
                 Self::from_tokenizer(inner, special, do_lower_case, path)
             }
             (None, Some(path)) => {
+                let special = SpecialTokens::or(&given, SpecialTokens::default());
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 let vocab: Vec<&str> = text.lines().collect();
                 Self::from_vocab(&vocab, do_lower_case, special)
@@ -428,7 +462,7 @@ impl TextTokenizer {
 
     /// Writes `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and (for a
     /// WordPiece model) `vocab.txt` into `dir`.
-    pub fn save(&self, dir: &Path, model_max_length: usize) -> Result<()> {
+    pub fn save(&self, dir: &Path, model_max_length: usize, tokenizer_class: &str) -> Result<()> {
         let write = |name: &str, bytes: &[u8]| -> Result<()> {
             let path = dir.join(name);
             std::fs::write(&path, bytes).map_err(|e| Error::io(path, e))
@@ -447,7 +481,7 @@ impl TextTokenizer {
         let obj = config.as_object_mut().expect("object");
         obj.insert("do_lower_case".into(), self.do_lower_case.into());
         obj.insert("model_max_length".into(), model_max_length.into());
-        obj.insert("tokenizer_class".into(), "DistilBertTokenizer".into());
+        obj.insert("tokenizer_class".into(), tokenizer_class.into());
         obj.insert("clean_up_tokenization_spaces".into(), true.into());
         obj.insert("tokenize_chinese_chars".into(), true.into());
         obj.insert("strip_accents".into(), serde_json::Value::Null);

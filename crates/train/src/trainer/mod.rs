@@ -117,15 +117,15 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     let cleaning = load_cleaning(&args.data_dir)?;
     set_products(args);
     let base = load_base(args)?;
-    let max_length = args.max_length.min(base.config.max_position_embeddings);
+    let max_length = args.max_length.min(base.config.max_tokens());
     if max_length < args.max_length {
         tracing::warn!(
             "--max-length {} exceeds the model's {} positions; using {max_length}",
             args.max_length,
-            base.config.max_position_embeddings
+            base.config.max_tokens()
         );
     }
-    let hyper = args.hyperparameters(max_length, base.config.pooling, class_weights);
+    let hyper = args.hyperparameters(max_length, base.config.pooling(), class_weights);
     let pipeline = Pipeline {
         cleaning,
         max_length,
@@ -204,7 +204,7 @@ fn load_base(args: &Args) -> Result<ModelFiles> {
     .with_context(|| format!("loading base model `{}`", args.base_model))?;
     // transformers' convention for "fine-tuned from": the api's /info reports it.
     base.config
-        .extra
+        .extra_mut()
         .insert("_name_or_path".into(), base.source.id.clone().into());
     Ok(base)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use candle_core::{Device, Tensor};
-use classifier::models::distilbert::Mode;
+use classifier::models::Mode;
 
 use super::Run;
 use crate::data::epoch_batches;

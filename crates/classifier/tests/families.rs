@@ -1,0 +1,286 @@
+//! Every model family against `transformers`: a fine-tuned `*ForSequenceClassification`
+//! fixture per family (`tests/fixtures/make_fixtures.py`: random weights, the family's real
+//! tokenizer type) gives transformers' token ids, logits and probabilities, in f32 and close
+//! in int8; trains every weight; saves back as its own class; and without its head is never
+//! served.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use classifier::model_dir::{self, Head, SaveRequest};
+use classifier::models::Mode;
+use classifier::{Classifier, LoadOptions, ModelFiles, Pipeline, Precision};
+use kernels::Kernels;
+use serde::Deserialize;
+
+/// A fixture folder, its expected outputs, and what it must save back as.
+struct Family {
+    folder: &'static str,
+    expected: &'static str,
+    model_type: &'static str,
+    architecture: &'static str,
+}
+
+const FAMILIES: [Family; 3] = [
+    Family {
+        folder: "tiny-bert-classifier",
+        expected: "expected-bert-classifier.json",
+        model_type: "bert",
+        architecture: "BertForSequenceClassification",
+    },
+    Family {
+        folder: "tiny-roberta-classifier",
+        expected: "expected-roberta-classifier.json",
+        model_type: "roberta",
+        architecture: "RobertaForSequenceClassification",
+    },
+    Family {
+        folder: "tiny-xlm-roberta-classifier",
+        expected: "expected-xlm-roberta-classifier.json",
+        model_type: "xlm-roberta",
+        architecture: "XLMRobertaForSequenceClassification",
+    },
+];
+
+/// The RoBERTa-layout families, which are served, trained and saved in their own layout.
+fn native() -> impl Iterator<Item = &'static Family> {
+    FAMILIES.iter().filter(|f| f.model_type != "bert")
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    texts: Vec<String>,
+    input_ids: Vec<Vec<u32>>,
+    attention_mask: Vec<Vec<u32>>,
+    labels: Vec<String>,
+    logits: Vec<Vec<f32>>,
+    probabilities: Vec<Vec<f32>>,
+}
+
+impl Expected {
+    fn texts(&self) -> Vec<&str> {
+        self.texts.iter().map(String::as_str).collect()
+    }
+
+    /// transformers' padded batch.
+    fn batch(&self) -> (Tensor, Tensor) {
+        let (b, s) = (self.input_ids.len(), self.input_ids[0].len());
+        let ids = Tensor::from_vec(self.input_ids.concat(), (b, s), &Device::Cpu).unwrap();
+        let mask = Tensor::from_vec(self.attention_mask.concat(), (b, s), &Device::Cpu).unwrap();
+        (ids, mask)
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn expected(f: &Family) -> Expected {
+    serde_json::from_str(&std::fs::read_to_string(fixture(f.expected)).unwrap()).unwrap()
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Loaded for training as `train` does: the checkpoint's own head where it has one.
+fn for_training(dir: &Path) -> ModelFiles {
+    ModelFiles::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap()
+}
+
+fn served(f: &Family) -> Classifier {
+    Classifier::load_dir(&fixture(f.folder)).unwrap_or_else(|e| panic!("{}: {e}", f.folder))
+}
+
+#[test]
+fn tokens_logits_and_probabilities_match_transformers() {
+    for f in &FAMILIES {
+        let (e, clf) = (expected(f), served(f));
+        assert_eq!(clf.labels(), e.labels, "{}: labels from id2label", f.folder);
+        let ours = clf
+            .tokenizer()
+            .encode_batch(&e.texts(), 64, Default::default());
+        for (i, (ours, theirs)) in ours.unwrap().iter().zip(&e.input_ids).enumerate() {
+            let n = e.attention_mask[i].iter().filter(|m| **m == 1).count();
+            assert_eq!(
+                ours,
+                &theirs[..n],
+                "{}: tokens of {:?}",
+                f.folder,
+                e.texts[i]
+            );
+        }
+        let (ids, mask) = e.batch();
+        for kernels in [Kernels::Fused, Kernels::Reference] {
+            let model = clf.model().clone().with_kernels(kernels);
+            let logits = model.forward(&ids, &mask, Mode::Eval).unwrap();
+            let diff = max_abs_diff(&logits.to_vec2().unwrap(), &e.logits);
+            assert!(diff < 1e-4, "{} {kernels:?}: |logit diff| {diff}", f.folder);
+        }
+        let probs: Vec<Vec<f32>> = clf
+            .predict(&e.texts())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.probabilities)
+            .collect();
+        let diff = max_abs_diff(&probs, &e.probabilities);
+        assert!(diff < 1e-5, "{}: |probability diff| {diff}", f.folder);
+    }
+}
+
+/// The same bound as DistilBERT's int8 test: every logit within 8% of the logits' spread.
+#[test]
+fn int8_logits_stay_close_to_transformers() {
+    for f in &FAMILIES {
+        let e = expected(f);
+        let clf = served(f).with_precision(Precision::Int8).unwrap();
+        let logits: Vec<Vec<f32>> = clf
+            .predict(&e.texts())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.logits)
+            .collect();
+        let spread = e.logits.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+        let err = max_abs_diff(&logits, &e.logits);
+        assert!(err > 0.0, "{}: int8 must actually run quantised", f.folder);
+        assert!(
+            err <= 0.08 * spread.max(1.0),
+            "{}: int8 logits off by {err} (logits up to {spread})",
+            f.folder
+        );
+    }
+}
+
+#[test]
+fn every_weight_of_every_family_trains() {
+    for f in &FAMILIES {
+        let ckpt = for_training(&fixture(f.folder));
+        let trainable = ckpt.trainable().unwrap();
+        let e = expected(f);
+        let (ids, mask) = e.batch();
+        let logits = trainable
+            .model
+            .forward(&ids, &mask, Mode::Train { seed: 3 })
+            .unwrap();
+        let classes = e.labels.len() as u32;
+        let labels: Vec<u32> = (0..e.texts.len() as u32).map(|i| i % classes).collect();
+        let labels = Tensor::from_vec(labels, e.texts.len(), &Device::Cpu).unwrap();
+        let grads = kernels::cross_entropy(&logits, &labels)
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(trainable.params.len(), ckpt.config.parameter_shapes().len());
+        for (name, var) in &trainable.params {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| {
+                panic!("{}: no gradient for {name}", f.folder);
+            });
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(g.iter().all(|x| x.is_finite()), "{name}: non-finite");
+            assert!(g.iter().any(|x| *x != 0.0), "{}: {name} all zero", f.folder);
+        }
+    }
+}
+
+#[test]
+fn each_family_saves_back_as_its_own_class_with_the_same_logits() {
+    for f in native() {
+        let ckpt = for_training(&fixture(f.folder));
+        assert_eq!(
+            ckpt.head,
+            Head::Loaded,
+            "{}: a trained head is kept",
+            f.folder
+        );
+        let e = expected(f);
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("model_output");
+        let tensors: Vec<(String, Tensor)> = ckpt.tensors.clone().into_iter().collect();
+        let request = SaveRequest {
+            config: &ckpt.config,
+            tensors: &tensors,
+            tokenizer: &ckpt.tokenizer,
+            pipeline: &Pipeline::default(),
+        };
+        model_dir::save(&dir, &request).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["model_type"], f.model_type);
+        assert_eq!(config["architectures"][0], f.architecture);
+        assert_eq!(config["layer_norm_eps"], 1e-5, "kept from the checkpoint");
+        assert!(config.get("pooling").is_none(), "{config}");
+        let reloaded = Classifier::load_dir(&dir).unwrap();
+        assert_eq!(reloaded.labels(), e.labels);
+        let logits: Vec<Vec<f32>> = reloaded
+            .predict(&e.texts())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.logits)
+            .collect();
+        let diff = max_abs_diff(&logits, &e.logits);
+        assert!(
+            diff < 1e-4,
+            "{}: |logit diff| after saving {diff}",
+            f.folder
+        );
+    }
+}
+
+/// A copy of a fixture as a base encoder saved from `RobertaModel`: no `roberta.` prefix, no
+/// head.
+fn bare_encoder(f: &Family) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(f.folder)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let weights = tmp.path().join("model.safetensors");
+    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(&weights, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("classifier."))
+        .map(|(n, t)| (n.trim_start_matches("roberta.").to_string(), t))
+        .collect();
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    tmp
+}
+
+#[test]
+fn a_bare_encoder_is_never_served_but_trains_with_a_fresh_head() {
+    for f in native() {
+        let tmp = bare_encoder(f);
+        let err = Classifier::load_dir(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("no classification head") && err.contains("random head"),
+            "{}: {err}",
+            f.folder
+        );
+        let ckpt = for_training(tmp.path());
+        assert!(matches!(ckpt.head, Head::Fresh(_)), "{:?}", ckpt.head);
+        assert!(
+            ckpt.tensors
+                .contains_key("roberta.embeddings.word_embeddings.weight")
+        );
+        assert!(ckpt.tensors.contains_key("classifier.out_proj.weight"));
+    }
+}
+
+/// BERT is the one family still converted to the DistilBERT layout for training: its tanh
+/// pooler head has no such layout that transformers would read back alike.
+#[test]
+fn a_bert_classifier_is_fine_tuned_with_a_fresh_distilbert_head() {
+    let ckpt = for_training(&fixture(FAMILIES[0].folder));
+    assert!(matches!(ckpt.head, Head::Fresh(_)), "{:?}", ckpt.head);
+    assert_eq!(
+        ckpt.config.architecture(),
+        "DistilBertForSequenceClassification"
+    );
+}
