@@ -59,10 +59,13 @@ pub enum Depth {
     Head,
 }
 
-/// Reads the depth from DistilBERT weight names (`...embeddings...`,
-/// `...transformer.layer.N....`).
+/// Reads the depth from weight names: `...embeddings...`, and DistilBERT's
+/// `...transformer.layer.N....` or the BERT layout's `...encoder.layer.N....` (RoBERTa, XLM-R).
 pub fn depth(name: &str) -> Depth {
-    if let Some((_, rest)) = name.split_once("transformer.layer.")
+    let layer = name
+        .split_once("transformer.layer.")
+        .or_else(|| name.split_once("encoder.layer."));
+    if let Some((_, rest)) = layer
         && let Some(n) = rest.split('.').next().and_then(|n| n.parse().ok())
     {
         return Depth::Layer(n);
@@ -402,6 +405,13 @@ mod tests {
         let got = layer_lr_scales(&names, 0.5);
         assert_eq!(got, [0.125, 0.25, 0.5, 1.0, 1.0, 1.0]);
         assert!(layer_lr_scales(&names, 1.0).iter().all(|&s| s == 1.0));
+        let roberta = [
+            "roberta.embeddings.word_embeddings.weight",
+            "roberta.encoder.layer.0.attention.self.query.weight",
+            "roberta.encoder.layer.1.output.LayerNorm.bias",
+            "classifier.out_proj.weight",
+        ];
+        assert_eq!(layer_lr_scales(&roberta, 0.5), [0.25, 0.5, 1.0, 1.0]);
     }
 
     /// A parameter at half the rate moves half as far on AdamW's first step.
