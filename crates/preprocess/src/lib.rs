@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use classifier::dataset::{Example, LABELS, write_examples};
+use classifier::dataset::{Example, check_label_names, write_examples, write_labels};
 use classifier::model_dir::atomic::{write_file, write_json};
 use classifier::{Cleaning, TextTokenizer};
 use rand::SeedableRng;
@@ -37,7 +37,8 @@ const EXAMPLES_KEPT: usize = 5;
 /// Prepare sentiment data for training: read sources, clean, de-duplicate, split.
 ///
 /// Writes train.csv, validation.csv, test.csv and small_test.csv (columns text,label,source;
-/// label 0 = negative, 1 = positive), cleaning.json and report.json into the output folder.
+/// label = class index: 0 = negative, 1 = positive unless --label-map says otherwise),
+/// labels.json (the class names), cleaning.json and report.json into the output folder.
 /// The trainer selects and calibrates on validation.csv and evaluates test.csv once.
 #[derive(Parser, Debug, Clone)]
 #[command(version, after_help = SOURCE_HELP)]
@@ -62,11 +63,18 @@ pub struct Args {
     #[arg(long, env = "LABEL_COLUMN", default_value = "label")]
     pub label_column: String,
 
-    /// Which label values mean negative and which positive, as NEG/POS, alternatives joined
-    /// by `|`: 0/1, 0/4 (Sentiment140), negative/positive, rotten/fresh, 1|2/4|5 (stars).
-    /// Case-insensitive. Rows with other values (e.g. neutral) are dropped and counted.
+    /// Which label values make each class, one side per class joined by `/`, alternatives by
+    /// `|`: 0/1, 0/4 (Sentiment140), negative/positive, rotten/fresh, 1|2/4|5 (stars, two
+    /// classes), negative/neutral/positive or 1|2/3/4|5 (three). Case-insensitive. Rows with
+    /// other values are dropped and counted.
     #[arg(long, env = "LABEL_MAP", default_value = "0/1")]
     pub label_map: String,
+
+    /// The class names, comma-separated, one per side of the label map (default:
+    /// negative,positive for two classes, negative,neutral,positive for three, else each
+    /// class's first value). The model's labels, as the api reports them.
+    #[arg(long, env = "LABEL_NAMES", value_delimiter = ',')]
+    pub label_names: Vec<String>,
 
     /// Keep all rows sharing this column's value (e.g. one movie) on the same side of the
     /// split, so the test set measures generalisation to unseen groups.
@@ -152,7 +160,7 @@ Per-source settings: --source LOCATION[,key=value...] with keys
   name=NAME      label in the source column and per-source metrics (default: file stem)
   format=FMT     csv, tsv, jsonl, parquet, aclimdb or hub (default: from the extension)
   text=COL       text column          label=COL   label column
-  labels=N/P     label map            group=COL   group column
+  labels=A/B     label map (as many classes as --label-map)      group=COL   group column
   split=COL      column of train/test values: keep the source's own split
 
 Examples:
@@ -233,6 +241,8 @@ pub struct LengthReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub created_at: String,
+    /// The class names, in class-index order (labels.json).
+    pub labels: Vec<String>,
     pub seed: u64,
     pub test_size: f64,
     pub validation_size: f64,
@@ -264,6 +274,7 @@ fn text_hash(text: &str) -> u64 {
 /// Runs the whole preprocessing and returns its report (also written to report.json).
 pub fn run(args: &Args) -> Result<Report> {
     let specs = source_specs(args)?;
+    let labels = class_names(args, &specs)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     let cleaning = args.cleaning();
@@ -297,6 +308,7 @@ pub fn run(args: &Args) -> Result<Report> {
     write_file(&out.join(TEST_FILE), |p| write_examples(p, &test))?;
     write_file(&out.join("small_test.csv"), |p| write_examples(p, &small))?;
     write_json(&out.join(CLEANING_FILE), &cleaning)?;
+    write_labels(out, &labels)?;
 
     let report = Report {
         created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -307,9 +319,10 @@ pub fn run(args: &Args) -> Result<Report> {
         rows_read: reports.iter().map(|r| r.rows_read).sum(),
         rows_kept: (train.len() + validation.len() + test.len()) as u64,
         sources: reports,
-        train: side(&train),
-        validation: side(&validation),
-        test: side(&test),
+        train: side(&train, &labels),
+        validation: side(&validation, &labels),
+        test: side(&test, &labels),
+        labels,
         small_test_rows: small.len(),
         lengths,
     };
@@ -357,6 +370,42 @@ fn source_specs(args: &Args) -> Result<Vec<SourceSpec>> {
         }
     }
     Ok(specs)
+}
+
+/// The class names: --label-names, or the label map's defaults; every source's map must
+/// have as many classes.
+fn class_names(args: &Args, specs: &[SourceSpec]) -> Result<Vec<String>> {
+    let map: LabelMap = args.label_map.parse().map_err(anyhow::Error::msg)?;
+    for s in specs {
+        if s.labels.num_classes() != map.num_classes() {
+            bail!(
+                "source `{}` maps its labels to {} classes ({}), but --label-map `{map}` has {}: \
+                 every source needs the same classes, in the same order",
+                s.name,
+                s.labels.num_classes(),
+                s.labels,
+                map.num_classes()
+            );
+        }
+    }
+    if args.label_names.is_empty() {
+        return Ok(map.default_names());
+    }
+    if args.label_names.len() != map.num_classes() {
+        bail!(
+            "--label-names gives {} names ({}) for the {} classes of --label-map `{map}`",
+            args.label_names.len(),
+            args.label_names.join(","),
+            map.num_classes()
+        );
+    }
+    let names: Vec<String> = args
+        .label_names
+        .iter()
+        .map(|n| n.trim().to_string())
+        .collect();
+    check_label_names(&names).map_err(|e| anyhow::anyhow!("--label-names: {e}"))?;
+    Ok(names)
 }
 
 /// Reads every source: the rows that survive cleaning, and each source's counts.
@@ -610,11 +659,11 @@ fn validation_rows(
 /// Keeps the validation split's draws independent of the test split's.
 const VALIDATION_SEED: u64 = 0x5641_4C49_4441_5445;
 
-fn side(rows: &[Example]) -> SideReport {
+fn side(rows: &[Example], labels: &[String]) -> SideReport {
     let mut class_balance = BTreeMap::new();
     let mut per_source: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for r in rows {
-        let label = LABELS[r.label].to_string();
+        let label = labels[r.label].clone();
         *class_balance.entry(label.clone()).or_default() += 1;
         *per_source
             .entry(r.source.clone())

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use std::path::Path;
 
-use classifier::dataset::{Example, TRAIN_FILE, VALIDATION_FILE, read_examples};
+use classifier::dataset::{Example, TRAIN_FILE, VALIDATION_FILE, read_examples, read_labels};
 
 /// The share of train.csv held out for validation when a data folder has no
 /// validation.csv (made by a `preprocess` from before validation splits).
@@ -15,6 +15,8 @@ pub const FALLBACK_VALIDATION_SHARE: f64 = 0.1;
 /// The training and validation examples of a processed data folder. The test split is not
 /// read here: the trainer opens it only for the final evaluation.
 pub struct Splits {
+    /// Class names in index order (the folder's labels.json).
+    pub labels: Vec<String>,
     pub train: Vec<Example>,
     pub validation: Vec<Example>,
     /// Where the validation examples came from, for the records.
@@ -24,6 +26,7 @@ pub struct Splits {
 /// Reads train.csv and validation.csv; a folder without validation rows gets a seeded,
 /// stratified tenth of train.csv held out, with a warning.
 pub fn load_splits(data_dir: &Path, seed: u64) -> anyhow::Result<Splits> {
+    let labels = read_labels(data_dir)?;
     let train_path = data_dir.join(TRAIN_FILE);
     let train = read_examples(&train_path)?;
     anyhow::ensure!(!train.is_empty(), "{} has no rows", train_path.display());
@@ -35,6 +38,7 @@ pub fn load_splits(data_dir: &Path, seed: u64) -> anyhow::Result<Splits> {
     };
     if !validation.is_empty() {
         return Ok(Splits {
+            labels,
             train,
             validation,
             validation_from: VALIDATION_FILE.into(),
@@ -53,6 +57,7 @@ pub fn load_splits(data_dir: &Path, seed: u64) -> anyhow::Result<Splits> {
     );
     let (train, validation) = hold_out(train, FALLBACK_VALIDATION_SHARE, seed ^ 0x7641);
     Ok(Splits {
+        labels,
         train,
         validation,
         validation_from: format!(

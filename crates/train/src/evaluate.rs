@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use classifier::calibration::Calibration;
-use classifier::dataset::{Example, LABELS, POSITIVE};
+use classifier::dataset::{Example, positive_class};
 use classifier::{ClassificationMetrics, Classifier, Prediction};
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +17,14 @@ pub struct Evaluation {
     pub per_source: BTreeMap<String, ClassificationMetrics>,
 }
 
-fn metrics_of(preds: &[&Prediction], labels: &[usize]) -> ClassificationMetrics {
+fn metrics_of(
+    preds: &[&Prediction],
+    labels: &[usize],
+    classes: &[String],
+) -> ClassificationMetrics {
     let predicted: Vec<usize> = preds.iter().map(|p| p.class).collect();
-    let mut m = ClassificationMetrics::compute(labels, &predicted, LABELS.len(), POSITIVE);
+    let positive = positive_class(classes);
+    let mut m = ClassificationMetrics::compute(labels, &predicted, classes.len(), positive);
     let loss: f64 = preds
         .iter()
         .zip(labels)
@@ -41,11 +46,11 @@ pub fn calibration(preds: &[&Prediction], labels: &[usize]) -> Calibration {
     )
 }
 
-/// Metrics of `predictions` against `examples` (same order).
-pub fn score(predictions: &[Prediction], examples: &[Example]) -> Evaluation {
+/// Metrics of `predictions` against `examples` (same order) over the named `classes`.
+pub fn score(predictions: &[Prediction], examples: &[Example], classes: &[String]) -> Evaluation {
     let all: Vec<&Prediction> = predictions.iter().collect();
     let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-    let overall = metrics_of(&all, &labels);
+    let overall = metrics_of(&all, &labels, classes);
     let mut by_source: BTreeMap<&str, (Vec<&Prediction>, Vec<usize>)> = BTreeMap::new();
     for (p, e) in predictions.iter().zip(examples) {
         let entry = by_source.entry(e.source.as_str()).or_default();
@@ -54,7 +59,7 @@ pub fn score(predictions: &[Prediction], examples: &[Example]) -> Evaluation {
     }
     let per_source = by_source
         .into_iter()
-        .map(|(s, (p, l))| (s.to_string(), metrics_of(&p, &l)))
+        .map(|(s, (p, l))| (s.to_string(), metrics_of(&p, &l, classes)))
         .collect();
     Evaluation {
         overall,
@@ -65,5 +70,5 @@ pub fn score(predictions: &[Prediction], examples: &[Example]) -> Evaluation {
 /// Classifies the (already tokenized) examples and scores the predictions.
 pub fn evaluate(clf: &Classifier, ids: &[Vec<u32>], examples: &[Example]) -> Result<Evaluation> {
     let preds = clf.predict_ids(ids)?;
-    Ok(score(&preds, examples))
+    Ok(score(&preds, examples, clf.labels()))
 }

@@ -177,10 +177,10 @@ pub struct DataStats {
     pub test_rows_available: usize,
     #[serde(default)]
     pub test_rows: usize,
-    pub train_class_balance: [usize; 2],
-    pub eval_class_balance: [usize; 2],
+    pub train_class_balance: Vec<usize>,
+    pub eval_class_balance: Vec<usize>,
     #[serde(default)]
-    pub test_class_balance: [usize; 2],
+    pub test_class_balance: Vec<usize>,
     pub train_sources: Vec<String>,
     /// Mean tokens per training text after truncation, and the share truncated.
     pub mean_train_tokens: f64,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use classifier::dataset::{Example, LABELS, POSITIVE, read_examples, write_examples};
+use classifier::dataset::{Example, LABELS, read_examples, write_examples};
 use classifier::models::Mode;
 use classifier::models::Trainable;
 use classifier::testing::{TinySize, vocab_for, write_tiny_model};
@@ -117,7 +117,7 @@ fn preprocess_train_and_metrics_match_model_outputs_own_predictions() {
         .map(|p| p.class)
         .collect();
     let truth: Vec<usize> = test.iter().map(|e| e.label).collect();
-    let recomputed = ClassificationMetrics::compute(&truth, &predicted, 2, POSITIVE);
+    let recomputed = ClassificationMetrics::compute(&truth, &predicted, 2, 1);
 
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(work.join("results/metrics.json")).unwrap())
@@ -640,4 +640,63 @@ fn interrupted_runs_resume_to_the_uninterrupted_result() {
     )
     .unwrap();
     assert_eq!(summary["resumed"], 2);
+}
+
+/// Three classes end to end on a RoBERTa (the committed parity fixture, BPE tokenizer):
+/// preprocess keeps the neutral rows, the run trains and scores three classes, and the saved
+/// folder is a RobertaForSequenceClassification with every class's probability.
+#[test]
+fn three_classes_train_on_roberta_with_a_three_by_three_confusion_matrix() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    preprocess::run(&preprocess::Args::parse_from([
+        "preprocess",
+        "--source",
+        &format!(
+            "{},name=tweets,label=sentiment",
+            fixtures().join("tweets_3class.csv").display()
+        ),
+        "--label-map",
+        "negative/neutral/positive",
+        "--output-dir",
+        &work.join("data").display().to_string(),
+        "--tokenizer",
+        "./none",
+    ]))
+    .unwrap();
+    let three = ["negative", "neutral", "positive"];
+    assert_eq!(
+        classifier::dataset::read_labels(&work.join("data")).unwrap(),
+        three
+    );
+    let roberta = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../classifier/tests/fixtures/tiny-roberta-classifier");
+    let args = ["--epochs", "1", "--batch-size", "8", "--lr", "1e-3"];
+    let summary =
+        completed(train::run(&train_args(&roberta, work, &args), &AtomicBool::new(false)).unwrap());
+    assert_eq!(summary.data.train_class_balance.len(), 3);
+    assert!(summary.data.train_class_balance.iter().all(|&n| n > 0));
+
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("results/metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["labels"], serde_json::json!(three));
+    let matrix: Vec<Vec<u64>> = serde_json::from_value(saved["confusion_matrix"].clone()).unwrap();
+    assert_eq!((matrix.len(), matrix[0].len()), (3, 3));
+    let test = read_examples(&work.join("data/test.csv")).unwrap();
+    assert_eq!(matrix.iter().flatten().sum::<u64>(), test.len() as u64);
+
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.join("model_output/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config["architectures"][0],
+        "RobertaForSequenceClassification"
+    );
+    let clf = Classifier::load_dir(&work.join("model_output")).unwrap();
+    assert_eq!(clf.labels(), three);
+    let p = &clf.predict(&["On the fence about it."]).unwrap()[0];
+    assert_eq!(p.probabilities.len(), 3);
+    assert!((p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
 }

@@ -308,5 +308,9 @@ mod tests {
             confusion_matrix(&["neg".into(), "pos".into()], &[vec![8, 2], vec![1, 9]]).unwrap();
         assert!(cm.contains(">8<") && cm.contains("90.0%"));
         assert!(confusion_matrix(&["a".into()], &[vec![1, 2]]).is_none());
+        let three = ["negative", "neutral", "positive"].map(String::from);
+        let rows = [vec![5, 1, 0], vec![2, 6, 1], vec![0, 1, 7]];
+        let cm = confusion_matrix(&three, &rows).unwrap();
+        assert!(cm.contains(">neutral<") && cm.contains(">6<") && cm.contains(">7<"));
     }
 }

@@ -75,7 +75,7 @@ impl Run<'_> {
             }
             preds.extend(clf.predict_ids(chunk)?);
         }
-        Ok(Some(score(&preds, &self.eval)))
+        Ok(Some(score(&preds, &self.eval, &self.labels())))
     }
 
     /// Runs `f` with the weight average (if any) in the model instead of the training weights.
@@ -205,7 +205,7 @@ impl Run<'_> {
         let test = stratified_sample(test_all, args.test_samples, args.seed ^ 2);
         anyhow::ensure!(!test.is_empty(), "{} has no rows", test_path.display());
         data.test_rows = test.len();
-        data.test_class_balance = class_balance(&test);
+        data.test_class_balance = class_balance(&test, self.labels().len());
         let test_raw = predict(&test)?;
         let (val_after, test_after) = (at(&val_raw, t), at(&test_raw, t));
         let reliability = |preds: &[Prediction], examples: &[Example]| {
@@ -227,8 +227,8 @@ impl Run<'_> {
             test_reliability_before: test_before,
             test_reliability: test_calibrated,
         };
-        let test_eval = score(&test_after, &test);
-        let validation = score(&val_after, &self.eval);
+        let test_eval = score(&test_after, &test, &self.labels());
+        let validation = score(&val_after, &self.eval, &self.labels());
         log_final(&test_eval, &calibration);
         Ok(Final {
             test: test_eval,

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use classifier::dataset::{Example, LABELS, TRAIN_FILE};
+use classifier::dataset::{Example, TRAIN_FILE};
 use classifier::model_dir::Purpose;
 use classifier::models::Trainable;
 use classifier::results;
@@ -48,9 +48,13 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn class_balance(examples: &[Example]) -> [usize; 2] {
-    let pos = examples.iter().filter(|e| e.label == 1).count();
-    [examples.len() - pos, pos]
+/// Examples per class, in class-index order.
+fn class_balance(examples: &[Example], classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; classes];
+    for e in examples {
+        counts[e.label] += 1;
+    }
+    counts
 }
 
 fn load_cleaning(data_dir: &Path) -> Result<Cleaning> {
@@ -106,17 +110,20 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     let (train_available, eval_available) = (splits.train.len(), splits.validation.len());
     let train = stratified_sample(splits.train, args.train_samples, args.seed);
     let eval = stratified_sample(splits.validation, args.eval_samples, args.seed ^ 1);
-    if class_balance(&train).contains(&0) {
+    let counts = class_balance(&train, splits.labels.len());
+    if let Some(empty) = counts.iter().position(|&c| c == 0) {
         bail!(
-            "{} has only one class ({:?} negative/positive): a classifier needs both",
+            "{} has no `{}` rows (rows per class {}: {counts:?}): a classifier needs examples \
+             of every class; drop the class from the label map or add data",
             args.data_dir.join(TRAIN_FILE).display(),
-            class_balance(&train)
+            splits.labels[empty],
+            splits.labels.join("/"),
         );
     }
-    let class_weights = args.class_weight.weights(&class_balance(&train));
+    let class_weights = args.class_weight.weights(&counts);
     let cleaning = load_cleaning(&args.data_dir)?;
     set_products(args);
-    let base = load_base(args)?;
+    let base = load_base(args, &splits.labels)?;
     let max_length = args.max_length.min(base.config.max_tokens());
     if max_length < args.max_length {
         tracing::warn!(
@@ -188,13 +195,13 @@ fn set_products(args: &Args) {
     }
 }
 
-/// The base model to fine-tune, with a fresh two-label head where it has none.
-fn load_base(args: &Args) -> Result<ModelFiles> {
+/// The base model to fine-tune on `labels`, with a fresh head where it has none of that size.
+fn load_base(args: &Args, labels: &[String]) -> Result<ModelFiles> {
     tracing::info!(model = %args.base_model, "loading the base model");
     let mut base = ModelFiles::load(
         &args.base_model,
         &LoadOptions {
-            labels: Some(LABELS.iter().map(|s| s.to_string()).collect()),
+            labels: Some(labels.to_vec()),
             seed: args.seed,
             revision: args.revision.clone(),
             pooling: args.pooling_choice(),
@@ -223,6 +230,14 @@ fn optimizer(args: &Args, model: &Trainable) -> AdamW {
 }
 
 impl Run<'_> {
+    /// The class names being trained, in index order.
+    fn labels(&self) -> Vec<String> {
+        self.base
+            .config
+            .labels()
+            .expect("the loaded config was validated")
+    }
+
     /// What the run trains and evaluates on, for the run summary: `available` rows of train
     /// and validation before sampling.
     fn data_stats(
@@ -244,9 +259,9 @@ impl Run<'_> {
             validation_from,
             test_rows_available: 0,
             test_rows: 0,
-            train_class_balance: class_balance(&self.train),
-            eval_class_balance: class_balance(&self.eval),
-            test_class_balance: [0, 0],
+            train_class_balance: class_balance(&self.train, self.labels().len()),
+            eval_class_balance: class_balance(&self.eval, self.labels().len()),
+            test_class_balance: Vec::new(),
             train_sources,
             mean_train_tokens: tokens.iter().map(Vec::len).sum::<usize>() as f64
                 / tokens.len() as f64,

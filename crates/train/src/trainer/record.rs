@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use classifier::dataset::LABELS;
 use classifier::model_dir::Head;
 use classifier::results;
 
@@ -34,7 +33,7 @@ impl Run<'_> {
             &MetricsFile {
                 eval: last.test.clone(),
                 epoch: best_epoch,
-                labels: LABELS.iter().map(|s| s.to_string()).collect(),
+                labels: self.labels(),
                 split: format!(
                     "test ({} of {} rows), evaluated once, on the kept model",
                     data.test_rows, data.test_rows_available
