@@ -45,7 +45,8 @@ pub struct BatchArgs {
     #[arg(long, env = "CHUNK_ROWS", default_value_t = 2048)]
     pub chunk_rows: usize,
 
-    /// The model folder.
+    /// The model folder, or a Hugging Face Hub id (owner/name) of a fine-tuned
+    /// `*ForSequenceClassification`.
     #[arg(long, env = "MODEL_PATH", default_value = "model_output")]
     pub model_path: PathBuf,
 
@@ -193,7 +194,18 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
 
 /// The model of `--model-path`, with the batch's limits, precision and long-text policy.
 fn load_classifier(args: &BatchArgs) -> Result<Classifier> {
-    let classifier = Classifier::load_dir(&args.model_path)
+    let path = &args.model_path;
+    let source = crate::model::model_source(path)
+        .with_context(|| format!("resolving the model {}", path.display()))?
+        .with_context(|| {
+            format!(
+                "no model at {}: it has no config.json; pass a model folder `train` wrote \
+                 (--model-path / MODEL_PATH) or a Hub id such as \
+                 cardiffnlp/twitter-roberta-base-sentiment-latest",
+                path.display()
+            )
+        })?;
+    let classifier = Classifier::load_source(source)
         .and_then(|c| {
             let max_length = c.pipeline().max_length;
             c.with_limits(BatchLimits {

@@ -43,7 +43,8 @@ pub struct Args {
     #[arg(long, env = "APP_HOST", default_value = "0.0.0.0")]
     pub host: String,
 
-    /// The model folder `train` wrote (Hugging Face layout).
+    /// The model folder `train` wrote (Hugging Face layout), or a Hugging Face Hub id
+    /// (owner/name) of a fine-tuned `*ForSequenceClassification`, fetched into the cache.
     #[arg(long, env = "MODEL_PATH", default_value = "model_output")]
     pub model_path: PathBuf,
 

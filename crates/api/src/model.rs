@@ -1,11 +1,12 @@
 //! The served model's life cycle: loading (retried while the folder is missing or broken),
 //! warm-up, and the queue and thread that serve it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_types::{Info, Limits};
+use classifier::model_dir::hub::{self, ModelSource};
 use classifier::{BatchLimits, Classifier, runtime};
 
 use crate::config::Args;
@@ -41,7 +42,7 @@ pub fn limits(args: &Args) -> Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "no model in {}: run `docker compose up trainer` (or `train`) first, or point MODEL_PATH at a model folder",
+        "no model in {}: run `docker compose up trainer` (or `train`) first, or point MODEL_PATH at a model folder or a Hub id (owner/name)",
         .0.display()
     )]
     NoModel(PathBuf),
@@ -53,15 +54,31 @@ pub enum LoadError {
     Crashed(String),
 }
 
-/// Loads the model folder, starts its thread and checks one prediction end to end.
-/// Blocking: run it off the async runtime.
+/// The model `path` names: a folder with a config.json, or, when no such path exists, a Hub
+/// repository `owner/name` (fetched into the cache, or found there offline). `None` when
+/// it is neither (a folder the trainer has yet to write).
+pub fn model_source(path: &Path) -> Result<Option<ModelSource>, classifier::Error> {
+    if path.join(classifier::model_dir::CONFIG_FILE).is_file() {
+        return Ok(Some(ModelSource {
+            id: path.display().to_string(),
+            revision: None,
+            path: path.to_path_buf(),
+        }));
+    }
+    let name = path.to_string_lossy();
+    if path.exists() || !hub::is_owned_hub_id(&name) {
+        return Ok(None);
+    }
+    hub::resolve_model(&name, None).map(Some)
+}
+
+/// Loads the model (folder or Hub id), starts its thread and checks one prediction end to
+/// end. Blocking: run it off the async runtime.
 pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, LoadError> {
     let dir = &args.model_path;
-    if !dir.join(classifier::model_dir::CONFIG_FILE).is_file() {
-        return Err(LoadError::NoModel(dir.clone()));
-    }
+    let source = model_source(dir)?.ok_or_else(|| LoadError::NoModel(dir.clone()))?;
     let started = Instant::now();
-    let classifier = Classifier::load_dir(dir)?
+    let classifier = Classifier::load_source(source)?
         .with_limits(BatchLimits {
             max_batch_size: args.max_batch_size,
             max_batch_tokens: args.max_batch_tokens,

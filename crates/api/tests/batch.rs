@@ -223,12 +223,16 @@ struct ExpectedClassifier {
     probabilities: Vec<Vec<f32>>,
 }
 
-#[test]
-fn a_fine_tuned_bert_classifier_gives_transformers_probabilities_and_labels() {
-    let e: ExpectedClassifier = serde_json::from_str(
-        &std::fs::read_to_string(classifier_fixture("expected-bert-classifier.json")).unwrap(),
-    )
-    .unwrap();
+/// batch_predict run by `run` with `--model-path MODEL` on the texts of `expected` gives
+/// transformers' probabilities (one `prob_<label>` column per class) and labels.
+fn assert_transformers_outputs(
+    expected: &str,
+    model: &str,
+    run: impl FnOnce(&[&str]) -> std::process::Output,
+) {
+    let e: ExpectedClassifier =
+        serde_json::from_str(&std::fs::read_to_string(classifier_fixture(expected)).unwrap())
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
     let mut w = csv::Writer::from_path(&input).unwrap();
@@ -238,14 +242,10 @@ fn a_fine_tuned_bert_classifier_gives_transformers_probabilities_and_labels() {
     }
     w.flush().unwrap();
     let output = dir.path().join("out.csv");
-    let model = classifier_fixture("tiny-bert-classifier");
-    run_ok(&[
-        input.to_str().unwrap(),
-        output.to_str().unwrap(),
-        "--model-path",
-        model.to_str().unwrap(),
-        "--probabilities",
-    ]);
+    let (i, o) = (input.to_str().unwrap(), output.to_str().unwrap());
+    let out = run(&[i, o, "--model-path", model, "--probabilities"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{model}: {stderr}");
     let mut reader = csv::Reader::from_path(&output).unwrap();
     let columns: Vec<String> = reader
         .headers()
@@ -260,11 +260,8 @@ fn a_fine_tuned_bert_classifier_gives_transformers_probabilities_and_labels() {
         "one column per label of the checkpoint"
     );
     let mut checked = 0;
-    for (r, (text, expected)) in reader
-        .records()
-        .map(Result::unwrap)
-        .zip(e.texts.iter().zip(&e.probabilities))
-    {
+    let rows = reader.records().map(Result::unwrap);
+    for (r, (text, expected)) in rows.zip(e.texts.iter().zip(&e.probabilities)) {
         if text.is_empty() {
             assert_eq!(&r[1], "", "a row without text stays unpredicted");
             continue;
@@ -275,7 +272,7 @@ fn a_fine_tuned_bert_classifier_gives_transformers_probabilities_and_labels() {
         for (a, b) in ours.iter().zip(expected) {
             assert!(
                 (a - b).abs() < 2e-5,
-                "{text:?}: ours {ours:?}, transformers {expected:?}"
+                "{model} {text:?}: ours {ours:?}, transformers {expected:?}"
             );
         }
         let best = (0..expected.len())
@@ -285,6 +282,60 @@ fn a_fine_tuned_bert_classifier_gives_transformers_probabilities_and_labels() {
         checked += 1;
     }
     assert_eq!(checked, e.texts.iter().filter(|t| !t.is_empty()).count());
+}
+
+#[test]
+fn fine_tuned_classifiers_of_every_family_give_transformers_probabilities_and_labels() {
+    for family in [
+        "bert-classifier",
+        "roberta-classifier",
+        "xlm-roberta-classifier",
+    ] {
+        let model = classifier_fixture(&format!("tiny-{family}"));
+        assert_transformers_outputs(
+            &format!("expected-{family}.json"),
+            model.to_str().unwrap(),
+            run,
+        );
+    }
+}
+
+/// `MODEL_PATH=owner/name` as users serve a Hub model: fetched through a Hub stand-in into
+/// an empty cache, then served again offline from that cache.
+#[test]
+fn a_hub_id_is_served_with_its_own_labels_online_then_offline() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = "cardiff-test/tiny-roberta-sentiment";
+    let dest = root.path().join("hub/models").join(repo).join("main");
+    std::fs::create_dir_all(&dest).unwrap();
+    for f in std::fs::read_dir(classifier_fixture("tiny-roberta-classifier")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dest.join(f.file_name().unwrap())).unwrap();
+    }
+    let mock = hub_mock::HubMock::start(&root.path().join("hub"), Default::default()).unwrap();
+    let hf_home = root.path().join("hf-home");
+    let with_env = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_batch_predict"));
+        cmd.args(args);
+        hub_mock::run_isolated(cmd, &hf_home, env)
+    };
+    let expected = "expected-roberta-classifier.json";
+    assert_transformers_outputs(expected, repo, |a| {
+        with_env(&[("HF_ENDPOINT", &mock.url)], a)
+    });
+    drop(mock);
+    assert_transformers_outputs(expected, repo, |a| with_env(&[("HF_HUB_OFFLINE", "1")], a));
+    let input = root.path().join("in.csv");
+    std::fs::write(&input, "text\ngreat film\n").unwrap();
+    let (i, o) = (input.to_str().unwrap(), root.path().join("out.csv"));
+    let args = [i, o.to_str().unwrap(), "--model-path", "nobody/nothing"];
+    let out = with_env(&[("HF_HUB_OFFLINE", "1")], &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nobody/nothing"),
+        "{err}"
+    );
+    assert!(err.contains("HF_HUB_OFFLINE") && !o.exists(), "{err}");
 }
 
 #[test]

@@ -163,6 +163,12 @@ impl Classifier {
             revision: None,
             path: dir.to_path_buf(),
         };
+        Self::load_source(source)
+    }
+
+    /// Loads an already resolved model folder (local, or fetched from the Hub), as
+    /// [`Classifier::load`].
+    pub fn load_source(source: ModelSource) -> Result<Self> {
         Self::from_model_files(ModelFiles::from_source(source, &LoadOptions::serving())?)
     }
 

@@ -284,3 +284,49 @@ fn a_bert_classifier_is_fine_tuned_with_a_fresh_distilbert_head() {
         "DistilBertForSequenceClassification"
     );
 }
+
+/// RoBERTa repositories from before tokenizer.json (cardiffnlp's among them) ship
+/// `vocab.json` and `merges.txt`: built from those alone (taken here out of the fixture's
+/// tokenizer.json), the tokenizer gives transformers' ids, and without merges.txt the error
+/// names the missing file.
+#[test]
+fn a_roberta_folder_with_vocab_json_and_merges_txt_tokenizes_as_transformers() {
+    let f = &FAMILIES[1];
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture(f.folder).join(name), tmp.path().join(name)).unwrap();
+    }
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(f.folder).join("tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let vocab = serde_json::to_string(&json["model"]["vocab"]).unwrap();
+    std::fs::write(tmp.path().join("vocab.json"), vocab).unwrap();
+    let err = Classifier::load_dir(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("merges.txt"), "{err}");
+    let mut merges = String::from("#version: 0.2\n");
+    for pair in json["model"]["merges"].as_array().unwrap() {
+        merges.push_str(&format!(
+            "{} {}\n",
+            pair[0].as_str().unwrap(),
+            pair[1].as_str().unwrap()
+        ));
+    }
+    std::fs::write(tmp.path().join("merges.txt"), merges).unwrap();
+
+    let (e, clf) = (expected(f), Classifier::load_dir(tmp.path()).unwrap());
+    let ours = clf
+        .tokenizer()
+        .encode_batch(&e.texts(), 64, Default::default());
+    for (i, (ours, theirs)) in ours.unwrap().iter().zip(&e.input_ids).enumerate() {
+        let n = e.attention_mask[i].iter().filter(|m| **m == 1).count();
+        assert_eq!(ours, &theirs[..n], "tokens of {:?}", e.texts[i]);
+    }
+    let probs: Vec<Vec<f32>> = clf
+        .predict(&e.texts())
+        .unwrap()
+        .into_iter()
+        .map(|p| p.probabilities)
+        .collect();
+    assert!(max_abs_diff(&probs, &e.probabilities) < 1e-5);
+}

@@ -125,6 +125,16 @@ fn looks_like_path(s: &str) -> bool {
     s.starts_with('.') || s.starts_with('/') || s.starts_with('~') || s.contains('\\')
 }
 
+/// Whether a model setting that is not an existing folder names a Hub repository with its
+/// owner (`cardiffnlp/twitter-roberta-base-sentiment-latest`). Services treat a bare name
+/// such as `model_output` as a folder still to be written, not as a Hub id.
+pub fn is_owned_hub_id(s: &str) -> bool {
+    !looks_like_path(s)
+        && s.split('/').count() == 2
+        && s.split('/').all(|part| !part.is_empty())
+        && !s.contains(char::is_whitespace)
+}
+
 /// What of a model repository to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Files {

@@ -17,16 +17,20 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::bpe::BPE;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
+use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{ModelWrapper, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::model_dir::{
-    SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, VOCAB_FILE,
+    BPE_VOCAB_FILE, MERGES_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE,
+    TOKENIZER_JSON_FILE, VOCAB_FILE,
 };
 
 /// Which tokens of a too-long text to keep.
@@ -178,6 +182,17 @@ struct PartialSpecialTokens {
     mask_token: Option<serde_json::Value>,
 }
 
+/// `tokenizer_config.json`'s lower-casing (default on, as BERT's) and special tokens.
+fn read_tokenizer_config(path: Option<&Path>) -> Result<(bool, PartialSpecialTokens)> {
+    let Some(path) = path else {
+        return Ok((true, PartialSpecialTokens::default()));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let cfg: TokenizerConfigFile = serde_json::from_str(&text)
+        .map_err(|e| Error::artifact(path, format!("not a valid tokenizer_config.json: {e}")))?;
+    Ok((cfg.do_lower_case, cfg.special))
+}
+
 /// Special tokens are written either as strings or as `{"content": "[CLS]", ...}` objects.
 fn token_string(v: &Option<serde_json::Value>) -> Option<String> {
     match v.as_ref()? {
@@ -215,22 +230,33 @@ pub struct Batch {
 }
 
 impl TextTokenizer {
-    /// Loads the tokenizer of a model folder: `tokenizer.json`, else `vocab.txt`, with
+    /// Loads the tokenizer of a model folder: `tokenizer.json`, else `vocab.txt` (WordPiece),
+    /// else `vocab.json` with `merges.txt` (RoBERTa's byte-level BPE), with
     /// `tokenizer_config.json` when present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        let config = file(TOKENIZER_CONFIG_FILE);
         let (json, vocab) = (file(TOKENIZER_JSON_FILE), file(VOCAB_FILE));
-        if json.is_none() && vocab.is_none() {
+        if json.is_some() || vocab.is_some() {
+            return Self::from_files(json.as_deref(), vocab.as_deref(), config.as_deref());
+        }
+        let Some(bpe_vocab) = file(BPE_VOCAB_FILE) else {
             return Err(Error::artifact(
                 dir.join(TOKENIZER_JSON_FILE),
-                "missing: the folder has neither tokenizer.json nor vocab.txt",
+                "missing: the folder has no tokenizer.json, vocab.txt (WordPiece) or \
+                 vocab.json + merges.txt (byte-level BPE). A SentencePiece model alone \
+                 (sentencepiece.bpe.model, spm.model) is not read: save the tokenizer once with \
+                 transformers (AutoTokenizer.from_pretrained(...).save_pretrained(...)) to get \
+                 its tokenizer.json",
             ));
-        }
-        Self::from_files(
-            json.as_deref(),
-            vocab.as_deref(),
-            file(TOKENIZER_CONFIG_FILE).as_deref(),
-        )
+        };
+        let merges = file(MERGES_FILE).ok_or_else(|| {
+            Error::artifact(
+                dir.join(MERGES_FILE),
+                "missing: vocab.json (a byte-level BPE vocabulary) needs its merges.txt",
+            )
+        })?;
+        Self::from_bpe_files(&bpe_vocab, &merges, config.as_deref())
     }
 
     /// Loads from a model folder's files: `tokenizer.json` if given, else `vocab.txt`;
@@ -240,16 +266,7 @@ impl TextTokenizer {
         vocab_txt: Option<&Path>,
         tokenizer_config: Option<&Path>,
     ) -> Result<Self> {
-        let (do_lower_case, given) = match tokenizer_config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                let cfg: TokenizerConfigFile = serde_json::from_str(&text).map_err(|e| {
-                    Error::artifact(path, format!("not a valid tokenizer_config.json: {e}"))
-                })?;
-                (cfg.do_lower_case, cfg.special)
-            }
-            None => (true, PartialSpecialTokens::default()),
-        };
+        let (do_lower_case, given) = read_tokenizer_config(tokenizer_config)?;
         match (tokenizer_json, vocab_txt) {
             (Some(path), _) => {
                 let inner = Tokenizer::from_file(path).map_err(|e| {
@@ -270,6 +287,39 @@ impl TextTokenizer {
                 "no tokenizer: a model folder needs tokenizer.json or vocab.txt".into(),
             )),
         }
+    }
+
+    /// Builds RoBERTa's byte-level BPE pipeline from `vocab.json` and `merges.txt`, as
+    /// `transformers`' `RobertaTokenizerFast` does: no prefix space, `<s> ... </s>`.
+    pub fn from_bpe_files(
+        vocab_json: &Path,
+        merges_txt: &Path,
+        tokenizer_config: Option<&Path>,
+    ) -> Result<Self> {
+        let (_, given) = read_tokenizer_config(tokenizer_config)?;
+        let (vocab, merges) = (vocab_json.to_string_lossy(), merges_txt.to_string_lossy());
+        let bpe = BPE::from_file(&vocab, &merges).build().map_err(|e| {
+            Error::artifact(
+                vocab_json,
+                format!("not a BPE vocabulary with its merges: {e}"),
+            )
+        })?;
+        let special = SpecialTokens::or(&given, SpecialTokens::roberta());
+        let mut inner = Tokenizer::new(bpe);
+        let id = |t: &str| {
+            inner.token_to_id(t).ok_or_else(|| {
+                Error::artifact(vocab_json, format!("the vocabulary has no `{t}` token"))
+            })
+        };
+        let (cls, sep) = (id(&special.cls_token)?, id(&special.sep_token)?);
+        inner
+            .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+            .with_decoder(Some(ByteLevel::default()))
+            .with_post_processor(Some(RobertaProcessing::new(
+                (special.sep_token.clone(), sep),
+                (special.cls_token.clone(), cls),
+            )));
+        Self::from_tokenizer(inner, special, false, vocab_json)
     }
 
     /// Builds BERT's WordPiece pipeline over `vocab` (token `i` has id `i`), as
