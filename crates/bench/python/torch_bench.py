@@ -6,7 +6,8 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 import torch
 torch.set_num_threads(THREADS)
-from transformers import DistilBertConfig, DistilBertForSequenceClassification
+from transformers import (DistilBertConfig, DistilBertForSequenceClassification, RobertaConfig,
+                          RobertaForSequenceClassification)
 
 mode, prec = sys.argv[1], sys.argv[2]
 b, s, warm, iters = map(int, sys.argv[3:7])
@@ -25,8 +26,13 @@ if mode == "gemm":  # GEMM roofline anchor: n x n x n matmul
 
 torch.manual_seed(0)
 kw = dict(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0) if "--nodropout" in sys.argv else {}
-cfg = DistilBertConfig(num_labels=2, **kw)  # defaults == distilbert-base-uncased architecture
-model = DistilBertForSequenceClassification(cfg)
+if os.environ.get("BENCH_ARCH") == "roberta":  # roberta-base's config.json
+    cfg = RobertaConfig(num_labels=2, max_position_embeddings=514, type_vocab_size=1,
+                        layer_norm_eps=1e-5)
+    model = RobertaForSequenceClassification(cfg)
+else:
+    cfg = DistilBertConfig(num_labels=2, **kw)  # defaults == distilbert-base-uncased architecture
+    model = DistilBertForSequenceClassification(cfg)
 nparams = sum(p.numel() for p in model.parameters())
 ids = torch.randint(0, cfg.vocab_size, (b, s))
 am = torch.ones(b, s, dtype=torch.long)

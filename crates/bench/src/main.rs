@@ -33,7 +33,7 @@ use kernels::gemm::{self, View, ViewMut};
 use serde::{Deserialize, Serialize};
 use train::optim::{AdamW, AdamWConfig};
 
-/// Benchmark inference and training of DistilBERT-base on the CPU.
+/// Benchmark inference and training of DistilBERT-base (and RoBERTa-base) on the CPU.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -107,6 +107,15 @@ const FP32: &[Baseline] = &[Baseline::TorchFp32];
 const TORCH: &[Baseline] = &[Baseline::TorchFp32, Baseline::TorchBf16];
 const REDUCED: &[Baseline] = &[Baseline::OrtInt8, Baseline::TorchBf16];
 
+/// The base-size architecture a row runs, with random weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    /// distilbert-base-uncased: 6 layers.
+    DistilBert,
+    /// roberta-base: 12 layers, a 50k vocabulary, positions after the padding index.
+    Roberta,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Infer,
@@ -117,6 +126,7 @@ enum Kind {
 #[derive(Debug, Clone, Copy)]
 struct Workload {
     name: &'static str,
+    arch: Arch,
     kind: Kind,
     batch: usize,
     seq: usize,
@@ -131,6 +141,7 @@ struct Workload {
 const fn infer(name: &'static str, batch: usize, seq: usize, precision: Precision) -> Workload {
     Workload {
         name,
+        arch: Arch::DistilBert,
         kind: Kind::Infer,
         batch,
         seq,
@@ -146,6 +157,7 @@ const fn infer(name: &'static str, batch: usize, seq: usize, precision: Precisio
 const fn train(name: &'static str, matmul: MatmulPrecision) -> Workload {
     Workload {
         name,
+        arch: Arch::DistilBert,
         kind: Kind::Train,
         batch: 8,
         seq: 128,
@@ -161,6 +173,7 @@ const fn train(name: &'static str, matmul: MatmulPrecision) -> Workload {
 const fn gemm(name: &'static str, matmul: MatmulPrecision) -> Workload {
     Workload {
         name,
+        arch: Arch::DistilBert,
         kind: Kind::Gemm,
         batch: 1,
         seq: 2048,
@@ -173,7 +186,14 @@ const fn gemm(name: &'static str, matmul: MatmulPrecision) -> Workload {
     }
 }
 
-const WORKLOADS: [Workload; 10] = [
+const fn on_roberta(w: Workload) -> Workload {
+    Workload {
+        arch: Arch::Roberta,
+        ..w
+    }
+}
+
+const WORKLOADS: [Workload; 11] = [
     infer("infer-b1-s32", 1, 32, Precision::F32),
     infer("infer-b1-s128", 1, 128, Precision::F32),
     infer("infer-b32-s128", 32, 128, Precision::F32),
@@ -184,6 +204,7 @@ const WORKLOADS: [Workload; 10] = [
     train("train-b8-s128-bf16", MatmulPrecision::Bf16),
     gemm("gemm-2048", MatmulPrecision::F32),
     gemm("gemm-2048-bf16", MatmulPrecision::Bf16),
+    on_roberta(infer("roberta-infer-b8-s128", 8, 128, Precision::F32)),
 ];
 
 /// One workload's figures.
@@ -224,8 +245,14 @@ fn inputs(batch: usize, seq: usize, vocab: usize, seed: u64) -> Result<(Tensor, 
     Ok((ids, mask))
 }
 
-fn base_model() -> Result<(ModelConfig, HashMap<String, Tensor>)> {
-    let cfg = ModelConfig::default();
+fn base_model(arch: Arch) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    let cfg = match arch {
+        Arch::DistilBert => ModelConfig::default(),
+        // roberta-base's config.json, the keys that differ from RobertaConfig's defaults.
+        Arch::Roberta => ModelConfig::Roberta(serde_json::from_value(serde_json::json!({
+            "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+        }))?),
+    };
     let tensors = random_tensors(&cfg, 0)?.into_iter().collect();
     Ok((cfg, tensors))
 }
@@ -305,7 +332,7 @@ fn time_gemm(n: usize, warmup: usize, iters: usize) -> Result<Measured> {
 
 /// Seconds per forward pass of the base-size classifier.
 fn time_inference(w: &Workload, warmup: usize, iters: usize) -> Result<Vec<f64>> {
-    let (cfg, tensors) = base_model()?;
+    let (cfg, tensors) = base_model(w.arch)?;
     let vb = constant_builder(tensors);
     let model = SequenceClassifier::load(vb, &cfg)?.with_precision(w.precision)?;
     let (ids, mask) = inputs(w.batch, w.seq, cfg.vocab_size(), 1)?;
@@ -327,7 +354,7 @@ type StepTimes = (Vec<f64>, Vec<(&'static str, Vec<f64>)>);
 /// Seconds per training step of the base-size classifier, and per phase (forward, backward,
 /// optimizer).
 fn time_training(w: &Workload, warmup: usize, iters: usize) -> Result<StepTimes> {
-    let (cfg, tensors) = base_model()?;
+    let (cfg, tensors) = base_model(w.arch)?;
     let trainable = Trainable::new(&cfg, &tensors)?;
     drop(tensors);
     let mut opt = AdamW::new(trainable.params.clone(), AdamWConfig::default());
@@ -477,6 +504,9 @@ fn baseline(args: &Args, python: &Path, w: Workload, b: Baseline) -> Result<Meas
             };
             let mut cmd = python_command(args, python, "torch_bench.py");
             cmd.args([mode, precision]);
+            if w.arch == Arch::Roberta {
+                cmd.env("BENCH_ARCH", "roberta");
+            }
             cmd
         }
         Baseline::OrtInt8 => {
