@@ -9,26 +9,42 @@ use classifier::models::random_tensors;
 use classifier::models::{Mode, ModelConfig, SequenceClassifier};
 use classifier::{MatmulPrecision, set_matmul_precision};
 
-/// A random model wide enough that its products take the bf16 path (small ones stay f32).
-fn model() -> (Config, SequenceClassifier) {
-    let mut cfg = Config::default();
-    (cfg.vocab_size, cfg.dim, cfg.hidden_dim) = (200, 128, 512);
-    (cfg.n_layers, cfg.n_heads) = (2, 4);
-    let model_cfg = ModelConfig::DistilBert(cfg.clone());
-    let tensors: HashMap<String, Tensor> =
-        random_tensors(&model_cfg, 7).unwrap().into_iter().collect();
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    let model = SequenceClassifier::load(vb, &model_cfg).unwrap();
-    (cfg, model)
+/// Random DistilBERT and RoBERTa models wide enough that their products take the bf16 path
+/// (small ones stay f32), on a vocabulary of 200.
+fn models() -> Vec<SequenceClassifier> {
+    let mut distilbert = Config::default();
+    (distilbert.vocab_size, distilbert.dim, distilbert.hidden_dim) = (200, 128, 512);
+    (distilbert.n_layers, distilbert.n_heads) = (2, 4);
+    let roberta = serde_json::from_value(serde_json::json!({
+        "vocab_size": 200, "hidden_size": 128, "intermediate_size": 512,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 66,
+        "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+    }))
+    .unwrap();
+    [
+        ModelConfig::DistilBert(distilbert),
+        ModelConfig::Roberta(roberta),
+    ]
+    .iter()
+    .map(|cfg| {
+        let tensors: HashMap<String, Tensor> =
+            random_tensors(cfg, 7).unwrap().into_iter().collect();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        SequenceClassifier::load(vb, cfg).unwrap()
+    })
+    .collect()
 }
 
 #[test]
 fn bf16_logits_stay_close_to_f32() {
-    let (cfg, model) = model();
+    for model in models() {
+        check_bf16(&model);
+    }
+}
+
+fn check_bf16(model: &SequenceClassifier) {
     let (batch, seq) = (4, 48);
-    let ids: Vec<u32> = (0..batch * seq)
-        .map(|i| (i * 37 % cfg.vocab_size) as u32)
-        .collect();
+    let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 37 % 200) as u32).collect();
     let ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu).unwrap();
     // The last sequence is half padding.
     let mask: Vec<u32> = (0..batch * seq)
@@ -44,7 +60,7 @@ fn bf16_logits_stay_close_to_f32() {
         set_matmul_precision(MatmulPrecision::F32),
         MatmulPrecision::F32
     );
-    let exact = logits(&model);
+    let exact = logits(model);
     let got = set_matmul_precision(MatmulPrecision::Bf16);
     if got != MatmulPrecision::Bf16 {
         assert_eq!(
@@ -52,12 +68,12 @@ fn bf16_logits_stay_close_to_f32() {
             MatmulPrecision::F32,
             "where bf16 products do not pay, they stay f32"
         );
-        assert_eq!(logits(&model), exact);
+        assert_eq!(logits(model), exact);
         let why = kernels::gemm::bf16_fallback_reason().unwrap_or_default();
         eprintln!("bf16 products run in f32 here ({why}): only the fallback was checked");
         return;
     }
-    let reduced = logits(&model);
+    let reduced = logits(model);
     set_matmul_precision(MatmulPrecision::F32);
     let spread = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
     let err = exact
@@ -71,5 +87,5 @@ fn bf16_logits_stay_close_to_f32() {
         err <= 0.01 * spread.max(1e-3),
         "bf16 logits off by {err} (f32 logits up to {spread})"
     );
-    assert_eq!(logits(&model), exact, "back to f32, bit for bit");
+    assert_eq!(logits(model), exact, "back to f32, bit for bit");
 }
