@@ -1,7 +1,7 @@
 //! The sentiment classifier's core: a transformer sequence classifier on candle that loads,
 //! runs, trains and saves Hugging Face model folders.
 //!
-//! - [`models`]: the architectures, one file each (`distilbert`, `roberta` for RoBERTa,
+//! - [`models`]: the architectures, one file each (`distilbert`, `electra`, `roberta` for RoBERTa,
 //!   XLM-RoBERTa and CamemBERT, and `bert` converted on load), built from shared transformer
 //!   layers over the `kernels` crate's differentiable operations.
 //! - [`text`]: from raw text to token ids (cleaning, tokenizer, pipeline), identically at

@@ -20,30 +20,42 @@ struct Family {
     expected: &'static str,
     model_type: &'static str,
     architecture: &'static str,
+    /// The encoder's name prefix in the checkpoint.
+    prefix: &'static str,
 }
 
-const FAMILIES: [Family; 3] = [
+const FAMILIES: [Family; 4] = [
     Family {
         folder: "tiny-bert-classifier",
         expected: "expected-bert-classifier.json",
         model_type: "bert",
         architecture: "BertForSequenceClassification",
+        prefix: "bert",
     },
     Family {
         folder: "tiny-roberta-classifier",
         expected: "expected-roberta-classifier.json",
         model_type: "roberta",
         architecture: "RobertaForSequenceClassification",
+        prefix: "roberta",
     },
     Family {
         folder: "tiny-xlm-roberta-classifier",
         expected: "expected-xlm-roberta-classifier.json",
         model_type: "xlm-roberta",
         architecture: "XLMRobertaForSequenceClassification",
+        prefix: "roberta",
+    },
+    Family {
+        folder: "tiny-electra-classifier",
+        expected: "expected-electra-classifier.json",
+        model_type: "electra",
+        architecture: "ElectraForSequenceClassification",
+        prefix: "electra",
     },
 ];
 
-/// The RoBERTa-layout families, which are served, trained and saved in their own layout.
+/// The families served, trained and saved in their own layout (all but BERT).
 fn native() -> impl Iterator<Item = &'static Family> {
     FAMILIES.iter().filter(|f| f.model_type != "bert")
 }
@@ -215,7 +227,18 @@ fn each_family_saves_back_as_its_own_class_with_the_same_logits() {
                 .unwrap();
         assert_eq!(config["model_type"], f.model_type);
         assert_eq!(config["architectures"][0], f.architecture);
-        assert_eq!(config["layer_norm_eps"], 1e-5, "kept from the checkpoint");
+        let original: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(f.folder).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        for key in [
+            "layer_norm_eps",
+            "pad_token_id",
+            "embedding_size",
+            "hidden_size",
+        ] {
+            assert_eq!(config[key], original[key], "{}: {key} kept", f.folder);
+        }
         assert!(config.get("pooling").is_none(), "{config}");
         let reloaded = Classifier::load_dir(&dir).unwrap();
         assert_eq!(reloaded.labels(), e.labels);
@@ -234,8 +257,8 @@ fn each_family_saves_back_as_its_own_class_with_the_same_logits() {
     }
 }
 
-/// A copy of a fixture as a base encoder saved from `RobertaModel`: no `roberta.` prefix, no
-/// head.
+/// A copy of a fixture as a base encoder saved from `RobertaModel` (or `ElectraModel`): no
+/// encoder prefix, no head.
 fn bare_encoder(f: &Family) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(fixture(f.folder)).unwrap() {
@@ -247,7 +270,12 @@ fn bare_encoder(f: &Family) -> tempfile::TempDir {
         .unwrap()
         .into_iter()
         .filter(|(n, _)| !n.starts_with("classifier."))
-        .map(|(n, t)| (n.trim_start_matches("roberta.").to_string(), t))
+        .map(|(n, t)| {
+            (
+                n.trim_start_matches(&format!("{}.", f.prefix)).to_string(),
+                t,
+            )
+        })
         .collect();
     candle_core::safetensors::save(&tensors, &weights).unwrap();
     tmp
@@ -265,10 +293,8 @@ fn a_bare_encoder_is_never_served_but_trains_with_a_fresh_head() {
         );
         let ckpt = for_training(tmp.path());
         assert!(matches!(ckpt.head, Head::Fresh(_)), "{:?}", ckpt.head);
-        assert!(
-            ckpt.tensors
-                .contains_key("roberta.embeddings.word_embeddings.weight")
-        );
+        let words = format!("{}.embeddings.word_embeddings.weight", f.prefix);
+        assert!(ckpt.tensors.contains_key(&words), "{}", f.folder);
         assert!(ckpt.tensors.contains_key("classifier.out_proj.weight"));
     }
 }

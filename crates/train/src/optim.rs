@@ -70,7 +70,8 @@ pub fn depth(name: &str) -> Depth {
     {
         return Depth::Layer(n);
     }
-    if name.contains("embeddings.") {
+    // `embeddings_project` too: ELECTRA's widening of its embeddings, below layer 0.
+    if name.contains("embeddings.") || name.contains("embeddings_project.") {
         return Depth::Embeddings;
     }
     Depth::Head
@@ -412,6 +413,10 @@ mod tests {
             "classifier.out_proj.weight",
         ];
         assert_eq!(layer_lr_scales(&roberta, 0.5), [0.25, 0.5, 1.0, 1.0]);
+        assert_eq!(
+            depth("electra.embeddings_project.weight"),
+            Depth::Embeddings
+        );
     }
 
     /// A parameter at half the rate moves half as far on AdamW's first step.

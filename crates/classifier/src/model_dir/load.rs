@@ -15,17 +15,17 @@ use super::{
     CONFIG_FILE, PIPELINE_FILE, SENTENCE_TRANSFORMERS_POOLING_FILE, TOKENIZER_FILES, WEIGHT_FILES,
 };
 use crate::error::{Error, Result};
-use crate::models::bert::{self, BertConfig};
+use crate::models::bert;
 use crate::models::config::ModelConfig;
 use crate::models::distilbert::{ENCODER_PREFIX, HeadActivation, Pooling};
-use crate::models::roberta;
 use crate::models::sequence_classifier::SequenceClassifier;
 use crate::models::trainable::Trainable;
+use crate::models::{electra, roberta};
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::TextTokenizer;
 
 /// The `model_type`s a folder may have, for error messages.
-const SUPPORTED_MODEL_TYPES: &str = "distilbert, bert, roberta, xlm-roberta and camembert";
+const SUPPORTED_MODEL_TYPES: &str = "distilbert, bert, roberta, xlm-roberta, camembert and electra";
 
 /// How a checkpoint is turned into a classifier.
 #[derive(Debug, Clone, Default)]
@@ -358,8 +358,13 @@ fn read_architecture(
             let tensors = roberta::normalize_names(read_weights(weights_path)?);
             Ok((config, tensors))
         }
+        "electra" => {
+            let config = serde_json::from_value(raw).map_err(parse_err)?;
+            let tensors = electra::normalize_names(read_weights(weights_path)?);
+            Ok((ModelConfig::Electra(config), tensors))
+        }
         "bert" => {
-            let bert_cfg: BertConfig = serde_json::from_value(raw).map_err(parse_err)?;
+            let bert_cfg: bert::Config = serde_json::from_value(raw).map_err(parse_err)?;
             let config =
                 bert::convert_config(&bert_cfg).map_err(|e| Error::artifact(config_path, e))?;
             let (tensors, dropped) = bert::convert_tensors(read_weights(weights_path)?, &config)

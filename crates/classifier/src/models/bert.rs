@@ -17,18 +17,39 @@ use std::collections::{BTreeMap, HashMap};
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::config::{check_dropout, check_labels, check_sizes};
+use super::head::Pooling;
 
 use super::distilbert::{self, ENCODER_PREFIX, LAYER_NORM_EPS};
 use super::layers::{
     Activation, Embeddings, Encoder, EncoderLayer, Ffn, LayerNorm, Linear, SelfAttention,
 };
 
+fn default_vocab_size() -> usize {
+    30522
+}
+fn default_hidden() -> usize {
+    768
+}
+fn default_layers() -> usize {
+    12
+}
+fn default_heads() -> usize {
+    12
+}
+fn default_intermediate() -> usize {
+    3072
+}
 fn default_act() -> String {
     "gelu".into()
 }
 fn default_dropout() -> f64 {
     0.1
+}
+fn default_max_positions() -> usize {
+    512
 }
 fn default_eps() -> f64 {
     1e-12
@@ -40,13 +61,26 @@ fn default_init() -> f64 {
     0.02
 }
 
-/// The fields of a BERT `config.json` that shape the encoder.
-#[derive(Debug, Clone, Deserialize)]
-pub struct BertConfig {
+/// `config.json` of a BERT-layout checkpoint: `BertConfig`'s fields, which `RobertaConfig`,
+/// `XLMRobertaConfig`, `CamembertConfig` and `ElectraConfig` repeat (ELECTRA adds
+/// `embedding_size`). Defaults are BERT's; released configs list every size. Keys this tool
+/// does not use are kept in `extra` and written back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default = "default_vocab_size")]
     pub vocab_size: usize,
+    /// ELECTRA's embedding width, when narrower than the hidden size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
+    #[serde(default = "default_hidden")]
     pub hidden_size: usize,
+    #[serde(default = "default_layers")]
     pub num_hidden_layers: usize,
+    #[serde(default = "default_heads")]
     pub num_attention_heads: usize,
+    #[serde(default = "default_intermediate")]
     pub intermediate_size: usize,
     #[serde(default = "default_act")]
     pub hidden_act: String,
@@ -54,29 +88,113 @@ pub struct BertConfig {
     pub hidden_dropout_prob: f64,
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
+    #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
-    #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
-    #[serde(default)]
-    pub pad_token_id: u32,
-    #[serde(default)]
-    pub position_embedding_type: Option<String>,
     #[serde(default = "default_init")]
     pub initializer_range: f64,
-    /// Dropout before `classifier`; `hidden_dropout_prob` when null.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Absent means the family's default (0 for BERT and ELECTRA, 1 for RoBERTa).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_embedding_type: Option<String>,
+    /// Dropout in the head; `hidden_dropout_prob` when null.
     #[serde(default)]
     pub classifier_dropout: Option<f64>,
     #[serde(default)]
     pub id2label: BTreeMap<String, String>,
     #[serde(default)]
     pub label2id: BTreeMap<String, usize>,
+    /// Not a transformers field (as DistilBERT's): written only when not the first token.
+    #[serde(default, skip_serializing_if = "Pooling::is_cls")]
+    pub pooling: Pooling,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Config {
+    pub fn num_labels(&self) -> usize {
+        match self.id2label.len() {
+            0 => 2,
+            n => n,
+        }
+    }
+
+    /// Dropout in the head: `classifier_dropout`, else `hidden_dropout_prob`.
+    pub fn head_dropout(&self) -> f64 {
+        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+
+    /// The encoder's sizes and settings with positions from `position_offset`, or why this
+    /// config has none this tool runs.
+    pub fn encoder_shape(&self, position_offset: usize) -> Result<EncoderShape, String> {
+        Ok(EncoderShape {
+            vocab_size: self.vocab_size,
+            embedding_size: self.embedding_size.unwrap_or(self.hidden_size),
+            hidden_size: self.hidden_size,
+            layers: self.num_hidden_layers,
+            heads: self.num_attention_heads,
+            intermediate_size: self.intermediate_size,
+            max_positions: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+            layer_norm_eps: self.layer_norm_eps,
+            activation: Activation::from_hidden_act(&self.hidden_act)?,
+            hidden_dropout: self.hidden_dropout_prob,
+            attention_dropout: self.attention_probs_dropout_prob,
+            position_offset,
+        })
+    }
+
+    /// Checks the dimensions fit together with `max_tokens` positions usable; the message
+    /// names the offending fields.
+    pub fn validate(&self, max_tokens: usize) -> Result<(), String> {
+        check_sizes(
+            &[
+                ("vocab_size", self.vocab_size),
+                (
+                    "embedding_size",
+                    self.embedding_size.unwrap_or(self.hidden_size),
+                ),
+                ("hidden_size", self.hidden_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("num_attention_heads", self.num_attention_heads),
+                ("intermediate_size", self.intermediate_size),
+                ("type_vocab_size", self.type_vocab_size),
+                (
+                    "max_position_embeddings (after any padding offset)",
+                    max_tokens,
+                ),
+            ],
+            self.hidden_size,
+            self.num_attention_heads,
+        )?;
+        Activation::from_hidden_act(&self.hidden_act)?;
+        if let Some(kind) = &self.position_embedding_type
+            && kind != "absolute"
+        {
+            return Err(format!(
+                "position_embedding_type `{kind}` is not supported (only absolute)"
+            ));
+        }
+        check_dropout("hidden_dropout_prob", self.hidden_dropout_prob)?;
+        check_dropout(
+            "attention_probs_dropout_prob",
+            self.attention_probs_dropout_prob,
+        )?;
+        check_dropout("classifier_dropout", self.head_dropout())?;
+        check_labels(&self.id2label)
+    }
 }
 
 /// The DistilBERT config with the same encoder, or why there is none.
-pub fn convert_config(bert: &BertConfig) -> Result<distilbert::Config, String> {
+pub fn convert_config(bert: &Config) -> Result<distilbert::Config, String> {
     let activation = Activation::from_hidden_act(&bert.hidden_act)?;
+    if bert.embedding_size.is_some_and(|e| e != bert.hidden_size) {
+        return Err("embedding_size differs from hidden_size: no DistilBERT equivalent".into());
+    }
     if (bert.layer_norm_eps - LAYER_NORM_EPS).abs() > 1e-15 {
         return Err(format!(
             "layer_norm_eps is {}, but DistilBERT fixes it at 1e-12: the encoder would not convert exactly",
@@ -102,8 +220,8 @@ pub fn convert_config(bert: &BertConfig) -> Result<distilbert::Config, String> {
         attention_dropout: bert.attention_probs_dropout_prob,
         activation,
         initializer_range: bert.initializer_range,
-        seq_classif_dropout: bert.classifier_dropout.unwrap_or(bert.hidden_dropout_prob),
-        pad_token_id: bert.pad_token_id,
+        seq_classif_dropout: bert.head_dropout(),
+        pad_token_id: bert.pad_token_id.unwrap_or(0),
         ..Default::default()
     };
     if !bert.id2label.is_empty() {
@@ -196,6 +314,9 @@ pub fn convert_tensors(
 #[derive(Debug, Clone)]
 pub struct EncoderShape {
     pub vocab_size: usize,
+    /// The embedding tables' width: the hidden size, but for ELECTRA's small models, whose
+    /// narrower embeddings `embeddings_project` widens.
+    pub embedding_size: usize,
     pub hidden_size: usize,
     pub layers: usize,
     pub heads: usize,
@@ -213,21 +334,25 @@ pub struct EncoderShape {
 /// A BERT-layout encoder's parameters under `prefix` (`bert`, `roberta`): name and shape, in
 /// checkpoint order.
 pub fn encoder_parameter_shapes(prefix: &str, s: &EncoderShape) -> Vec<(String, Vec<usize>)> {
-    let (d, h) = (s.hidden_size, s.intermediate_size);
+    let (d, h, w) = (s.hidden_size, s.intermediate_size, s.embedding_size);
     let e = format!("{prefix}.embeddings");
     let mut out = vec![
-        (format!("{e}.word_embeddings.weight"), vec![s.vocab_size, d]),
+        (format!("{e}.word_embeddings.weight"), vec![s.vocab_size, w]),
         (
             format!("{e}.position_embeddings.weight"),
-            vec![s.max_positions, d],
+            vec![s.max_positions, w],
         ),
         (
             format!("{e}.token_type_embeddings.weight"),
-            vec![s.type_vocab_size, d],
+            vec![s.type_vocab_size, w],
         ),
-        (format!("{e}.LayerNorm.weight"), vec![d]),
-        (format!("{e}.LayerNorm.bias"), vec![d]),
+        (format!("{e}.LayerNorm.weight"), vec![w]),
+        (format!("{e}.LayerNorm.bias"), vec![w]),
     ];
+    if w != d {
+        out.push((format!("{prefix}.embeddings_project.weight"), vec![d, w]));
+        out.push((format!("{prefix}.embeddings_project.bias"), vec![d]));
+    }
     let linears = [
         ("attention.self.query", d, d),
         ("attention.self.key", d, d),
@@ -255,17 +380,21 @@ pub fn encoder_parameter_shapes(prefix: &str, s: &EncoderShape) -> Vec<(String, 
 
 /// Builds a BERT-layout encoder from `vb` at its prefix (`vb.pp("roberta")`).
 pub fn load_encoder(vb: VarBuilder, s: &EncoderShape) -> candle_core::Result<Encoder> {
-    let d = s.hidden_size;
+    let (d, w) = (s.hidden_size, s.embedding_size);
     let emb = vb.pp("embeddings");
+    let project = (w != d)
+        .then(|| Linear::load(vb.pp("embeddings_project"), w, d))
+        .transpose()?;
     let embeddings = Embeddings {
-        word_embeddings: emb.get((s.vocab_size, d), "word_embeddings.weight")?,
-        position_embeddings: emb.get((s.max_positions, d), "position_embeddings.weight")?,
+        word_embeddings: emb.get((s.vocab_size, w), "word_embeddings.weight")?,
+        position_embeddings: emb.get((s.max_positions, w), "position_embeddings.weight")?,
         token_type_embeddings: Some(
-            emb.get((s.type_vocab_size, d), "token_type_embeddings.weight")?,
+            emb.get((s.type_vocab_size, w), "token_type_embeddings.weight")?,
         ),
         position_offset: s.position_offset,
-        layer_norm: LayerNorm::load(emb.pp("LayerNorm"), d, s.layer_norm_eps)?,
+        layer_norm: LayerNorm::load(emb.pp("LayerNorm"), w, s.layer_norm_eps)?,
         dropout: s.hidden_dropout,
+        project,
     };
     let vb_l = vb.pp("encoder").pp("layer");
     let layers = (0..s.layers)

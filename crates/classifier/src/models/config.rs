@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::head::Pooling;
-use super::{distilbert, roberta};
+use super::{bert, distilbert, electra, roberta};
 
 /// `config.json` of a sequence classifier this tool runs. BERT checkpoints are converted to
 /// the DistilBERT layout when read (see [`super::bert`]), so they arrive as `DistilBert`.
@@ -22,6 +22,8 @@ pub enum ModelConfig {
     XlmRoberta(roberta::Config),
     #[serde(rename = "camembert")]
     Camembert(roberta::Config),
+    #[serde(rename = "electra")]
+    Electra(electra::Config),
 }
 
 impl Default for ModelConfig {
@@ -99,18 +101,20 @@ pub fn check_sizes(sizes: &[(&str, usize)], hidden: usize, heads: usize) -> Resu
 }
 
 impl ModelConfig {
-    /// The RoBERTa-layout config whatever its `model_type`, or `None` for DistilBERT.
-    fn roberta(&self) -> Option<&roberta::Config> {
+    /// The BERT-layout config of every family but DistilBERT.
+    fn layout(&self) -> Option<&bert::Config> {
         match self {
             Self::DistilBert(_) => None,
-            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => Some(c),
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
+                Some(c)
+            }
         }
     }
 
     fn id2label(&self) -> &BTreeMap<String, String> {
         match self {
             Self::DistilBert(c) => &c.id2label,
-            other => &other.roberta().expect("roberta layout").id2label,
+            other => &other.layout().expect("BERT layout").id2label,
         }
     }
 
@@ -130,7 +134,7 @@ impl ModelConfig {
         let (id2label, label2id) = label_maps(labels);
         match self {
             Self::DistilBert(c) => (c.id2label, c.label2id) = (id2label, label2id),
-            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => {
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
                 (c.id2label, c.label2id) = (id2label, label2id)
             }
         }
@@ -143,6 +147,7 @@ impl ModelConfig {
             Self::Roberta(_) => "roberta",
             Self::XlmRoberta(_) => "xlm-roberta",
             Self::Camembert(_) => "camembert",
+            Self::Electra(_) => "electra",
         }
     }
 
@@ -153,6 +158,7 @@ impl ModelConfig {
             Self::Roberta(_) => "RobertaForSequenceClassification",
             Self::XlmRoberta(_) => "XLMRobertaForSequenceClassification",
             Self::Camembert(_) => "CamembertForSequenceClassification",
+            Self::Electra(_) => "ElectraForSequenceClassification",
         }
     }
 
@@ -163,6 +169,7 @@ impl ModelConfig {
             Self::Roberta(_) => "RobertaTokenizer",
             Self::XlmRoberta(_) => "XLMRobertaTokenizer",
             Self::Camembert(_) => "CamembertTokenizer",
+            Self::Electra(_) => "ElectraTokenizer",
         }
     }
 
@@ -170,7 +177,9 @@ impl ModelConfig {
         let arch = vec![self.architecture().to_string()];
         match self {
             Self::DistilBert(c) => c.architectures = arch,
-            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => c.architectures = arch,
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
+                c.architectures = arch
+            }
         }
     }
 
@@ -178,28 +187,30 @@ impl ModelConfig {
     pub fn extra(&self) -> &serde_json::Map<String, serde_json::Value> {
         match self {
             Self::DistilBert(c) => &c.extra,
-            other => &other.roberta().expect("roberta layout").extra,
+            other => &other.layout().expect("BERT layout").extra,
         }
     }
 
     pub fn extra_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value> {
         match self {
             Self::DistilBert(c) => &mut c.extra,
-            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => &mut c.extra,
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
+                &mut c.extra
+            }
         }
     }
 
     pub fn hidden_size(&self) -> usize {
         match self {
             Self::DistilBert(c) => c.dim,
-            other => other.roberta().expect("roberta layout").hidden_size,
+            other => other.layout().expect("BERT layout").hidden_size,
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::DistilBert(c) => c.vocab_size,
-            other => other.roberta().expect("roberta layout").vocab_size,
+            other => other.layout().expect("BERT layout").vocab_size,
         }
     }
 
@@ -207,28 +218,31 @@ impl ModelConfig {
     pub fn max_tokens(&self) -> usize {
         match self {
             Self::DistilBert(c) => c.max_position_embeddings,
-            other => other.roberta().expect("roberta layout").max_tokens(),
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => roberta::max_tokens(c),
+            Self::Electra(c) => c.max_position_embeddings,
         }
     }
 
     pub fn initializer_range(&self) -> f64 {
         match self {
             Self::DistilBert(c) => c.initializer_range,
-            other => other.roberta().expect("roberta layout").initializer_range,
+            other => other.layout().expect("BERT layout").initializer_range,
         }
     }
 
     pub fn pooling(&self) -> Pooling {
         match self {
             Self::DistilBert(c) => c.pooling,
-            other => other.roberta().expect("roberta layout").pooling,
+            other => other.layout().expect("BERT layout").pooling,
         }
     }
 
     pub fn set_pooling(&mut self, pooling: Pooling) {
         match self {
             Self::DistilBert(c) => c.pooling = pooling,
-            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => c.pooling = pooling,
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
+                c.pooling = pooling
+            }
         }
     }
 
@@ -236,7 +250,8 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             Self::DistilBert(c) => c.validate(),
-            other => other.roberta().expect("roberta layout").validate(),
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => roberta::validate(c),
+            Self::Electra(c) => electra::validate(c),
         }
     }
 
@@ -245,7 +260,10 @@ impl ModelConfig {
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
         match self {
             Self::DistilBert(c) => c.parameter_shapes(),
-            other => other.roberta().expect("roberta layout").parameter_shapes(),
+            Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => {
+                roberta::parameter_shapes(c)
+            }
+            Self::Electra(c) => electra::parameter_shapes(c),
         }
     }
 

@@ -242,6 +242,7 @@ pub fn load(vb: VarBuilder, cfg: &Config) -> Result<(Encoder, ClassificationHead
         position_offset: 0,
         layer_norm: LayerNorm::load(emb.pp("LayerNorm"), cfg.dim, LAYER_NORM_EPS)?,
         dropout: cfg.dropout,
+        project: None,
     };
     let vb_l = e.pp("transformer").pp("layer");
     let layers = (0..cfg.n_layers)

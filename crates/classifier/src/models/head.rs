@@ -1,7 +1,8 @@
 //! Classification heads: the pooled hidden state to logits. Every BERT-family head is
 //! `out(dropout(activation(dense(pooled))))`, some with dropout before `dense` too:
 //! DistilBERT's `pre_classifier` -> ReLU -> `classifier`, BERT's pooler (tanh) ->
-//! `classifier`, RoBERTa's `classifier.dense` -> tanh -> `classifier.out_proj`.
+//! `classifier`, RoBERTa's `classifier.dense` -> tanh -> `classifier.out_proj`, ELECTRA's
+//! the same with GELU.
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,8 @@ pub enum HeadActivation {
     Relu,
     /// BERT's pooler and RoBERTa's classification head.
     Tanh,
+    /// ELECTRA's classification head (exact GELU).
+    Gelu,
 }
 
 impl HeadActivation {
@@ -80,6 +83,7 @@ impl ClassificationHead {
         let x = match self.activation {
             HeadActivation::Relu => x.relu()?,
             HeadActivation::Tanh => x.tanh()?,
+            HeadActivation::Gelu => kernels::gelu(&x, k)?,
         };
         let x = mode.dropout(&x, self.dropout, SITE_HEAD, k)?;
         self.out.forward(&x, k)?.to_dtype(DType::F32)

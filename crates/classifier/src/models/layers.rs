@@ -173,6 +173,8 @@ pub struct Embeddings {
     pub position_offset: usize,
     pub layer_norm: LayerNorm,
     pub dropout: f64,
+    /// ELECTRA's `embeddings_project`: from a narrower embedding to the hidden size.
+    pub project: Option<Linear>,
 }
 
 impl Embeddings {
@@ -192,7 +194,11 @@ impl Embeddings {
         }
         let x = words.broadcast_add(&positions)?;
         let x = self.layer_norm.forward(&x, k)?;
-        mode.dropout(&x, self.dropout, SITE_EMBEDDINGS, k)
+        let x = mode.dropout(&x, self.dropout, SITE_EMBEDDINGS, k)?;
+        match &self.project {
+            Some(project) => project.forward(&x, k),
+            None => Ok(x),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod config;
 pub mod distilbert;
+pub mod electra;
 pub mod head;
 pub mod layers;
 pub mod roberta;

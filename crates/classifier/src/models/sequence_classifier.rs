@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use super::config::ModelConfig;
 use super::head::ClassificationHead;
 use super::layers::{Encoder, Mode};
-use super::{distilbert, roberta};
+use super::{distilbert, electra, roberta};
 use kernels::{Kernels, Precision};
 
 /// Inference runs the sequences of a batch in chunks of about this many tokens (at least one
@@ -34,6 +34,7 @@ impl SequenceClassifier {
             ModelConfig::Roberta(c) | ModelConfig::XlmRoberta(c) | ModelConfig::Camembert(c) => {
                 roberta::load(vb, c)?
             }
+            ModelConfig::Electra(c) => electra::load(vb, c)?,
         };
         Ok(Self {
             encoder,
