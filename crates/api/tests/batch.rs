@@ -290,6 +290,7 @@ fn fine_tuned_classifiers_of_every_family_give_transformers_probabilities_and_la
         "bert-classifier",
         "roberta-classifier",
         "xlm-roberta-classifier",
+        "camembert-classifier",
         "electra-classifier",
     ] {
         let model = classifier_fixture(&format!("tiny-{family}"));

@@ -24,7 +24,7 @@ struct Family {
     prefix: &'static str,
 }
 
-const FAMILIES: [Family; 4] = [
+const FAMILIES: [Family; 5] = [
     Family {
         folder: "tiny-bert-classifier",
         expected: "expected-bert-classifier.json",
@@ -44,6 +44,13 @@ const FAMILIES: [Family; 4] = [
         expected: "expected-xlm-roberta-classifier.json",
         model_type: "xlm-roberta",
         architecture: "XLMRobertaForSequenceClassification",
+        prefix: "roberta",
+    },
+    Family {
+        folder: "tiny-camembert-classifier",
+        expected: "expected-camembert-classifier.json",
+        model_type: "camembert",
+        architecture: "CamembertForSequenceClassification",
         prefix: "roberta",
     },
     Family {
