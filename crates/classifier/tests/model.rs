@@ -1,6 +1,11 @@
 //! The model core against `transformers` (committed fixtures from
 //! `tests/fixtures/make_fixtures.py`): parity, training, saving, and bad model folders.
 
+// Every family against transformers; a module of this binary rather than a test binary of
+// its own, since each one links the whole model stack again (CI time).
+#[path = "model/families.rs"]
+mod families;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
