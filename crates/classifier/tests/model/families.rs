@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use classifier::model_dir::{self, Head, SaveRequest};
 use classifier::models::Mode;
-use classifier::{Classifier, LoadOptions, ModelFiles, Pipeline, Precision};
+use classifier::{Classifier, LoadOptions, ModelFiles, Pipeline, Precision, Prediction};
 use kernels::Kernels;
 use serde::Deserialize;
+
+use super::max_abs_diff;
 
 /// A fixture folder, its expected outputs, and what it must save back as.
 struct Family {
@@ -82,6 +84,26 @@ impl Expected {
         self.texts.iter().map(String::as_str).collect()
     }
 
+    /// What `clf` predicts for the texts, one `field` (logits or probabilities) per text.
+    fn predicted(&self, clf: &Classifier, field: fn(Prediction) -> Vec<f32>) -> Vec<Vec<f32>> {
+        clf.predict(&self.texts())
+            .unwrap()
+            .into_iter()
+            .map(field)
+            .collect()
+    }
+
+    /// `clf`'s token ids are transformers' for every text, padding removed.
+    fn assert_same_tokens(&self, clf: &Classifier, name: &str) {
+        let ours = clf
+            .tokenizer()
+            .encode_batch(&self.texts(), 64, Default::default());
+        for (i, (ours, theirs)) in ours.unwrap().iter().zip(&self.input_ids).enumerate() {
+            let n = self.attention_mask[i].iter().filter(|m| **m == 1).count();
+            assert_eq!(ours, &theirs[..n], "{name}: tokens of {:?}", self.texts[i]);
+        }
+    }
+
     /// transformers' padded batch.
     fn batch(&self) -> (Tensor, Tensor) {
         let (b, s) = (self.input_ids.len(), self.input_ids[0].len());
@@ -101,15 +123,6 @@ fn expected(f: &Family) -> Expected {
     serde_json::from_str(&std::fs::read_to_string(fixture(f.expected)).unwrap()).unwrap()
 }
 
-fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// Loaded for training as `train` does: the checkpoint's own head where it has one.
 fn for_training(dir: &Path) -> ModelFiles {
     ModelFiles::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap()
@@ -124,19 +137,7 @@ fn tokens_logits_and_probabilities_match_transformers() {
     for f in &FAMILIES {
         let (e, clf) = (expected(f), served(f));
         assert_eq!(clf.labels(), e.labels, "{}: labels from id2label", f.folder);
-        let ours = clf
-            .tokenizer()
-            .encode_batch(&e.texts(), 64, Default::default());
-        for (i, (ours, theirs)) in ours.unwrap().iter().zip(&e.input_ids).enumerate() {
-            let n = e.attention_mask[i].iter().filter(|m| **m == 1).count();
-            assert_eq!(
-                ours,
-                &theirs[..n],
-                "{}: tokens of {:?}",
-                f.folder,
-                e.texts[i]
-            );
-        }
+        e.assert_same_tokens(&clf, f.folder);
         let (ids, mask) = e.batch();
         for kernels in [Kernels::Fused, Kernels::Reference] {
             let model = clf.model().clone().with_kernels(kernels);
@@ -144,12 +145,7 @@ fn tokens_logits_and_probabilities_match_transformers() {
             let diff = max_abs_diff(&logits.to_vec2().unwrap(), &e.logits);
             assert!(diff < 1e-4, "{} {kernels:?}: |logit diff| {diff}", f.folder);
         }
-        let probs: Vec<Vec<f32>> = clf
-            .predict(&e.texts())
-            .unwrap()
-            .into_iter()
-            .map(|p| p.probabilities)
-            .collect();
+        let probs: Vec<Vec<f32>> = e.predicted(&clf, |p| p.probabilities);
         let diff = max_abs_diff(&probs, &e.probabilities);
         assert!(diff < 1e-5, "{}: |probability diff| {diff}", f.folder);
     }
@@ -161,12 +157,7 @@ fn int8_logits_stay_close_to_transformers() {
     for f in &FAMILIES {
         let e = expected(f);
         let clf = served(f).with_precision(Precision::Int8).unwrap();
-        let logits: Vec<Vec<f32>> = clf
-            .predict(&e.texts())
-            .unwrap()
-            .into_iter()
-            .map(|p| p.logits)
-            .collect();
+        let logits: Vec<Vec<f32>> = e.predicted(&clf, |p| p.logits);
         let spread = e.logits.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
         let err = max_abs_diff(&logits, &e.logits);
         assert!(err > 0.0, "{}: int8 must actually run quantised", f.folder);
@@ -249,12 +240,7 @@ fn each_family_saves_back_as_its_own_class_with_the_same_logits() {
         assert!(config.get("pooling").is_none(), "{config}");
         let reloaded = Classifier::load_dir(&dir).unwrap();
         assert_eq!(reloaded.labels(), e.labels);
-        let logits: Vec<Vec<f32>> = reloaded
-            .predict(&e.texts())
-            .unwrap()
-            .into_iter()
-            .map(|p| p.logits)
-            .collect();
+        let logits: Vec<Vec<f32>> = e.predicted(&reloaded, |p| p.logits);
         let diff = max_abs_diff(&logits, &e.logits);
         assert!(
             diff < 1e-4,
@@ -348,18 +334,7 @@ fn a_roberta_folder_with_vocab_json_and_merges_txt_tokenizes_as_transformers() {
     std::fs::write(tmp.path().join("merges.txt"), merges).unwrap();
 
     let (e, clf) = (expected(f), Classifier::load_dir(tmp.path()).unwrap());
-    let ours = clf
-        .tokenizer()
-        .encode_batch(&e.texts(), 64, Default::default());
-    for (i, (ours, theirs)) in ours.unwrap().iter().zip(&e.input_ids).enumerate() {
-        let n = e.attention_mask[i].iter().filter(|m| **m == 1).count();
-        assert_eq!(ours, &theirs[..n], "tokens of {:?}", e.texts[i]);
-    }
-    let probs: Vec<Vec<f32>> = clf
-        .predict(&e.texts())
-        .unwrap()
-        .into_iter()
-        .map(|p| p.probabilities)
-        .collect();
+    e.assert_same_tokens(&clf, f.folder);
+    let probs: Vec<Vec<f32>> = e.predicted(&clf, |p| p.probabilities);
     assert!(max_abs_diff(&probs, &e.probabilities) < 1e-5);
 }
