@@ -19,7 +19,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::config::{check_dropout, check_labels, check_sizes};
+use super::config::{check_dropout, check_labels, check_sizes, num_labels_of};
 use super::head::Pooling;
 
 use super::distilbert::{self, ENCODER_PREFIX, LAYER_NORM_EPS};
@@ -117,10 +117,7 @@ pub struct Config {
 
 impl Config {
     pub fn num_labels(&self) -> usize {
-        match self.id2label.len() {
-            0 => 2,
-            n => n,
-        }
+        num_labels_of(&self.id2label)
     }
 
     /// Dropout in the head: `classifier_dropout`, else `hidden_dropout_prob`.

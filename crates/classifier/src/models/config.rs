@@ -56,6 +56,14 @@ pub fn labels_of(id2label: &BTreeMap<String, String>) -> Result<Vec<String>, Str
     Ok(labels.into_iter().map(|l| l.expect("filled")).collect())
 }
 
+/// How many classes `id2label` names: 2 when empty, as transformers' default.
+pub fn num_labels_of(id2label: &BTreeMap<String, String>) -> usize {
+    match id2label.len() {
+        0 => 2,
+        n => n,
+    }
+}
+
 /// `id2label` and `label2id` for `labels`, as transformers writes them.
 pub fn label_maps(labels: &[String]) -> (BTreeMap<String, String>, BTreeMap<String, usize>) {
     let id2label = labels
@@ -124,10 +132,7 @@ impl ModelConfig {
     }
 
     pub fn num_labels(&self) -> usize {
-        match self.id2label().len() {
-            0 => 2,
-            n => n,
-        }
+        num_labels_of(self.id2label())
     }
 
     pub fn set_labels(&mut self, labels: &[String]) {

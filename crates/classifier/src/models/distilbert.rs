@@ -20,7 +20,9 @@ use candle_core::Result;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::config::{check_dropout, check_labels, check_sizes, label_maps, labels_of};
+use super::config::{
+    check_dropout, check_labels, check_sizes, label_maps, labels_of, num_labels_of,
+};
 use super::head::ClassificationHead;
 pub use super::head::{HeadActivation, Pooling};
 pub use super::layers::Activation;
@@ -152,7 +154,7 @@ impl Config {
     }
 
     pub fn num_labels(&self) -> usize {
-        self.labels().map_or(self.id2label.len(), |l| l.len())
+        num_labels_of(&self.id2label)
     }
 
     pub fn set_labels(&mut self, labels: &[String]) {
