@@ -292,6 +292,8 @@ fn fine_tuned_classifiers_of_every_family_give_transformers_probabilities_and_la
         "xlm-roberta-classifier",
         "camembert-classifier",
         "electra-classifier",
+        "deberta-v3-classifier",
+        "deberta-v2-classifier",
     ] {
         let model = classifier_fixture(&format!("tiny-{family}"));
         assert_transformers_outputs(

@@ -70,8 +70,13 @@ pub fn depth(name: &str) -> Depth {
     {
         return Depth::Layer(n);
     }
-    // `embeddings_project` too: ELECTRA's widening of its embeddings, below layer 0.
-    if name.contains("embeddings.") || name.contains("embeddings_project.") {
+    // `embeddings_project` too: ELECTRA's widening of its embeddings, below layer 0; and
+    // DeBERTa's relative-position table (`encoder.rel_embeddings`) with its LayerNorm
+    // (`encoder.LayerNorm`), which every layer reads.
+    if name.contains("embeddings.")
+        || name.contains("embeddings_project.")
+        || name.contains("encoder.LayerNorm.")
+    {
         return Depth::Embeddings;
     }
     Depth::Head
@@ -417,6 +422,14 @@ mod tests {
             depth("electra.embeddings_project.weight"),
             Depth::Embeddings
         );
+        for deberta in [
+            "deberta.encoder.rel_embeddings.weight",
+            "deberta.encoder.LayerNorm.bias",
+            "deberta.embeddings.embed_proj.weight",
+        ] {
+            assert_eq!(depth(deberta), Depth::Embeddings, "{deberta}");
+        }
+        assert_eq!(depth("pooler.dense.weight"), Depth::Head);
     }
 
     /// A parameter at half the rate moves half as far on AdamW's first step.

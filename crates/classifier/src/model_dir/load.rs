@@ -1,5 +1,5 @@
-//! Reading a model folder in Hugging Face layout: DistilBERT, RoBERTa, XLM-RoBERTa and
-//! CamemBERT as they are, BERT converted on load; every tensor checked against the config;
+//! Reading a model folder in Hugging Face layout: DistilBERT, RoBERTa, XLM-RoBERTa,
+//! CamemBERT, ELECTRA and DeBERTa-v2/v3 as they are, BERT converted on load; every tensor checked against the config;
 //! the classification head kept, or (for training only) made fresh.
 
 use std::collections::HashMap;
@@ -20,12 +20,13 @@ use crate::models::config::ModelConfig;
 use crate::models::distilbert::{ENCODER_PREFIX, HeadActivation, Pooling};
 use crate::models::sequence_classifier::SequenceClassifier;
 use crate::models::trainable::Trainable;
-use crate::models::{electra, roberta};
+use crate::models::{deberta_v2, electra, roberta};
 use crate::text::pipeline::Pipeline;
 use crate::text::tokenizer::TextTokenizer;
 
 /// The `model_type`s a folder may have, for error messages.
-const SUPPORTED_MODEL_TYPES: &str = "distilbert, bert, roberta, xlm-roberta, camembert and electra";
+const SUPPORTED_MODEL_TYPES: &str =
+    "distilbert, bert, roberta, xlm-roberta, camembert, electra and deberta-v2";
 
 /// How a checkpoint is turned into a classifier.
 #[derive(Debug, Clone, Default)]
@@ -363,6 +364,11 @@ fn read_architecture(
             let tensors = electra::normalize_names(read_weights(weights_path)?);
             Ok((ModelConfig::Electra(config), tensors))
         }
+        "deberta-v2" => {
+            let config = serde_json::from_value(raw).map_err(parse_err)?;
+            let tensors = deberta_v2::normalize_names(read_weights(weights_path)?);
+            Ok((ModelConfig::DebertaV2(config), tensors))
+        }
         "bert" => {
             let bert_cfg: bert::Config = serde_json::from_value(raw).map_err(parse_err)?;
             let config =
@@ -384,7 +390,8 @@ fn read_architecture(
             config_path,
             format!(
                 "model_type `{other}` is not supported: this tool loads {SUPPORTED_MODEL_TYPES} \
-                 checkpoints (bert-base, MiniLM, TinyBERT, roberta-base, xlm-roberta-base, ...)"
+                 checkpoints (bert-base, MiniLM, TinyBERT, roberta-base, xlm-roberta-base, \
+                 deberta-v3-base, ...)"
             ),
         )),
     }

@@ -24,7 +24,8 @@ use super::head::Pooling;
 
 use super::distilbert::{self, ENCODER_PREFIX, LAYER_NORM_EPS};
 use super::layers::{
-    Activation, Embeddings, Encoder, EncoderLayer, Ffn, LayerNorm, Linear, SelfAttention,
+    Activation, Embeddings, Encoder, EncoderLayer, Ffn, LayerNorm, Linear, Projection,
+    SelfAttention,
 };
 
 fn default_vocab_size() -> usize {
@@ -381,10 +382,11 @@ pub fn load_encoder(vb: VarBuilder, s: &EncoderShape) -> candle_core::Result<Enc
     let emb = vb.pp("embeddings");
     let project = (w != d)
         .then(|| Linear::load(vb.pp("embeddings_project"), w, d))
-        .transpose()?;
+        .transpose()?
+        .map(Projection::AfterNorm);
     let embeddings = Embeddings {
         word_embeddings: emb.get((s.vocab_size, w), "word_embeddings.weight")?,
-        position_embeddings: emb.get((s.max_positions, w), "position_embeddings.weight")?,
+        position_embeddings: Some(emb.get((s.max_positions, w), "position_embeddings.weight")?),
         token_type_embeddings: Some(
             emb.get((s.type_vocab_size, w), "token_type_embeddings.weight")?,
         ),
@@ -397,7 +399,11 @@ pub fn load_encoder(vb: VarBuilder, s: &EncoderShape) -> candle_core::Result<Enc
     let layers = (0..s.layers)
         .map(|i| load_layer(vb_l.pp(i), s))
         .collect::<candle_core::Result<_>>()?;
-    Ok(Encoder { embeddings, layers })
+    Ok(Encoder {
+        embeddings,
+        layers,
+        relative: None,
+    })
 }
 
 fn load_layer(vb: VarBuilder, s: &EncoderShape) -> candle_core::Result<EncoderLayer> {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::head::Pooling;
-use super::{bert, distilbert, electra, roberta};
+use super::{bert, deberta_v2, distilbert, electra, roberta};
 
 /// `config.json` of a sequence classifier this tool runs. BERT checkpoints are converted to
 /// the DistilBERT layout when read (see [`super::bert`]), so they arrive as `DistilBert`.
@@ -24,6 +24,8 @@ pub enum ModelConfig {
     Camembert(roberta::Config),
     #[serde(rename = "electra")]
     Electra(electra::Config),
+    #[serde(rename = "deberta-v2")]
+    DebertaV2(deberta_v2::Config),
 }
 
 impl Default for ModelConfig {
@@ -109,10 +111,10 @@ pub fn check_sizes(sizes: &[(&str, usize)], hidden: usize, heads: usize) -> Resu
 }
 
 impl ModelConfig {
-    /// The BERT-layout config of every family but DistilBERT.
+    /// The BERT-layout config of every family but DistilBERT and DeBERTa.
     fn layout(&self) -> Option<&bert::Config> {
         match self {
-            Self::DistilBert(_) => None,
+            Self::DistilBert(_) | Self::DebertaV2(_) => None,
             Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
                 Some(c)
             }
@@ -122,6 +124,7 @@ impl ModelConfig {
     fn id2label(&self) -> &BTreeMap<String, String> {
         match self {
             Self::DistilBert(c) => &c.id2label,
+            Self::DebertaV2(c) => &c.id2label,
             other => &other.layout().expect("BERT layout").id2label,
         }
     }
@@ -139,6 +142,7 @@ impl ModelConfig {
         let (id2label, label2id) = label_maps(labels);
         match self {
             Self::DistilBert(c) => (c.id2label, c.label2id) = (id2label, label2id),
+            Self::DebertaV2(c) => (c.id2label, c.label2id) = (id2label, label2id),
             Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
                 (c.id2label, c.label2id) = (id2label, label2id)
             }
@@ -153,6 +157,7 @@ impl ModelConfig {
             Self::XlmRoberta(_) => "xlm-roberta",
             Self::Camembert(_) => "camembert",
             Self::Electra(_) => "electra",
+            Self::DebertaV2(_) => "deberta-v2",
         }
     }
 
@@ -164,6 +169,7 @@ impl ModelConfig {
             Self::XlmRoberta(_) => "XLMRobertaForSequenceClassification",
             Self::Camembert(_) => "CamembertForSequenceClassification",
             Self::Electra(_) => "ElectraForSequenceClassification",
+            Self::DebertaV2(_) => "DebertaV2ForSequenceClassification",
         }
     }
 
@@ -175,6 +181,7 @@ impl ModelConfig {
             Self::XlmRoberta(_) => "XLMRobertaTokenizer",
             Self::Camembert(_) => "CamembertTokenizer",
             Self::Electra(_) => "ElectraTokenizer",
+            Self::DebertaV2(_) => "DebertaV2Tokenizer",
         }
     }
 
@@ -182,6 +189,7 @@ impl ModelConfig {
         let arch = vec![self.architecture().to_string()];
         match self {
             Self::DistilBert(c) => c.architectures = arch,
+            Self::DebertaV2(c) => c.architectures = arch,
             Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
                 c.architectures = arch
             }
@@ -192,6 +200,7 @@ impl ModelConfig {
     pub fn extra(&self) -> &serde_json::Map<String, serde_json::Value> {
         match self {
             Self::DistilBert(c) => &c.extra,
+            Self::DebertaV2(c) => &c.extra,
             other => &other.layout().expect("BERT layout").extra,
         }
     }
@@ -199,6 +208,7 @@ impl ModelConfig {
     pub fn extra_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value> {
         match self {
             Self::DistilBert(c) => &mut c.extra,
+            Self::DebertaV2(c) => &mut c.extra,
             Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
                 &mut c.extra
             }
@@ -208,6 +218,7 @@ impl ModelConfig {
     pub fn hidden_size(&self) -> usize {
         match self {
             Self::DistilBert(c) => c.dim,
+            Self::DebertaV2(c) => c.hidden_size,
             other => other.layout().expect("BERT layout").hidden_size,
         }
     }
@@ -215,6 +226,7 @@ impl ModelConfig {
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::DistilBert(c) => c.vocab_size,
+            Self::DebertaV2(c) => c.vocab_size,
             other => other.layout().expect("BERT layout").vocab_size,
         }
     }
@@ -224,13 +236,17 @@ impl ModelConfig {
         match self {
             Self::DistilBert(c) => c.max_position_embeddings,
             Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => roberta::max_tokens(c),
+            // DeBERTa-v3 has no absolute positions: its relative ones were pretrained on
+            // inputs up to this length.
             Self::Electra(c) => c.max_position_embeddings,
+            Self::DebertaV2(c) => c.max_position_embeddings,
         }
     }
 
     pub fn initializer_range(&self) -> f64 {
         match self {
             Self::DistilBert(c) => c.initializer_range,
+            Self::DebertaV2(c) => c.initializer_range,
             other => other.layout().expect("BERT layout").initializer_range,
         }
     }
@@ -238,6 +254,7 @@ impl ModelConfig {
     pub fn pooling(&self) -> Pooling {
         match self {
             Self::DistilBert(c) => c.pooling,
+            Self::DebertaV2(c) => c.pooling,
             other => other.layout().expect("BERT layout").pooling,
         }
     }
@@ -245,6 +262,7 @@ impl ModelConfig {
     pub fn set_pooling(&mut self, pooling: Pooling) {
         match self {
             Self::DistilBert(c) => c.pooling = pooling,
+            Self::DebertaV2(c) => c.pooling = pooling,
             Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) | Self::Electra(c) => {
                 c.pooling = pooling
             }
@@ -257,6 +275,7 @@ impl ModelConfig {
             Self::DistilBert(c) => c.validate(),
             Self::Roberta(c) | Self::XlmRoberta(c) | Self::Camembert(c) => roberta::validate(c),
             Self::Electra(c) => electra::validate(c),
+            Self::DebertaV2(c) => c.validate(),
         }
     }
 
@@ -269,6 +288,7 @@ impl ModelConfig {
                 roberta::parameter_shapes(c)
             }
             Self::Electra(c) => electra::parameter_shapes(c),
+            Self::DebertaV2(c) => c.parameter_shapes(),
         }
     }
 
@@ -277,6 +297,7 @@ impl ModelConfig {
         let (d, n) = (self.hidden_size(), self.num_labels());
         match self {
             Self::DistilBert(_) => distilbert::head_parameter_shapes(d, n),
+            Self::DebertaV2(_) => deberta_v2::head_parameter_shapes(d, n),
             _ => roberta::head_parameter_shapes(d, n),
         }
     }

@@ -236,10 +236,10 @@ pub fn load(vb: VarBuilder, cfg: &Config) -> Result<(Encoder, ClassificationHead
     let emb = e.pp("embeddings");
     let embeddings = Embeddings {
         word_embeddings: emb.get((cfg.vocab_size, cfg.dim), "word_embeddings.weight")?,
-        position_embeddings: emb.get(
+        position_embeddings: Some(emb.get(
             (cfg.max_position_embeddings, cfg.dim),
             "position_embeddings.weight",
-        )?,
+        )?),
         token_type_embeddings: None,
         position_offset: 0,
         layer_norm: LayerNorm::load(emb.pp("LayerNorm"), cfg.dim, LAYER_NORM_EPS)?,
@@ -256,9 +256,14 @@ pub fn load(vb: VarBuilder, cfg: &Config) -> Result<(Encoder, ClassificationHead
         activation: cfg.classifier_activation,
         out: Linear::load(vb.pp("classifier"), cfg.dim, cfg.num_labels())?,
         dropout: cfg.seq_classif_dropout,
-        dropout_before_dense: false,
+        input_dropout: 0.0,
     };
-    Ok((Encoder { embeddings, layers }, head))
+    let encoder = Encoder {
+        embeddings,
+        layers,
+        relative: None,
+    };
+    Ok((encoder, head))
 }
 
 fn load_layer(vb: VarBuilder, cfg: &Config) -> Result<EncoderLayer> {

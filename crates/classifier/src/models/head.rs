@@ -2,7 +2,7 @@
 //! `out(dropout(activation(dense(pooled))))`, some with dropout before `dense` too:
 //! DistilBERT's `pre_classifier` -> ReLU -> `classifier`, BERT's pooler (tanh) ->
 //! `classifier`, RoBERTa's `classifier.dense` -> tanh -> `classifier.out_proj`, ELECTRA's
-//! the same with GELU.
+//! the same with GELU, DeBERTa's `pooler.dense` -> GELU -> `classifier`.
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -58,9 +58,10 @@ pub struct ClassificationHead {
     pub dense: Linear,
     pub activation: HeadActivation,
     pub out: Linear,
+    /// Dropout before `out`.
     pub dropout: f64,
-    /// RoBERTa's head also drops out its input.
-    pub dropout_before_dense: bool,
+    /// Dropout of the pooled input, before `dense` (0 for none: DistilBERT, BERT).
+    pub input_dropout: f64,
 }
 
 impl ClassificationHead {
@@ -76,8 +77,8 @@ impl ClassificationHead {
             Pooling::Cls => hidden.i((.., 0))?.contiguous()?,
             Pooling::Mean => mean_over_mask(hidden, attention_mask)?,
         };
-        if self.dropout_before_dense {
-            x = mode.dropout(&x, self.dropout, SITE_HEAD_INPUT, k)?;
+        if self.input_dropout > 0.0 {
+            x = mode.dropout(&x, self.input_dropout, SITE_HEAD_INPUT, k)?;
         }
         let x = self.dense.forward(&x, k)?;
         let x = match self.activation {

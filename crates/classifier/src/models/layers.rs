@@ -10,6 +10,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::deberta_v2::{PositionProjections, RelativeContext, RelativePositions};
 use kernels::gemm::KeptPacking;
 use kernels::int8::QuantizedLinear;
 use kernels::{Kernels, Precision};
@@ -68,6 +69,11 @@ fn site_attention(layer: usize) -> u64 {
 fn site_ffn(layer: usize) -> u64 {
     2 + 2 * layer as u64
 }
+/// DeBERTa's dropout of the relative-position table in each layer, numbered after every
+/// other site of a forward pass.
+fn site_positions(layer: usize) -> u64 {
+    (1 << 32) + layer as u64
+}
 
 /// A linear layer's weights in the one precision it runs in.
 #[derive(Debug, Clone)]
@@ -89,6 +95,14 @@ impl Linear {
             vb.get((out_dim, in_dim), "weight")?,
             vb.get(out_dim, "bias")?,
         ))
+    }
+
+    /// `weight` `(out_dim, in_dim)` of a layer without bias (DeBERTa's `embed_proj`): a
+    /// constant zero bias, which is neither trained nor saved.
+    pub fn load_no_bias(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = Tensor::zeros(out_dim, weight.dtype(), weight.device())?;
+        Ok(Self::f32(weight, bias))
     }
 
     fn f32(weight: Tensor, bias: Tensor) -> Self {
@@ -155,9 +169,18 @@ impl LayerNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
         kernels::layer_norm(x, &self.weight, &self.bias, self.eps, k)
     }
+}
+
+/// A linear layer from narrower embeddings to the hidden size, and where it runs.
+#[derive(Debug, Clone)]
+pub enum Projection {
+    /// After the embeddings' LayerNorm and dropout (ELECTRA's `embeddings_project`).
+    AfterNorm(Linear),
+    /// Before the LayerNorm, which then has the hidden size (DeBERTa's `embed_proj`).
+    BeforeNorm(Linear),
 }
 
 /// Word plus position embeddings (plus token type 0 where the architecture has token types),
@@ -165,7 +188,8 @@ impl LayerNorm {
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     pub word_embeddings: Tensor,
-    pub position_embeddings: Tensor,
+    /// Absent where positions enter only through relative attention (DeBERTa-v3).
+    pub position_embeddings: Option<Tensor>,
     /// The `(type_vocab_size, dim)` table; inputs are single segments, so only row 0 is used.
     pub token_type_embeddings: Option<Tensor>,
     /// Position id of the first token: 0, or `pad_token_id + 1` for RoBERTa, whose
@@ -173,8 +197,8 @@ pub struct Embeddings {
     pub position_offset: usize,
     pub layer_norm: LayerNorm,
     pub dropout: f64,
-    /// ELECTRA's `embeddings_project`: from a narrower embedding to the hidden size.
-    pub project: Option<Linear>,
+    /// From a narrower embedding to the hidden size.
+    pub project: Option<Projection>,
 }
 
 impl Embeddings {
@@ -183,22 +207,42 @@ impl Embeddings {
         let dim = self.word_embeddings.dim(1)?;
         let words =
             kernels::embedding(&self.word_embeddings, input_ids, k)?.reshape((b, s, dim))?;
-        // Right padding: every real token's position is its index plus the offset (RoBERTa's
-        // cumulative count over non-padding tokens gives the same), and a pad's position only
-        // changes the pad's own output, which attention never reads.
-        let mut positions = self
-            .position_embeddings
-            .narrow(0, self.position_offset, s)?;
-        if let Some(types) = &self.token_type_embeddings {
-            positions = positions.broadcast_add(&types.get(0)?)?;
+        let mut x = match self.constant(s)? {
+            Some(c) => words.broadcast_add(&c)?,
+            None => words,
+        };
+        if let Some(Projection::BeforeNorm(project)) = &self.project {
+            x = project.forward(&x, k)?;
         }
-        let x = words.broadcast_add(&positions)?;
+        // DeBERTa also zeroes the pads' rows here; like any pad output, attention never reads
+        // them.
         let x = self.layer_norm.forward(&x, k)?;
         let x = mode.dropout(&x, self.dropout, SITE_EMBEDDINGS, k)?;
         match &self.project {
-            Some(project) => project.forward(&x, k),
-            None => Ok(x),
+            Some(Projection::AfterNorm(project)) => project.forward(&x, k),
+            _ => Ok(x),
         }
+    }
+
+    /// What every sequence of length `s` adds to its words: positions and token type 0.
+    fn constant(&self, s: usize) -> Result<Option<Tensor>> {
+        // Right padding: every real token's position is its index plus the offset (RoBERTa's
+        // cumulative count over non-padding tokens gives the same), and a pad's position only
+        // changes the pad's own output, which attention never reads.
+        let positions = self
+            .position_embeddings
+            .as_ref()
+            .map(|p| p.narrow(0, self.position_offset, s))
+            .transpose()?;
+        let type0 = self
+            .token_type_embeddings
+            .as_ref()
+            .map(|t| t.get(0))
+            .transpose()?;
+        Ok(match (positions, type0) {
+            (Some(p), Some(t)) => Some(p.broadcast_add(&t)?),
+            (p, t) => p.or(t),
+        })
     }
 }
 
@@ -211,7 +255,8 @@ enum Qkv {
     Packed(Linear),
 }
 
-/// Multi-head self-attention with its output projection.
+/// Multi-head self-attention with its output projection, and DeBERTa's relative-position
+/// terms where the architecture has them.
 #[derive(Debug, Clone)]
 pub struct SelfAttention {
     qkv: Qkv,
@@ -219,6 +264,7 @@ pub struct SelfAttention {
     n_heads: usize,
     head_dim: usize,
     dropout: f64,
+    positions: Option<PositionProjections>,
 }
 
 impl SelfAttention {
@@ -237,7 +283,30 @@ impl SelfAttention {
             n_heads,
             head_dim,
             dropout,
+            positions: None,
         })
+    }
+
+    /// Adds DeBERTa's content-to-position and position-to-content scores.
+    pub fn with_positions(mut self, positions: PositionProjections) -> Self {
+        self.positions = Some(positions);
+        self
+    }
+
+    /// Projects the whole relative-position `table` once and keeps it, where the weights are
+    /// constant and still f32 (see [`PositionProjections::kept`]).
+    fn keep_positions(&mut self, table: &Tensor) -> Result<()> {
+        let constant = matches!(self.qkv, Qkv::Packed(Linear::F32 { .. }));
+        let Some(pos) = self
+            .positions
+            .as_ref()
+            .filter(|p| constant && p.kept.is_none())
+        else {
+            return Ok(());
+        };
+        let kept = self.project_positions(pos, table, Kernels::default())?;
+        self.positions.as_mut().expect("checked").kept = Some(kept);
+        Ok(())
     }
 
     /// `[q; k; v]` stacked. Differentiable: the gradient is split back to each layer.
@@ -255,6 +324,9 @@ impl SelfAttention {
 
     fn set_precision(&mut self, p: Precision) -> Result<()> {
         self.out.set_precision(p)?;
+        for lin in self.positions.iter_mut().flat_map(|pos| pos.linears_mut()) {
+            lin.set_precision(p)?;
+        }
         match &mut self.qkv {
             Qkv::Packed(lin) => lin.set_precision(p),
             Qkv::Separate { q, k, v } => {
@@ -277,36 +349,31 @@ impl SelfAttention {
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        mask: &AttentionMask,
-        mode: Mode,
-        site: u64,
-        k: Kernels,
-    ) -> Result<Tensor> {
-        let context = match k {
-            Kernels::Fused => {
+    fn forward(&self, x: &Tensor, ctx: &LayerContext, mode: Mode, k: Kernels) -> Result<Tensor> {
+        let site = site_attention(ctx.layer);
+        let context = match (k, &self.positions) {
+            (Kernels::Fused, None) => {
                 let qkv = self.project_packed(x, k)?;
                 let dropout = mode
                     .dropout_seed(site)
                     .map(|seed| (self.dropout as f32, seed));
-                kernels::fused::attention(&qkv, &mask.keep, self.n_heads, dropout)?
+                kernels::fused::attention(&qkv, &ctx.mask.keep, self.n_heads, dropout)?
             }
-            Kernels::Reference => self.reference_context(x, mask, mode, site)?,
+            _ => self.context_by_ops(x, ctx, mode, k)?,
         };
         self.out.forward(&context, k)
     }
 
-    /// The attention context by plain tensor operations, for checking the fused kernel.
-    fn reference_context(
+    /// The attention context by plain tensor operations: for checking the fused kernel, and
+    /// for DeBERTa's relative positions, which it does not take.
+    fn context_by_ops(
         &self,
         x: &Tensor,
-        mask: &AttentionMask,
+        ctx: &LayerContext,
         mode: Mode,
-        site: u64,
+        k: Kernels,
     ) -> Result<Tensor> {
-        let k = Kernels::Reference;
+        let site = site_attention(ctx.layer);
         let (b, s, d) = x.dims3()?;
         let split_heads = |t: Tensor| -> Result<Tensor> {
             t.reshape((b, s, self.n_heads, self.head_dim))?
@@ -327,15 +394,54 @@ impl SelfAttention {
             }
         };
         let (q, key, v) = (split_heads(q)?, split_heads(key)?, split_heads(v)?);
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let scores = (q.matmul(&key.t()?)? * scale)?;
-        let probs = kernels::masked_softmax(&scores, &mask.bias()?)?;
+        let mut scores = q.matmul(&key.t()?)?;
+        let mut terms = 1;
+        if let (Some(pos), Some(rel)) = (&self.positions, &ctx.relative) {
+            let (pos_query, pos_key) = match pos.kept_rows(rel)? {
+                Some(kept) => kept,
+                None => {
+                    let table = pos.table(rel, mode, site_positions(ctx.layer), k)?;
+                    self.project_positions(pos, &table, k)?
+                }
+            };
+            scores = (scores + pos.scores(&q, &key, &pos_query, &pos_key, rel)?)?;
+            terms = pos.scale_factor();
+        }
+        let scale = ((self.head_dim * terms) as f64).powf(-0.5);
+        let probs = kernels::masked_softmax(&(scores * scale)?, &ctx.mask.bias()?)?;
         let probs = mode.dropout(&probs, self.dropout, site, k)?;
         probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, s, d))
+    }
+}
+
+impl SelfAttention {
+    /// The relative-position table `(1, rows, dim)` through the query and key projections:
+    /// the layer's own (`share_att_key`) or its position ones. An unused side is the table.
+    fn project_positions(
+        &self,
+        pos: &PositionProjections,
+        table: &Tensor,
+        k: Kernels,
+    ) -> Result<(Tensor, Tensor)> {
+        let own = |lin: &Option<Linear>| match lin {
+            Some(lin) => lin.forward(table, k),
+            None => Ok(table.clone()),
+        };
+        if !pos.shape.share_att_key {
+            return Ok((own(&pos.query)?, own(&pos.key)?));
+        }
+        let d = self.head_dim * self.n_heads;
+        match &self.qkv {
+            Qkv::Separate { q, k: key, .. } => Ok((q.forward(table, k)?, key.forward(table, k)?)),
+            Qkv::Packed(_) => {
+                let qkv = self.project_packed(table, k)?;
+                Ok((qkv.narrow(2, 0, d)?, qkv.narrow(2, d, d)?))
+            }
+        }
     }
 }
 
@@ -346,6 +452,14 @@ impl Linear {
             Self::Int8(q) => Ok(q.out_dim()),
         }
     }
+}
+
+/// What each layer of a forward pass reads besides its input: its index, the mask, and
+/// DeBERTa's relative positions.
+struct LayerContext<'a> {
+    layer: usize,
+    mask: &'a AttentionMask,
+    relative: &'a Option<RelativeContext>,
 }
 
 /// The `(batch, seq)` 1 = keep / 0 = pad mask, and (for the reference kernels) its additive
@@ -415,19 +529,10 @@ pub struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn forward(
-        &self,
-        x: &Tensor,
-        mask: &AttentionMask,
-        mode: Mode,
-        i: usize,
-        k: Kernels,
-    ) -> Result<Tensor> {
-        let attn = self
-            .attention
-            .forward(x, mask, mode, site_attention(i), k)?;
+    fn forward(&self, x: &Tensor, ctx: &LayerContext, mode: Mode, k: Kernels) -> Result<Tensor> {
+        let attn = self.attention.forward(x, ctx, mode, k)?;
         let x = self.attention_norm.forward(&(attn + x)?, k)?;
-        let ffn = self.ffn.forward(&x, mode, site_ffn(i), k)?;
+        let ffn = self.ffn.forward(&x, mode, site_ffn(ctx.layer), k)?;
         self.output_norm.forward(&(ffn + x)?, k)
     }
 }
@@ -437,6 +542,8 @@ impl EncoderLayer {
 pub struct Encoder {
     pub embeddings: Embeddings,
     pub layers: Vec<EncoderLayer>,
+    /// DeBERTa's relative-position table, which every layer reads.
+    pub relative: Option<RelativePositions>,
 }
 
 impl Encoder {
@@ -453,15 +560,31 @@ impl Encoder {
             keep: attention_mask.clone(),
             bias: Default::default(),
         };
+        let relative = self
+            .relative
+            .as_ref()
+            .map(|r| r.context(input_ids.dim(1)?, k))
+            .transpose()?;
         let mut x = self.embeddings.forward(input_ids, mode, k)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &mask, mode, i, k)?;
+        for (layer, l) in self.layers.iter().enumerate() {
+            let ctx = LayerContext {
+                layer,
+                mask: &mask,
+                relative: &relative,
+            };
+            x = l.forward(&x, &ctx, mode, k)?;
         }
         Ok(x)
     }
 
     /// Runs every layer's linear products in `precision`.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if let Some(relative) = &self.relative {
+            let table = relative.full_table()?;
+            for layer in &mut self.layers {
+                layer.attention.keep_positions(&table)?;
+            }
+        }
         for layer in &mut self.layers {
             layer.attention.set_precision(precision)?;
             layer.ffn.set_precision(precision)?;

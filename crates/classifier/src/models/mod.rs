@@ -4,6 +4,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod deberta_v2;
 pub mod distilbert;
 pub mod electra;
 pub mod head;

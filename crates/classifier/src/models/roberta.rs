@@ -75,8 +75,8 @@ pub fn load(vb: VarBuilder, cfg: &Config) -> Result<(Encoder, ClassificationHead
     Ok((encoder, load_head(vb, cfg, HeadActivation::Tanh)?))
 }
 
-/// A `RobertaClassificationHead` (`classifier.dense`, `classifier.out_proj`, dropout before
-/// and after the dense layer) with `activation` between; ELECTRA's head is this with GELU.
+/// A `RobertaClassificationHead` (`classifier.dense`, `classifier.out_proj`, the same dropout
+/// before and after the dense layer) with `activation` between; ELECTRA's head is this with GELU.
 pub fn load_head(
     vb: VarBuilder,
     cfg: &Config,
@@ -89,7 +89,7 @@ pub fn load_head(
         activation,
         out: Linear::load(d.pp("out_proj"), c, cfg.num_labels())?,
         dropout: cfg.head_dropout(),
-        dropout_before_dense: true,
+        input_dropout: cfg.head_dropout(),
     })
 }
 

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use super::config::ModelConfig;
 use super::head::ClassificationHead;
 use super::layers::{Encoder, Mode};
-use super::{distilbert, electra, roberta};
+use super::{deberta_v2, distilbert, electra, roberta};
 use kernels::{Kernels, Precision};
 
 /// Inference runs the sequences of a batch in chunks of about this many tokens (at least one
@@ -35,6 +35,7 @@ impl SequenceClassifier {
                 roberta::load(vb, c)?
             }
             ModelConfig::Electra(c) => electra::load(vb, c)?,
+            ModelConfig::DebertaV2(c) => deberta_v2::load(vb, c)?,
         };
         Ok(Self {
             encoder,
