@@ -6,7 +6,8 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 import torch
 torch.set_num_threads(THREADS)
-from transformers import (DistilBertConfig, DistilBertForSequenceClassification, RobertaConfig,
+from transformers import (DebertaV2Config, DebertaV2ForSequenceClassification, DistilBertConfig,
+                          DistilBertForSequenceClassification, RobertaConfig,
                           RobertaForSequenceClassification)
 
 mode, prec = sys.argv[1], sys.argv[2]
@@ -30,6 +31,12 @@ if os.environ.get("BENCH_ARCH") == "roberta":  # roberta-base's config.json
     cfg = RobertaConfig(num_labels=2, max_position_embeddings=514, type_vocab_size=1,
                         layer_norm_eps=1e-5)
     model = RobertaForSequenceClassification(cfg)
+elif os.environ.get("BENCH_ARCH") == "deberta-v3":  # deberta-v3-base's config.json
+    cfg = DebertaV2Config(num_labels=2, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                          intermediate_size=3072, relative_attention=True, position_buckets=256,
+                          norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type="p2c|c2p",
+                          position_biased_input=False, pooler_hidden_size=768)
+    model = DebertaV2ForSequenceClassification(cfg)
 else:
     cfg = DistilBertConfig(num_labels=2, **kw)  # defaults == distilbert-base-uncased architecture
     model = DistilBertForSequenceClassification(cfg)

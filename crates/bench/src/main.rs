@@ -114,6 +114,19 @@ enum Arch {
     DistilBert,
     /// roberta-base: 12 layers, a 50k vocabulary, positions after the padding index.
     Roberta,
+    /// deberta-v3-base: 12 layers, a 128k vocabulary, disentangled relative attention.
+    DebertaV3,
+}
+
+impl Arch {
+    /// `BENCH_ARCH` of the PyTorch script (unset for DistilBERT).
+    fn torch_name(self) -> Option<&'static str> {
+        match self {
+            Arch::DistilBert => None,
+            Arch::Roberta => Some("roberta"),
+            Arch::DebertaV3 => Some("deberta-v3"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -186,14 +199,11 @@ const fn gemm(name: &'static str, matmul: MatmulPrecision) -> Workload {
     }
 }
 
-const fn on_roberta(w: Workload) -> Workload {
-    Workload {
-        arch: Arch::Roberta,
-        ..w
-    }
+const fn on(arch: Arch, w: Workload) -> Workload {
+    Workload { arch, ..w }
 }
 
-const WORKLOADS: [Workload; 11] = [
+const WORKLOADS: [Workload; 12] = [
     infer("infer-b1-s32", 1, 32, Precision::F32),
     infer("infer-b1-s128", 1, 128, Precision::F32),
     infer("infer-b32-s128", 32, 128, Precision::F32),
@@ -204,7 +214,14 @@ const WORKLOADS: [Workload; 11] = [
     train("train-b8-s128-bf16", MatmulPrecision::Bf16),
     gemm("gemm-2048", MatmulPrecision::F32),
     gemm("gemm-2048-bf16", MatmulPrecision::Bf16),
-    on_roberta(infer("roberta-infer-b8-s128", 8, 128, Precision::F32)),
+    on(
+        Arch::Roberta,
+        infer("roberta-infer-b8-s128", 8, 128, Precision::F32),
+    ),
+    on(
+        Arch::DebertaV3,
+        infer("deberta-v3-infer-b8-s128", 8, 128, Precision::F32),
+    ),
 ];
 
 /// One workload's figures.
@@ -251,6 +268,13 @@ fn base_model(arch: Arch) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
         // roberta-base's config.json, the keys that differ from RobertaConfig's defaults.
         Arch::Roberta => ModelConfig::Roberta(serde_json::from_value(serde_json::json!({
             "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+        }))?),
+        // deberta-v3-base's config.json, the keys that differ from DebertaV2Config's defaults.
+        Arch::DebertaV3 => ModelConfig::DebertaV2(serde_json::from_value(serde_json::json!({
+            "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "relative_attention": true, "position_buckets": 256,
+            "norm_rel_ebd": "layer_norm", "share_att_key": true, "pos_att_type": "p2c|c2p",
+            "position_biased_input": false, "pooler_hidden_size": 768,
         }))?),
     };
     let tensors = random_tensors(&cfg, 0)?.into_iter().collect();
@@ -504,8 +528,8 @@ fn baseline(args: &Args, python: &Path, w: Workload, b: Baseline) -> Result<Meas
             };
             let mut cmd = python_command(args, python, "torch_bench.py");
             cmd.args([mode, precision]);
-            if w.arch == Arch::Roberta {
-                cmd.env("BENCH_ARCH", "roberta");
+            if let Some(arch) = w.arch.torch_name() {
+                cmd.env("BENCH_ARCH", arch);
             }
             cmd
         }
