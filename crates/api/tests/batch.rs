@@ -294,6 +294,7 @@ fn fine_tuned_classifiers_of_every_family_give_transformers_probabilities_and_la
         "electra-classifier",
         "deberta-v3-classifier",
         "deberta-v2-classifier",
+        "deberta-v3-spm-classifier",
     ] {
         let model = classifier_fixture(&format!("tiny-{family}"));
         assert_transformers_outputs(
@@ -305,16 +306,25 @@ fn fine_tuned_classifiers_of_every_family_give_transformers_probabilities_and_la
 }
 
 /// `MODEL_PATH=owner/name` as users serve a Hub model: fetched through a Hub stand-in into
-/// an empty cache, then served again offline from that cache.
+/// an empty cache, then served again offline from that cache: a RoBERTa as cardiffnlp's,
+/// and a DeBERTa-v3 whose tokenizer is only `spm.model`, as microsoft/deberta-v3-base's.
 #[test]
 fn a_hub_id_is_served_with_its_own_labels_online_then_offline() {
     let root = tempfile::tempdir().unwrap();
-    let repo = "cardiff-test/tiny-roberta-sentiment";
-    let dest = root.path().join("hub/models").join(repo).join("main");
-    std::fs::create_dir_all(&dest).unwrap();
-    for f in std::fs::read_dir(classifier_fixture("tiny-roberta-classifier")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dest.join(f.file_name().unwrap())).unwrap();
+    let repos = [
+        ("cardiff-test/tiny-roberta-sentiment", "roberta-classifier"),
+        (
+            "microsoft-test/tiny-deberta-v3-spm",
+            "deberta-v3-spm-classifier",
+        ),
+    ];
+    for (repo, family) in repos {
+        let dest = root.path().join("hub/models").join(repo).join("main");
+        std::fs::create_dir_all(&dest).unwrap();
+        for f in std::fs::read_dir(classifier_fixture(&format!("tiny-{family}"))).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dest.join(f.file_name().unwrap())).unwrap();
+        }
     }
     let mock = hub_mock::HubMock::start(&root.path().join("hub"), Default::default()).unwrap();
     let hf_home = root.path().join("hf-home");
@@ -323,12 +333,17 @@ fn a_hub_id_is_served_with_its_own_labels_online_then_offline() {
         cmd.args(args);
         hub_mock::run_isolated(cmd, &hf_home, env)
     };
-    let expected = "expected-roberta-classifier.json";
-    assert_transformers_outputs(expected, repo, |a| {
-        with_env(&[("HF_ENDPOINT", &mock.url)], a)
-    });
+    for (repo, family) in repos {
+        let expected = format!("expected-{family}.json");
+        assert_transformers_outputs(&expected, repo, |a| {
+            with_env(&[("HF_ENDPOINT", &mock.url)], a)
+        });
+    }
     drop(mock);
-    assert_transformers_outputs(expected, repo, |a| with_env(&[("HF_HUB_OFFLINE", "1")], a));
+    for (repo, family) in repos {
+        let expected = format!("expected-{family}.json");
+        assert_transformers_outputs(&expected, repo, |a| with_env(&[("HF_HUB_OFFLINE", "1")], a));
+    }
     let input = root.path().join("in.csv");
     std::fs::write(&input, "text\ngreat film\n").unwrap();
     let (i, o) = (input.to_str().unwrap(), root.path().join("out.csv"));

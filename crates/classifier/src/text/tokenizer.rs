@@ -3,7 +3,8 @@
 //! dynamic padding.
 //!
 //! Loads a `tokenizer.json` (any model the `tokenizers` crate reads) or builds the BERT
-//! WordPiece pipeline from a bare `vocab.txt`. Special tokens come from
+//! WordPiece pipeline from a bare `vocab.txt` (RoBERTa's from `vocab.json` + `merges.txt`,
+//! DeBERTa-v3's from `spm.model`). Special tokens come from
 //! `tokenizer_config.json`, else the family's defaults (`[CLS]`... or `<s>`...).
 //! Padding and truncation baked into a `tokenizer.json` are removed: a model folder's
 //! tokenizer often pads everything to 128 tokens, which would waste compute on short texts and
@@ -27,9 +28,10 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{ModelWrapper, Tokenizer};
 
+use super::sentencepiece::{self, SpmOptions};
 use crate::error::{Error, Result};
 use crate::model_dir::{
-    BPE_VOCAB_FILE, MERGES_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE,
+    BPE_VOCAB_FILE, MERGES_FILE, SPECIAL_TOKENS_MAP_FILE, SPM_FILE, TOKENIZER_CONFIG_FILE,
     TOKENIZER_JSON_FILE, VOCAB_FILE,
 };
 
@@ -161,16 +163,14 @@ impl SpecialTokens {
 }
 
 /// The parts of `tokenizer_config.json` we read and write.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct TokenizerConfigFile {
-    #[serde(default = "yes")]
-    do_lower_case: bool,
+    /// Absent means the family's default: on for WordPiece (BERT), off for SentencePiece.
+    do_lower_case: Option<bool>,
+    #[serde(default)]
+    split_by_punct: bool,
     #[serde(flatten)]
     special: PartialSpecialTokens,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -184,13 +184,17 @@ struct PartialSpecialTokens {
 
 /// `tokenizer_config.json`'s lower-casing (default on, as BERT's) and special tokens.
 fn read_tokenizer_config(path: Option<&Path>) -> Result<(bool, PartialSpecialTokens)> {
+    let cfg = read_tokenizer_config_file(path)?;
+    Ok((cfg.do_lower_case.unwrap_or(true), cfg.special))
+}
+
+fn read_tokenizer_config_file(path: Option<&Path>) -> Result<TokenizerConfigFile> {
     let Some(path) = path else {
-        return Ok((true, PartialSpecialTokens::default()));
+        return Ok(TokenizerConfigFile::default());
     };
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let cfg: TokenizerConfigFile = serde_json::from_str(&text)
-        .map_err(|e| Error::artifact(path, format!("not a valid tokenizer_config.json: {e}")))?;
-    Ok((cfg.do_lower_case, cfg.special))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::artifact(path, format!("not a valid tokenizer_config.json: {e}")))
 }
 
 /// Special tokens are written either as strings or as `{"content": "[CLS]", ...}` objects.
@@ -231,8 +235,8 @@ pub struct Batch {
 
 impl TextTokenizer {
     /// Loads the tokenizer of a model folder: `tokenizer.json`, else `vocab.txt` (WordPiece),
-    /// else `vocab.json` with `merges.txt` (RoBERTa's byte-level BPE), with
-    /// `tokenizer_config.json` when present.
+    /// else `vocab.json` with `merges.txt` (RoBERTa's byte-level BPE), else `spm.model`
+    /// (DeBERTa-v3's SentencePiece Unigram), with `tokenizer_config.json` when present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         let config = file(TOKENIZER_CONFIG_FILE);
@@ -240,14 +244,18 @@ impl TextTokenizer {
         if json.is_some() || vocab.is_some() {
             return Self::from_files(json.as_deref(), vocab.as_deref(), config.as_deref());
         }
+        if let Some(spm) = file(SPM_FILE) {
+            return Self::from_spm(&spm, config.as_deref());
+        }
         let Some(bpe_vocab) = file(BPE_VOCAB_FILE) else {
             return Err(Error::artifact(
                 dir.join(TOKENIZER_JSON_FILE),
-                "missing: the folder has no tokenizer.json, vocab.txt (WordPiece) or \
-                 vocab.json + merges.txt (byte-level BPE). A SentencePiece model alone \
-                 (sentencepiece.bpe.model, spm.model) is not read: save the tokenizer once with \
-                 transformers (AutoTokenizer.from_pretrained(...).save_pretrained(...)) to get \
-                 its tokenizer.json",
+                "missing: the folder has no tokenizer.json, vocab.txt (WordPiece), \
+                 vocab.json + merges.txt (byte-level BPE) or spm.model (SentencePiece \
+                 Unigram). Another SentencePiece model (XLM-R's sentencepiece.bpe.model) is \
+                 not read: save the tokenizer once with transformers \
+                 (AutoTokenizer.from_pretrained(...).save_pretrained(...)) to get its \
+                 tokenizer.json",
             ));
         };
         let merges = file(MERGES_FILE).ok_or_else(|| {
@@ -287,6 +295,20 @@ impl TextTokenizer {
                 "no tokenizer: a model folder needs tokenizer.json or vocab.txt".into(),
             )),
         }
+    }
+
+    /// Builds DeBERTa-v3's SentencePiece Unigram pipeline from `spm.model`, as transformers'
+    /// `DebertaV2Tokenizer` does (`[CLS] ... [SEP]`, no lower-casing unless the config asks).
+    pub fn from_spm(spm_model: &Path, tokenizer_config: Option<&Path>) -> Result<Self> {
+        let cfg = read_tokenizer_config_file(tokenizer_config)?;
+        let opts = SpmOptions {
+            do_lower_case: cfg.do_lower_case.unwrap_or(false),
+            split_by_punct: cfg.split_by_punct,
+        };
+        let inner = sentencepiece::read(spm_model, opts)?;
+        let special = SpecialTokens::or(&cfg.special, SpecialTokens::default());
+        // Lower-casing, when asked, is a step of the normalizer built above.
+        Self::from_tokenizer(inner, special, opts.do_lower_case, spm_model)
     }
 
     /// Builds RoBERTa's byte-level BPE pipeline from `vocab.json` and `merges.txt`, as

@@ -34,7 +34,7 @@ const INT8_BOUND: f32 = 0.08;
 /// fixture int8 is 0.31 off (12% of its largest logit, 2.6; ELECTRA's is 0.35 of 4.9).
 const DEBERTA_INT8_BOUND: f32 = 0.15;
 
-const FAMILIES: [Family; 7] = [
+const FAMILIES: [Family; 8] = [
     Family {
         folder: "tiny-bert-classifier",
         expected: "expected-bert-classifier.json",
@@ -78,6 +78,15 @@ const FAMILIES: [Family; 7] = [
     Family {
         folder: "tiny-deberta-v3-classifier",
         expected: "expected-deberta-v3-classifier.json",
+        model_type: "deberta-v2",
+        architecture: "DebertaV2ForSequenceClassification",
+        prefix: "deberta",
+        int8_bound: DEBERTA_INT8_BOUND,
+    },
+    // Its tokenizer is only spm.model, as microsoft/deberta-v3-base ships it.
+    Family {
+        folder: "tiny-deberta-v3-spm-classifier",
+        expected: "expected-deberta-v3-spm-classifier.json",
         model_type: "deberta-v2",
         architecture: "DebertaV2ForSequenceClassification",
         prefix: "deberta",
