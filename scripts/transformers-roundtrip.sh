@@ -16,7 +16,8 @@ export RUST_LOG=warn
 target/debug/preprocess --source crates/train/tests/fixtures/tweets_3class.csv,label=sentiment \
   --label-map negative/neutral/positive --no-lowercase --tokenizer ./none \
   --output-dir "$WORK/data" >/dev/null
-for family in roberta-classifier xlm-roberta-classifier camembert-classifier electra-classifier bert-classifier distilbert; do
+for family in roberta-classifier xlm-roberta-classifier camembert-classifier electra-classifier \
+    deberta-v3-classifier deberta-v2-classifier deberta-v3-spm-classifier bert-classifier distilbert; do
   out="$WORK/$family"
   target/debug/train --base-model "$FIX/tiny-$family" --data-dir "$WORK/data" \
     --output-dir "$out/model_output" --results-dir "$out/results" --epochs 1 --batch-size 8 \

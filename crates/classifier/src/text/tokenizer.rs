@@ -182,12 +182,7 @@ struct PartialSpecialTokens {
     mask_token: Option<serde_json::Value>,
 }
 
-/// `tokenizer_config.json`'s lower-casing (default on, as BERT's) and special tokens.
-fn read_tokenizer_config(path: Option<&Path>) -> Result<(bool, PartialSpecialTokens)> {
-    let cfg = read_tokenizer_config_file(path)?;
-    Ok((cfg.do_lower_case.unwrap_or(true), cfg.special))
-}
-
+/// `tokenizer_config.json`'s lower-casing, punctuation splits and special tokens.
 fn read_tokenizer_config_file(path: Option<&Path>) -> Result<TokenizerConfigFile> {
     let Some(path) = path else {
         return Ok(TokenizerConfigFile::default());
@@ -274,7 +269,8 @@ impl TextTokenizer {
         vocab_txt: Option<&Path>,
         tokenizer_config: Option<&Path>,
     ) -> Result<Self> {
-        let (do_lower_case, given) = read_tokenizer_config(tokenizer_config)?;
+        let cfg = read_tokenizer_config_file(tokenizer_config)?;
+        let given = cfg.special;
         match (tokenizer_json, vocab_txt) {
             (Some(path), _) => {
                 let inner = Tokenizer::from_file(path).map_err(|e| {
@@ -282,9 +278,16 @@ impl TextTokenizer {
                 })?;
                 let defaults = SpecialTokens::defaults_for(|t| inner.token_to_id(t).is_some());
                 let special = SpecialTokens::or(&given, defaults);
+                // tokenizer.json's own normalizer does the lower-casing; the flag is written
+                // back to tokenizer_config.json, where transformers' DebertaV2Tokenizer
+                // lower-cases again if it is on. Unstated, it is BERT's default only for
+                // WordPiece.
+                let wordpiece = matches!(inner.get_model(), ModelWrapper::WordPiece(_));
+                let do_lower_case = cfg.do_lower_case.unwrap_or(wordpiece);
                 Self::from_tokenizer(inner, special, do_lower_case, path)
             }
             (None, Some(path)) => {
+                let do_lower_case = cfg.do_lower_case.unwrap_or(true);
                 let special = SpecialTokens::or(&given, SpecialTokens::default());
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 let vocab: Vec<&str> = text.lines().collect();
@@ -318,7 +321,7 @@ impl TextTokenizer {
         merges_txt: &Path,
         tokenizer_config: Option<&Path>,
     ) -> Result<Self> {
-        let (_, given) = read_tokenizer_config(tokenizer_config)?;
+        let given = read_tokenizer_config_file(tokenizer_config)?.special;
         let (vocab, merges) = (vocab_json.to_string_lossy(), merges_txt.to_string_lossy());
         let bpe = BPE::from_file(&vocab, &merges).build().map_err(|e| {
             Error::artifact(

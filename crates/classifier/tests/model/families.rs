@@ -285,6 +285,13 @@ fn each_family_saves_back_as_its_own_class_with_the_same_logits() {
             assert_eq!(config[key], original[key], "{}: {key} kept", f.folder);
         }
         assert!(config.get("pooling").is_none(), "{config}");
+        // transformers' DebertaV2Tokenizer lower-cases when this says so: only WordPiece does.
+        let tok_config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap(),
+        )
+        .unwrap();
+        let lower = f.model_type == "electra";
+        assert_eq!(tok_config["do_lower_case"], lower, "{}", f.folder);
         let reloaded = Classifier::load_dir(&dir).unwrap();
         assert_eq!(reloaded.labels(), e.labels);
         let logits: Vec<Vec<f32>> = e.predicted(&reloaded, |p| p.logits);
