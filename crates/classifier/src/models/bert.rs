@@ -419,7 +419,8 @@ fn load_layer(vb: VarBuilder, s: &EncoderShape) -> candle_core::Result<EncoderLa
         Linear::load(attn_out.pp("dense"), d, d)?,
     ];
     Ok(EncoderLayer {
-        attention: SelfAttention::new(projections, s.heads, s.attention_dropout)?,
+        attention: SelfAttention::new(projections, s.heads, s.attention_dropout)?
+            .with_output_dropout(s.hidden_dropout),
         attention_norm: LayerNorm::load(attn_out.pp("LayerNorm"), d, eps)?,
         ffn: Ffn::new(
             Linear::load(vb.pp("intermediate").pp("dense"), d, h)?,

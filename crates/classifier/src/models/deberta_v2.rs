@@ -454,7 +454,8 @@ fn load_layer(vb: VarBuilder, cfg: &Config) -> Result<EncoderLayer> {
         projections,
         cfg.num_attention_heads,
         cfg.attention_probs_dropout_prob,
-    )?;
+    )?
+    .with_output_dropout(cfg.hidden_dropout_prob);
     if let Some(shape) = cfg.relative() {
         let own = |on: bool, name: &str| {
             (on && !shape.share_att_key)

@@ -74,6 +74,10 @@ fn site_ffn(layer: usize) -> u64 {
 fn site_positions(layer: usize) -> u64 {
     (1 << 32) + layer as u64
 }
+/// The dropout after the attention's output projection (BERT's `SelfOutput.dropout`).
+fn site_attention_output(layer: usize) -> u64 {
+    (2 << 32) + layer as u64
+}
 
 /// A linear layer's weights in the one precision it runs in.
 #[derive(Debug, Clone)]
@@ -264,6 +268,9 @@ pub struct SelfAttention {
     n_heads: usize,
     head_dim: usize,
     dropout: f64,
+    /// Dropout of the output projection's result: `hidden_dropout_prob` in the BERT layout
+    /// (`*SelfOutput.dropout`), none in DistilBERT.
+    output_dropout: f64,
     positions: Option<PositionProjections>,
 }
 
@@ -283,8 +290,15 @@ impl SelfAttention {
             n_heads,
             head_dim,
             dropout,
+            output_dropout: 0.0,
             positions: None,
         })
+    }
+
+    /// Drops out the output projection's result in train mode, as the BERT layout does.
+    pub fn with_output_dropout(mut self, p: f64) -> Self {
+        self.output_dropout = p;
+        self
     }
 
     /// Adds DeBERTa's content-to-position and position-to-content scores.
@@ -361,7 +375,9 @@ impl SelfAttention {
             }
             _ => self.context_by_ops(x, ctx, mode, k)?,
         };
-        self.out.forward(&context, k)
+        let out = self.out.forward(&context, k)?;
+        let site = site_attention_output(ctx.layer);
+        mode.dropout(&out, self.output_dropout, site, k)
     }
 
     /// The attention context by plain tensor operations: for checking the fused kernel, and
@@ -590,5 +606,53 @@ impl Encoder {
             layer.ffn.set_precision(precision)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+
+    fn linear(d: usize) -> Linear {
+        let weight = Tensor::randn(0f32, 0.3, (d, d), &Device::Cpu).unwrap();
+        Linear::f32(weight, Tensor::zeros(d, DType::F32, &Device::Cpu).unwrap())
+    }
+
+    /// transformers' `*SelfOutput.dropout`: the BERT layout drops out the attention's output
+    /// in training; DistilBERT (no output dropout) does not.
+    #[test]
+    fn the_attention_output_is_dropped_out_in_train_mode_only_where_asked() {
+        let d = 8;
+        let attention = |p: f64| {
+            let layers = [linear(d), linear(d), linear(d), linear(d)];
+            SelfAttention::new(layers, 2, 0.0)
+                .unwrap()
+                .with_output_dropout(p)
+        };
+        let x = Tensor::randn(0f32, 1.0, (1, 4, d), &Device::Cpu).unwrap();
+        let mask = AttentionMask {
+            keep: Tensor::ones((1, 4), DType::U32, &Device::Cpu).unwrap(),
+            bias: Default::default(),
+        };
+        let ctx = LayerContext {
+            layer: 0,
+            mask: &mask,
+            relative: &None,
+        };
+        let run = |a: &SelfAttention, mode: Mode| -> Vec<f32> {
+            let out = a.forward(&x, &ctx, mode, Kernels::default()).unwrap();
+            out.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let train = Mode::Train { seed: 1 };
+        let (bert, distilbert) = (attention(0.5), attention(0.0));
+        assert_eq!(run(&distilbert, train), run(&distilbert, Mode::Eval));
+        let (dropped, eval) = (run(&bert, train), run(&bert, Mode::Eval));
+        let zeroed = dropped
+            .iter()
+            .zip(&eval)
+            .filter(|(t, e)| **t == 0.0 && **e != 0.0);
+        assert!(zeroed.count() > 0, "{dropped:?} vs {eval:?}");
     }
 }
