@@ -108,7 +108,7 @@ const TORCH: &[Baseline] = &[Baseline::TorchFp32, Baseline::TorchBf16];
 const REDUCED: &[Baseline] = &[Baseline::OrtInt8, Baseline::TorchBf16];
 
 /// The base-size architecture a row runs, with random weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Arch {
     /// distilbert-base-uncased: 6 layers.
     DistilBert,
@@ -665,8 +665,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Baselines measured so far, by baseline and shape.
-type BaselineRuns = HashMap<(Baseline, &'static str, usize, usize), Measured>;
+/// Baselines measured so far, by baseline, architecture and shape.
+type BaselineRuns = HashMap<(Baseline, Arch, &'static str, usize, usize), Measured>;
 
 fn rss(m: &Measured) -> String {
     m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0} MB"))
@@ -707,7 +707,7 @@ fn table_rows(args: &Args, w: Workload, baseline_runs: &mut BaselineRuns) -> Res
     }
     let mut rows = String::new();
     for b in chosen {
-        let key = (b, unit(w.kind), w.batch, w.seq);
+        let key = (b, w.arch, unit(w.kind), w.batch, w.seq);
         let t = match baseline_runs.get(&key) {
             Some(t) => t.clone(),
             None => baseline(args, py, w, b)?,
