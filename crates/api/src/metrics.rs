@@ -1,7 +1,8 @@
 //! Prometheus metrics of one server (its own registry, so tests can run several servers).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds, from 1 ms to 30 s.
@@ -20,6 +21,9 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub queue_depth: IntGauge,
     pub inputs: IntCounterVec,
+    /// Texts dropped from the queue because their request was gone (client disconnected or
+    /// timed out) before the model reached them.
+    pub abandoned: IntCounter,
 }
 
 impl Metrics {
@@ -75,6 +79,14 @@ impl Metrics {
         registry
             .register(Box::new(inputs.clone()))
             .expect("unique metric");
+        let abandoned = IntCounter::new(
+            "predict_abandoned_texts_total",
+            "Queued texts dropped unrun because their request was gone",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(abandoned.clone()))
+            .expect("unique metric");
         Self {
             queue_duration: histogram(
                 "predict_queue_duration_seconds",
@@ -101,6 +113,7 @@ impl Metrics {
             request_duration,
             queue_depth,
             inputs,
+            abandoned,
         }
     }
 

@@ -72,8 +72,9 @@ impl Queue {
         Ok(())
     }
 
-    /// Waits for texts and takes the next batch within `limits`, in arrival order; `None`
-    /// once the queue is closed and empty.
+    /// Waits for texts and takes the next batch within `limits`, in arrival order, leaving
+    /// out the texts of requests that are gone; `None` once the queue is closed and empty.
+    /// The batch may be empty when every waiting text was abandoned.
     fn pop_batch(&self, limits: BatchLimits) -> Option<Vec<Entry>> {
         let mut state = self.state.lock().expect("queue lock");
         while state.entries.is_empty() {
@@ -85,6 +86,14 @@ impl Queue {
         let mut batch: Vec<Entry> = Vec::new();
         let mut longest = 0;
         while let Some(next) = state.entries.front() {
+            // A request that is gone (its client disconnected or timed out) dropped its
+            // receiver: computing its texts would only delay the live ones, and doubles the
+            // load behind a load balancer that retries.
+            if next.respond.is_closed() {
+                state.entries.pop_front();
+                self.metrics.abandoned.inc();
+                continue;
+            }
             let len = next.ids.len().max(1);
             let fits = batch.len() < limits.max_batch_size
                 && longest.max(len) * (batch.len() + 1) <= limits.max_batch_tokens;
@@ -116,7 +125,9 @@ pub fn spawn_worker(
         .spawn(move || {
             let limits = classifier.limits();
             while let Some(batch) = queue.pop_batch(limits) {
-                run_batch(&classifier, batch, &metrics);
+                if !batch.is_empty() {
+                    run_batch(&classifier, batch, &metrics);
+                }
             }
             tracing::debug!("model thread: queue closed, exiting");
         })
@@ -167,5 +178,48 @@ fn fail(batch: Vec<Entry>, error: BackendError) {
     tracing::error!("batch of {} failed: {error}", batch.len());
     for entry in batch {
         let _ = entry.respond.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(len: usize) -> (Entry, oneshot::Receiver<Result<Prediction, BackendError>>) {
+        let (respond, answer) = oneshot::channel();
+        let ids = vec![1; len];
+        let enqueued = Instant::now();
+        (
+            Entry {
+                ids,
+                enqueued,
+                respond,
+            },
+            answer,
+        )
+    }
+
+    /// The texts of a request whose client went away are dropped, not computed, and counted.
+    #[test]
+    fn texts_of_a_request_that_is_gone_are_not_run() {
+        let metrics = Metrics::new();
+        let queue = Queue::new(16, metrics.clone());
+        let (gone, live) = ((0..3).map(|_| entry(4)), (0..2).map(|_| entry(5)));
+        let (gone, receivers): (Vec<Entry>, Vec<_>) = gone.unzip();
+        drop(receivers);
+        let (live, _answers): (Vec<Entry>, Vec<_>) = live.unzip();
+        queue.push_all(gone).unwrap();
+        queue.push_all(live).unwrap();
+        let limits = BatchLimits {
+            max_batch_size: 16,
+            max_batch_tokens: 1024,
+        };
+        let batch = queue.pop_batch(limits).unwrap();
+        assert_eq!(
+            batch.iter().map(|e| e.ids.len()).collect::<Vec<_>>(),
+            [5, 5]
+        );
+        assert_eq!(metrics.abandoned.get(), 3);
+        assert_eq!(metrics.queue_depth.get(), 0);
     }
 }
