@@ -191,11 +191,11 @@ pub enum ErrorType {
     UnsupportedMediaType,
 }
 
-/// `GET /health`.
+/// `GET /health`, `/health/live` and `/health/ready`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok` once the model answered a warm-up prediction; otherwise `loading` or
-    /// `unavailable`.
+    /// `unavailable`; `draining` (readiness while shutting down); `live` (liveness).
     #[schema(example = "ok")]
     pub status: String,
     /// Why the model is not ready, when it is not.

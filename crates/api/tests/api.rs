@@ -51,6 +51,10 @@ impl Server {
             "--model-retry-seconds".into(),
             "1".into(),
         ];
+        // No grace period unless a test asks: stopping would otherwise wait it out.
+        if !extra.contains(&"--shutdown-grace-seconds") {
+            argv.extend(["--shutdown-grace-seconds".into(), "0".into()]);
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         let args = api::Args::parse_from(argv);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -536,4 +540,65 @@ async fn long_texts_are_read_in_windows_as_the_library_reads_them() {
         assert_eq!(info["long_text"], mode.to_string());
         s.stop().await;
     }
+}
+
+/// Kubernetes-style probes and the SIGTERM drain: live answers throughout; ready turns 503
+/// `draining` at the signal while the server still answers for the grace period; a request
+/// in flight at the signal completes; then the server exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_the_shutdown_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = TinySize {
+        dim: 128,
+        layers: 4,
+        heads: 4,
+        hidden: 512,
+        max_positions: 512,
+    };
+    let model = tiny_model(dir.path(), size);
+    // A grace period long enough to probe within it.
+    let s = Server::ready(&model, &["--shutdown-grace-seconds", "2"]).await;
+    let status = |body: &str| serde_json::from_str::<Value>(body).unwrap()["status"].clone();
+    let (code, body) = s.get("/health/live").await;
+    assert_eq!((code, status(&body)), (200, json!("live")));
+    let (code, body) = s.get("/health/ready").await;
+    assert_eq!((code, status(&body)), (200, json!("ok")));
+
+    let text = "a wonderful heart warming film ".repeat(60);
+    let body = json!({"inputs": vec![text; 32], "long_text": "truncate"}).to_string();
+    let (client, url) = (s.client.clone(), s.url.clone());
+    let in_flight = tokio::spawn(async move {
+        let r = client
+            .post(format!("{url}/predict"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!in_flight.is_finished(), "the request must be in flight at the signal");
+    let Server {
+        url,
+        client,
+        mut stop,
+        task,
+    } = s;
+    stop.take().unwrap().send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let probe = |path: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client.get(format!("{url}{path}")).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, body) = probe("/health/ready").await;
+    assert_eq!((code, &body["status"]), (503, &json!("draining")), "{body}");
+    assert_eq!(probe("/health/live").await.0, 200);
+    let (code, answer) = in_flight.await.unwrap();
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer.as_array().map(Vec::len), Some(32), "{answer}");
+    task.await.unwrap().unwrap();
 }

@@ -8,8 +8,9 @@ mod predict;
 mod routes;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use api_types::ErrorType;
 use axum::Router;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub args: Args,
     pub metrics: Metrics,
     model: RwLock<ModelState>,
+    /// Set on the shutdown signal: /health/ready answers 503 from then on.
+    draining: AtomicBool,
 }
 
 impl AppState {
@@ -40,7 +43,12 @@ impl AppState {
             args,
             metrics: Metrics::new(),
             model: RwLock::new(ModelState::Loading),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     fn set_model(&self, state: ModelState) {
@@ -133,6 +141,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/predict", post(routes::predict))
         .route("/health", get(routes::health))
+        .route("/health/live", get(routes::live))
+        .route("/health/ready", get(routes::ready))
         .route("/info", get(routes::info))
         .route("/training", get(routes::training))
         .route("/metrics", get(routes::metrics))
@@ -150,13 +160,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves on `listener` until `shutdown` resolves; then drains: unready for the grace
+/// period while still serving, then no new connections, in-flight requests and queued texts
+/// finished.
 pub async fn serve(
     args: Args,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     args.validate()?;
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
     let state = Arc::new(AppState::new(args.clone()));
     let loader = {
         let state = state.clone();
@@ -165,8 +178,20 @@ pub async fn serve(
         }))
     };
     tracing::info!(address = %listener.local_addr()?, "listening");
+    let drain = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.draining.store(true, Ordering::Relaxed);
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "draining: /health/ready answers 503; serving until the grace period ends"
+            );
+            tokio::time::sleep(grace).await;
+        }
+    };
     axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(drain)
         .await?;
     loader.abort();
     // Dropping the model closes its queue and joins its thread once queued work is done.

@@ -27,7 +27,7 @@ use crate::model::{ModelState, limits};
         title = "sentiment-rs api",
         description = "Sentiment classification with a fine-tuned DistilBERT: real softmax probabilities from the model."
     ),
-    paths(predict, health, info, training, metrics),
+    paths(predict, health, live, ready, info, training, metrics),
     components(schemas(
         PredictRequest,
         TextRequest,
@@ -118,6 +118,34 @@ pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Hea
     }
 }
 
+/// Liveness: 200 whenever the process answers (a loading or draining server is alive).
+#[utoipa::path(get, path = "/health/live", responses(
+    (status = 200, description = "The process answers", body = Health),
+))]
+pub async fn live() -> Json<Health> {
+    Json(Health {
+        status: "live".into(),
+        error: None,
+    })
+}
+
+/// Readiness: as /health, and 503 `draining` once the server is shutting down, so that load
+/// balancers stop sending it new requests.
+#[utoipa::path(get, path = "/health/ready", responses(
+    (status = 200, description = "Ready for requests", body = Health),
+    (status = 503, description = "Loading, no usable model, or draining", body = Health),
+))]
+pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Health>) {
+    if state.is_draining() {
+        let draining = Health {
+            status: "draining".into(),
+            error: Some("shutting down: send new requests to another replica".into()),
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(draining));
+    }
+    health(State(state)).await
+}
+
 /// The model and its training: labels, limits, base model, metrics.
 #[utoipa::path(get, path = "/info", responses((status = 200, description = "Model information", body = Info)))]
 pub async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
@@ -180,7 +208,8 @@ pub async fn docs() -> Html<String> {
 pub async fn not_found() -> ApiError {
     ApiError::new(
         ErrorType::NotFound,
-        "no such route: see /docs (POST /predict, GET /health, /info, /metrics, /openapi.json)",
+        "no such route: see /docs (POST /predict, GET /health, /health/live, /health/ready, \
+         /info, /metrics, /openapi.json)",
     )
 }
 
