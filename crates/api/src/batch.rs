@@ -16,18 +16,36 @@ use clap::Parser;
 use classifier::{BatchLimits, Classifier, Precision, Prediction, runtime};
 
 use crate::config::LongTextArgs;
+use crate::shard::{Manifest, Shard};
 
 /// Add sentiment predictions to every row of a CSV file.
 ///
 /// Example: batch_predict data/processed/small_test.csv results/predictions.csv
+///
+/// Split between workers: each runs `batch_predict --shard I/N INPUT PARTS_DIR`, then
+/// `batch_predict merge PARTS_DIR OUTPUT` joins the parts in input order.
 #[derive(Parser, Debug, Clone)]
 #[command(version)]
 pub struct BatchArgs {
     /// The CSV to classify (header row required).
     pub input: PathBuf,
 
-    /// Where to write the CSV with predictions (replaced when complete).
+    /// Where to write the CSV with predictions (replaced when complete); with a shard, the
+    /// folder that gets its `part-I-of-N.csv`.
     pub output: PathBuf,
+
+    /// Classify only shard I of N (0-based): rows I, I + N, I + 2N, ...
+    #[arg(long, conflicts_with_all = ["shard_index", "shard_count"])]
+    pub shard: Option<Shard>,
+
+    /// The shard's index, as --shard's I; a Kubernetes Indexed Job's JOB_COMPLETION_INDEX
+    /// when unset.
+    #[arg(long, env = "SHARD_INDEX", requires = "shard_count")]
+    pub shard_index: Option<usize>,
+
+    /// How many shards, as --shard's N.
+    #[arg(long, env = "SHARD_COUNT")]
+    pub shard_count: Option<usize>,
 
     /// The column holding the text.
     #[arg(long, env = "TEXT_COLUMN", default_value = "text")]
@@ -82,6 +100,37 @@ fn delimiter(path: &Path) -> u8 {
     }
 }
 
+impl BatchArgs {
+    /// The shard to classify: --shard, else SHARD_INDEX (or JOB_COMPLETION_INDEX) of
+    /// SHARD_COUNT; `None` for the whole input.
+    pub fn shard(&self) -> Result<Option<Shard>> {
+        if self.shard.is_some() {
+            return Ok(self.shard);
+        }
+        let Some(count) = self.shard_count else {
+            return Ok(None);
+        };
+        let index = match self.shard_index {
+            Some(i) => i,
+            None => std::env::var("JOB_COMPLETION_INDEX")
+                .context("SHARD_COUNT is set but neither SHARD_INDEX nor JOB_COMPLETION_INDEX")?
+                .parse()
+                .context("JOB_COMPLETION_INDEX is not a number")?,
+        };
+        Ok(Some(Shard::new(index, count).map_err(anyhow::Error::msg)?))
+    }
+}
+
+/// `batch_predict merge`: join the parts of a sharded run.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "batch_predict merge")]
+pub struct MergeArgs {
+    /// The folder holding every `part-I-of-N.csv` and its manifest.
+    pub parts: PathBuf,
+    /// Where to write the joined CSV, rows in input order (replaced when complete).
+    pub output: PathBuf,
+}
+
 /// Opens the input and finds the text column; fails before any model work.
 fn open_input(
     args: &BatchArgs,
@@ -126,7 +175,16 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
         "--batch-size and --chunk-rows must be positive"
     );
     let (mut reader, headers, column, size) = open_input(args)?;
-    let out_dir = match args.output.parent() {
+    let shard = args.shard()?;
+    let output = match shard {
+        Some(s) => {
+            std::fs::create_dir_all(&args.output)
+                .with_context(|| format!("cannot create {}", args.output.display()))?;
+            s.part_path(&args.output)
+        }
+        None => args.output.clone(),
+    };
+    let out_dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -141,7 +199,7 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
         .tempfile_in(&out_dir)
         .with_context(|| format!("cannot write in {}", out_dir.display()))?;
     let mut writer = csv::WriterBuilder::new()
-        .delimiter(delimiter(&args.output))
+        .delimiter(delimiter(&output))
         .flexible(true)
         .from_writer(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()));
     writer.write_byte_record(&output_header(&headers, &labels, args.probabilities))?;
@@ -150,8 +208,9 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
     let mut summary = BatchSummary::default();
     let mut chunk: Vec<csv::ByteRecord> = Vec::with_capacity(args.chunk_rows);
     let mut eof = false;
+    let mut row = 0;
     while !eof {
-        eof = read_chunk(&mut reader, &mut chunk, args)?;
+        eof = read_chunk(&mut reader, &mut chunk, (&mut row, shard), args)?;
         let texts: Vec<Option<String>> = chunk
             .iter()
             .map(|r| {
@@ -186,7 +245,10 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
     }
     writer.flush()?;
     drop(writer);
-    persist(tmp, &args.output)?;
+    persist(tmp, &output)?;
+    if let Some(s) = shard {
+        Manifest::of(&args.input, s, summary.rows)?.write(&args.output)?;
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     summary.rows_per_s = summary.rows as f64 / summary.seconds.max(1e-9);
     Ok(summary)
@@ -246,17 +308,24 @@ fn output_header(
     header
 }
 
-/// Reads up to `--chunk-rows` records into `chunk`; returns whether the input has ended.
+/// Reads up to `--chunk-rows` records of the shard into `chunk`, counting every row read in
+/// `row`; returns whether the input has ended.
 fn read_chunk(
     reader: &mut csv::Reader<BufReader<File>>,
     chunk: &mut Vec<csv::ByteRecord>,
+    (row, shard): (&mut u64, Option<Shard>),
     args: &BatchArgs,
 ) -> Result<bool> {
     chunk.clear();
     while chunk.len() < args.chunk_rows {
         let mut record = csv::ByteRecord::new();
         match reader.read_byte_record(&mut record) {
-            Ok(true) => chunk.push(record),
+            Ok(true) => {
+                if shard.is_none_or(|s| s.takes(*row)) {
+                    chunk.push(record);
+                }
+                *row += 1;
+            }
             Ok(false) => return Ok(true),
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
@@ -298,7 +367,7 @@ fn annotate(
 }
 
 /// Moves the finished temporary file over `output` (readable by all, as a plain write).
-fn persist(tmp: tempfile::NamedTempFile, output: &Path) -> Result<()> {
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, output: &Path) -> Result<()> {
     tmp.as_file().sync_all()?;
     #[cfg(unix)]
     {

@@ -578,7 +578,10 @@ async fn probes_and_the_shutdown_drain() {
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!in_flight.is_finished(), "the request must be in flight at the signal");
+    assert!(
+        !in_flight.is_finished(),
+        "the request must be in flight at the signal"
+    );
     let Server {
         url,
         client,

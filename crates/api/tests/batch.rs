@@ -378,3 +378,90 @@ fn a_bare_encoder_is_refused_instead_of_predicting_with_a_random_head() {
     );
     assert!(!output.exists(), "nothing is written");
 }
+
+/// A job split into shards (as Kubernetes Indexed Job pods or Swarm tasks run it) and merged
+/// gives byte for byte the single run's file; a rerun shard replaces only its part; merge
+/// refuses a missing part and a part cut from another input.
+#[test]
+fn sharded_runs_merge_into_the_single_run_and_merge_refuses_broken_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let m = model.to_str().unwrap();
+    let input = dir.path().join("in.csv");
+    write_input(&input, 23);
+    let single = dir.path().join("single.csv");
+    let i = input.to_str().unwrap();
+    run_ok(&[
+        i,
+        single.to_str().unwrap(),
+        "--model-path",
+        m,
+        "--chunk-rows",
+        "4",
+    ]);
+    let parts = dir.path().join("parts");
+    let p = parts.to_str().unwrap();
+    for shard in ["0/3", "1/3", "2/3"] {
+        run_ok(&[
+            i,
+            p,
+            "--model-path",
+            m,
+            "--shard",
+            shard,
+            "--chunk-rows",
+            "4",
+        ]);
+    }
+    // Kubernetes' way of naming the shard: SHARD_COUNT and JOB_COMPLETION_INDEX.
+    let part1 = parts.join("part-1-of-3.csv");
+    let before = std::fs::read(&part1).unwrap();
+    std::fs::remove_file(&part1).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_batch_predict"))
+        .args([i, p, "--model-path", m])
+        .env("SHARD_COUNT", "3")
+        .env("JOB_COMPLETION_INDEX", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&part1).unwrap(),
+        before,
+        "a rerun shard writes the same part"
+    );
+
+    let merged = dir.path().join("merged.csv");
+    let o = merged.to_str().unwrap();
+    let out = run_ok(&["merge", p, o]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("23 rows"));
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&single).unwrap()
+    );
+
+    std::fs::rename(&part1, dir.path().join("aside.csv")).unwrap();
+    let out = run(&["merge", p, o]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("part-1-of-3.csv"),
+        "{err}"
+    );
+    std::fs::rename(dir.path().join("aside.csv"), &part1).unwrap();
+
+    let other = dir.path().join("other.csv");
+    write_input(&other, 30);
+    let o2 = other.to_str().unwrap();
+    run_ok(&[o2, p, "--model-path", m, "--shard", "2/3"]);
+    let out = run(&["merge", p, o]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("foreign"), "{err}");
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&single).unwrap()
+    );
+}

@@ -7,6 +7,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 fn main() -> anyhow::Result<()> {
     service::init();
+    if std::env::args().nth(1).as_deref() == Some("merge") {
+        let args = api::batch::MergeArgs::parse_from(std::env::args().skip(1));
+        let rows = api::shard::merge(&args.parts, &args.output)?;
+        println!("{rows} rows merged into {}", args.output.display());
+        return Ok(());
+    }
     let args = api::batch::BatchArgs::parse();
     classifier::runtime::init(args.threads)?;
     let bar = ProgressBar::new(0);
