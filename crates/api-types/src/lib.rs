@@ -210,6 +210,11 @@ pub struct Info {
     pub model_path: String,
     /// Whether the model is loaded; the fields below are empty until it is.
     pub ready: bool,
+    /// The served model's content (config, weights, pipeline) as a short hash: the same
+    /// files give the same version on every replica; every /predict answer carries it in
+    /// its `x-model-version` header.
+    #[serde(default)]
+    pub model_version: Option<String>,
     pub labels: Vec<String>,
     pub max_length: usize,
     pub truncation: String,

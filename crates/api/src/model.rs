@@ -77,6 +77,7 @@ pub fn model_source(path: &Path) -> Result<Option<ModelSource>, classifier::Erro
 pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, LoadError> {
     let dir = &args.model_path;
     let source = model_source(dir)?.ok_or_else(|| LoadError::NoModel(dir.clone()))?;
+    let source_path = source.path.clone();
     let started = Instant::now();
     let classifier = Classifier::load_source(source)?
         .with_limits(BatchLimits {
@@ -86,7 +87,8 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, LoadError> {
         .with_precision(args.precision)?
         .with_long_text(args.long_text.policy());
     runtime::release_free_memory();
-    let info = info(args, &classifier);
+    let mut info = info(args, &classifier);
+    info.model_version = Some(classifier::model_dir::content_version(&source_path)?);
     let infer = Infer::start(classifier, args.max_queue, metrics.clone());
     infer.warm_up()?;
     tracing::info!(
@@ -107,6 +109,7 @@ fn info(args: &Args, classifier: &Classifier) -> Info {
         version: env!("CARGO_PKG_VERSION").into(),
         model_path: args.model_path.display().to_string(),
         ready: true,
+        model_version: None,
         labels: classifier.labels().to_vec(),
         max_length: pipeline.max_length,
         truncation: pipeline.truncation.to_string(),

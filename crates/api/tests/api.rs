@@ -171,6 +171,20 @@ async fn every_endpoint_answers() {
     );
     assert_eq!(scores[0]["label"], "negative");
 
+    // The answer names the model that gave it, as /info does.
+    let (_, info) = s.get("/info").await;
+    let version = serde_json::from_str::<Value>(&info).unwrap()["model_version"].clone();
+    assert_eq!(version.as_str().map(str::len), Some(16), "{info}");
+    let r = s
+        .client
+        .post(format!("{}/predict", s.url))
+        .json(&json!({"text": "a wonderful film"}))
+        .send()
+        .await
+        .unwrap();
+    let header = r.headers()["x-model-version"].to_str().unwrap().to_string();
+    assert_eq!(json!(header), version);
+
     // TEI forms: one input -> sorted list; many -> list of lists; raw scores -> logits.
     let (status, one) = s.predict(json!({"inputs": "a wonderful film"})).await;
     assert_eq!(status, 200);

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use utoipa::OpenApi;
 
@@ -20,6 +20,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::predict::Predict;
 use crate::model::{ModelState, limits};
+
+/// Names the model that produced a /predict answer: its /info `model_version`.
+pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-version");
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,7 +65,8 @@ pub struct ApiDoc;
     path = "/predict",
     request_body = PredictRequest,
     responses(
-        (status = 200, description = "Predictions", body = PredictAnswer),
+        (status = 200, description = "Predictions", body = PredictAnswer,
+            headers(("x-model-version" = String, description = "The model that answered (its /info model_version)"))),
         (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 413, description = "The body is too large", body = ErrorResponse),
@@ -77,14 +81,17 @@ pub async fn predict(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<PredictAnswer>, ApiError> {
+) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictAnswer>), ApiError> {
     super::check_api_key(&state.args, &headers)?;
     let args = &state.args;
     let mut request = Predict::parse(body, args.max_body_bytes, args.max_inputs)?;
     let loaded = state.loaded()?;
     let texts = std::mem::take(&mut request.texts);
     let preds = loaded.infer.classify(texts, request.read).await?;
-    Ok(Json(request.answer(&preds, loaded.infer.labels())))
+    let version = HeaderValue::from_str(loaded.info.model_version.as_deref().unwrap_or(""))
+        .unwrap_or(HeaderValue::from_static(""));
+    let answer = Json(request.answer(&preds, loaded.infer.labels()));
+    Ok(([(MODEL_VERSION_HEADER, version)], answer))
 }
 
 /// Liveness and readiness: 200 once the model answered a warm-up prediction.
@@ -155,6 +162,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
             version: env!("CARGO_PKG_VERSION").into(),
             model_path: state.args.model_path.display().to_string(),
             ready: false,
+            model_version: None,
             labels: vec![],
             max_length: 0,
             truncation: String::new(),

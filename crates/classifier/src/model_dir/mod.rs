@@ -17,10 +17,12 @@ pub mod atomic;
 pub mod hub;
 pub mod load;
 pub mod save;
+pub mod version;
 
 pub use hub::ModelSource;
 pub use load::{Head, LoadOptions, ModelFiles, PoolingChoice, Purpose};
 pub use save::{SaveRequest, save};
+pub use version::content_version;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
