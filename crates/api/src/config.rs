@@ -89,6 +89,12 @@ pub struct Args {
     #[arg(long, env = "MODEL_RETRY_SECONDS", default_value_t = 10)]
     pub model_retry_seconds: u64,
 
+    /// Seconds between checks of the model folder for a new model, which is then loaded,
+    /// warmed up and swapped in without dropping a request (0: only on POST /admin/reload
+    /// or SIGHUP).
+    #[arg(long, env = "MODEL_POLL_SECONDS", default_value_t = 5)]
+    pub model_poll_seconds: u64,
+
     /// Seconds between SIGTERM and closing the listener. Meanwhile /health/ready answers 503
     /// (so a load balancer or Kubernetes stops sending new requests) while requests keep
     /// being served; then in-flight and queued work finishes and the process exits 0.

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub queue_depth: IntGauge,
     pub inputs: IntCounterVec,
+    /// Model reloads by outcome: swapped, unchanged, rejected.
+    pub reloads: IntCounterVec,
     /// Texts dropped from the queue because their request was gone (client disconnected or
     /// timed out) before the model reached them.
     pub abandoned: IntCounter,
@@ -79,6 +81,17 @@ impl Metrics {
         registry
             .register(Box::new(inputs.clone()))
             .expect("unique metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "model_reloads_total",
+                "Model reloads (folder change, POST /admin/reload, SIGHUP) by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(reloads.clone()))
+            .expect("unique metric");
         let abandoned = IntCounter::new(
             "predict_abandoned_texts_total",
             "Queued texts dropped unrun because their request was gone",
@@ -114,6 +127,7 @@ impl Metrics {
             queue_depth,
             inputs,
             abandoned,
+            reloads,
         }
     }
 

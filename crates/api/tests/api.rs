@@ -313,7 +313,7 @@ async fn bad_requests_get_clear_4xx_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_key_guards_predict_only() {
+async fn api_key_guards_predict_and_reload_only() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), TinySize::default());
     let s = Server::ready(&model, &["--api-key", "s3cret"]).await;
@@ -329,6 +329,19 @@ async fn api_key_guards_predict_only() {
     assert_eq!(with_key("wrong").await.unwrap().status(), 401);
     assert_eq!(with_key("s3cret").await.unwrap().status(), 200);
     assert_eq!(s.get("/health").await.0, 200);
+    // Reloading is guarded like /predict; with the key, the folder's model is the one
+    // already serving.
+    let reload = |key: Option<&'static str>| {
+        let r = s.client.post(format!("{}/admin/reload", s.url));
+        match key {
+            Some(k) => r.bearer_auth(k).send(),
+            None => r.send(),
+        }
+    };
+    assert_eq!(reload(None).await.unwrap().status(), 401);
+    let r = reload(Some("s3cret")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["swapped"], false);
     s.stop().await;
 }
 
@@ -618,4 +631,101 @@ async fn probes_and_the_shutdown_drain() {
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer.as_array().map(Vec::len), Some(32), "{answer}");
     task.await.unwrap().unwrap();
+}
+
+/// A newly trained model written over the served folder is swapped in while a client keeps
+/// sending: no request fails, the answers' model version changes exactly once; a broken
+/// model written next is rejected and the one serving keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_model_is_swapped_in_under_traffic_and_a_broken_one_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let s = Server::ready(&model, &["--model-poll-seconds", "1"]).await;
+    let version =
+        |info: &str| serde_json::from_str::<Value>(info).unwrap()["model_version"].clone();
+    let first = version(&s.get("/info").await.1);
+
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let client = {
+        let (client, url, sending) = (s.client.clone(), s.url.clone(), sending.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .post(format!("{url}/predict"))
+                    .json(&json!({"text": "a wonderful heart warming film"}))
+                    .send()
+                    .await
+                    .unwrap();
+                let v = r
+                    .headers()
+                    .get("x-model-version")
+                    .map(|v| v.to_str().unwrap().to_string());
+                seen.push((r.status().as_u16(), v));
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // As `train` writes it: the whole folder swapped in at once.
+    write_tiny_model(&model, &vocab_for(&TEXTS), TinySize::default(), 4).unwrap();
+    let started = Instant::now();
+    let second = loop {
+        let v = version(&s.get("/info").await.1);
+        if v != first {
+            break v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never swapped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = client.await.unwrap();
+    assert!(seen.iter().all(|(status, _)| *status == 200), "{seen:?}");
+    let mut versions: Vec<Value> = seen.iter().map(|(_, v)| json!(v)).collect();
+    versions.dedup();
+    assert_eq!(
+        versions,
+        [first.clone(), second.clone()],
+        "one switch, old to new"
+    );
+
+    classifier::model_dir::atomic::replace_dir(&model, |tmp| {
+        std::fs::write(tmp.join("config.json"), "{ not a config").unwrap();
+        Ok(())
+    })
+    .unwrap();
+    let started = Instant::now();
+    while !s
+        .get("/metrics")
+        .await
+        .1
+        .contains(r#"model_reloads_total{outcome="rejected"} 1"#)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never tried the broken model"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = s.predict(json!({"text": "great"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(version(&s.get("/info").await.1), second);
+    let r = s
+        .client
+        .post(format!("{}/admin/reload", s.url))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("old one keeps serving"),
+        "{body}"
+    );
+    s.stop().await;
 }

@@ -5,6 +5,7 @@
 mod docs;
 pub mod error;
 mod predict;
+mod reload;
 mod routes;
 
 use std::future::Future;
@@ -35,6 +36,8 @@ pub struct AppState {
     model: RwLock<ModelState>,
     /// Set on the shutdown signal: /health/ready answers 503 from then on.
     draining: AtomicBool,
+    /// One reload at a time; holds the stamp of the model folder last loaded.
+    reload_lock: tokio::sync::Mutex<Option<reload::Stamp>>,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
             metrics: Metrics::new(),
             model: RwLock::new(ModelState::Loading),
             draining: AtomicBool::new(false),
+            reload_lock: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -140,6 +144,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     Router::new()
         .route("/predict", post(routes::predict))
+        .route("/admin/reload", post(routes::admin_reload))
         .route("/health", get(routes::health))
         .route("/health/live", get(routes::live))
         .route("/health/ready", get(routes::ready))
@@ -173,10 +178,16 @@ pub async fn serve(
     let state = Arc::new(AppState::new(args.clone()));
     let loader = {
         let state = state.clone();
-        tokio::spawn(load_until_ready(args, state.metrics.clone(), move |m| {
-            state.set_model(m)
-        }))
+        tokio::spawn(async move {
+            let publish = {
+                let state = state.clone();
+                move |m| state.set_model(m)
+            };
+            load_until_ready(args, state.metrics.clone(), publish).await;
+            reload::watch(state).await;
+        })
     };
+    let hangups = tokio::spawn(reload::on_hangup(state.clone()));
     tracing::info!(address = %listener.local_addr()?, "listening");
     let drain = {
         let state = state.clone();
@@ -194,6 +205,7 @@ pub async fn serve(
         .with_graceful_shutdown(drain)
         .await?;
     loader.abort();
+    hangups.abort();
     // Dropping the model closes its queue and joins its thread once queued work is done.
     state.set_model(ModelState::Loading);
     tracing::info!("shut down");

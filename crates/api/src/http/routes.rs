@@ -19,6 +19,7 @@ use utoipa::OpenApi;
 use super::AppState;
 use super::error::ApiError;
 use super::predict::Predict;
+use super::reload::{self, Reloaded};
 use crate::model::{ModelState, limits};
 
 /// Names the model that produced a /predict answer: its /info `model_version`.
@@ -30,7 +31,7 @@ pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-ve
         title = "sentiment-rs api",
         description = "Sentiment classification with a fine-tuned DistilBERT: real softmax probabilities from the model."
     ),
-    paths(predict, health, live, ready, info, training, metrics),
+    paths(predict, health, live, ready, info, training, metrics, admin_reload),
     components(schemas(
         PredictRequest,
         TextRequest,
@@ -47,7 +48,8 @@ pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-ve
         ErrorType,
         Health,
         Info,
-        TrainingLog
+        TrainingLog,
+        Reloaded
     ))
 )]
 pub struct ApiDoc;
@@ -151,6 +153,21 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Heal
         return (StatusCode::SERVICE_UNAVAILABLE, Json(draining));
     }
     health(State(state)).await
+}
+
+/// Loads the model folder afresh and serves it if it holds another model (as a change of
+/// the folder, or SIGHUP, does); requests already accepted finish on the old one.
+#[utoipa::path(post, path = "/admin/reload", responses(
+    (status = 200, description = "Serving the folder's model (swapped or already serving)", body = Reloaded),
+    (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+    (status = 500, description = "The new model was rejected; the old one keeps serving", body = ErrorResponse),
+), security((), ("bearer" = [])))]
+pub async fn admin_reload(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Reloaded>, ApiError> {
+    super::check_api_key(&state.args, &headers)?;
+    Ok(Json(reload::reload(&state, "POST /admin/reload").await?))
 }
 
 /// The model and its training: labels, limits, base model, metrics.
