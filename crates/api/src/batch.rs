@@ -176,20 +176,7 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
     );
     let (mut reader, headers, column, size) = open_input(args)?;
     let shard = args.shard()?;
-    let output = match shard {
-        Some(s) => {
-            std::fs::create_dir_all(&args.output)
-                .with_context(|| format!("cannot create {}", args.output.display()))?;
-            s.part_path(&args.output)
-        }
-        None => args.output.clone(),
-    };
-    let out_dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let (output, out_dir) = output_path(args, shard)?;
     let classifier = load_classifier(args)?;
     let labels = classifier.labels().to_vec();
 
@@ -252,6 +239,21 @@ pub fn run(args: &BatchArgs, progress: &mut dyn FnMut(u64, u64, u64)) -> Result<
     summary.seconds = started.elapsed().as_secs_f64();
     summary.rows_per_s = summary.rows as f64 / summary.seconds.max(1e-9);
     Ok(summary)
+}
+
+/// The file to write (a shard's part in the output folder) and its folder, created.
+fn output_path(args: &BatchArgs, shard: Option<Shard>) -> Result<(PathBuf, PathBuf)> {
+    let output = match shard {
+        Some(s) => s.part_path(&args.output),
+        None => args.output.clone(),
+    };
+    let out_dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    Ok((output, out_dir))
 }
 
 /// The model of `--model-path`, with the batch's limits, precision and long-text policy.
