@@ -22,6 +22,15 @@ const TEXTS: [&str; 8] = [
     "worst movie of the year by far",
 ];
 
+/// A model that takes a noticeable time per forward pass of long texts.
+const SLOW: TinySize = TinySize {
+    dim: 128,
+    layers: 4,
+    heads: 4,
+    hidden: 512,
+    max_positions: 512,
+};
+
 fn tiny_model(dir: &Path, size: TinySize) -> PathBuf {
     let model = dir.join("model_output");
     write_tiny_model(&model, &vocab_for(&TEXTS), size, 3).unwrap();
@@ -380,14 +389,7 @@ async fn unhealthy_until_a_model_appears() {
 async fn a_full_queue_answers_429_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     // Slow enough per forward pass that the queue stays full while requests pile up.
-    let size = TinySize {
-        dim: 128,
-        layers: 4,
-        heads: 4,
-        hidden: 512,
-        max_positions: 512,
-    };
-    let model = tiny_model(dir.path(), size);
+    let model = tiny_model(dir.path(), SLOW);
     let s = Server::ready(
         &model,
         &[
@@ -575,14 +577,8 @@ async fn long_texts_are_read_in_windows_as_the_library_reads_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_the_shutdown_drain() {
     let dir = tempfile::tempdir().unwrap();
-    let size = TinySize {
-        dim: 128,
-        layers: 4,
-        heads: 4,
-        hidden: 512,
-        max_positions: 512,
-    };
-    let model = tiny_model(dir.path(), size);
+    // Slow enough that a request is still in flight when the signal comes.
+    let model = tiny_model(dir.path(), SLOW);
     // A grace period long enough to probe within it.
     let s = Server::ready(&model, &["--shutdown-grace-seconds", "2"]).await;
     let status = |body: &str| serde_json::from_str::<Value>(body).unwrap()["status"].clone();
