@@ -2,7 +2,7 @@
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    TextEncoder, core::Collector,
 };
 
 /// Latency buckets in seconds, from 1 ms to 30 s.
@@ -28,78 +28,63 @@ pub struct Metrics {
     pub abandoned: IntCounter,
 }
 
+/// Adds a newly made metric to `registry` and returns it; the names are constants, so a bad
+/// or repeated one is a bug, not an input error.
+fn register<M: Collector + Clone + 'static>(registry: &Registry, made: prometheus::Result<M>) -> M {
+    let metric = made.expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-                &[],
-            )
-            .expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-            h
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            register(&registry, HistogramVec::new(opts, &[]))
         };
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests by route, method and status",
-            ),
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let requests = counters(
+            "http_requests_total",
+            "HTTP requests by route, method and status",
             &["route", "method", "status"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("unique metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "HTTP request latency by route",
-            )
-            .buckets(LATENCY.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(request_duration.clone()))
-            .expect("unique metric");
-        let queue_depth = IntGauge::new("predict_queue_depth", "Texts waiting for the model")
-            .expect("valid metric");
-        registry
-            .register(Box::new(queue_depth.clone()))
-            .expect("unique metric");
-        let inputs = IntCounterVec::new(
-            Opts::new(
-                "predict_inputs_total",
-                "Texts classified, by predicted label",
+        );
+        let request_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "HTTP request latency by route",
+                )
+                .buckets(LATENCY.to_vec()),
+                &["route"],
             ),
+        );
+        let queue_depth = register(
+            &registry,
+            IntGauge::new("predict_queue_depth", "Texts waiting for the model"),
+        );
+        let inputs = counters(
+            "predict_inputs_total",
+            "Texts classified, by predicted label",
             &["label"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(inputs.clone()))
-            .expect("unique metric");
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "model_reloads_total",
-                "Model reloads (folder change, POST /admin/reload, SIGHUP) by outcome",
-            ),
+        );
+        let reloads = counters(
+            "model_reloads_total",
+            "Model reloads (folder change, POST /admin/reload, SIGHUP) by outcome",
             &["outcome"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(reloads.clone()))
-            .expect("unique metric");
-        let abandoned = IntCounter::new(
-            "predict_abandoned_texts_total",
-            "Queued texts dropped unrun because their request was gone",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(abandoned.clone()))
-            .expect("unique metric");
+        );
+        let abandoned = register(
+            &registry,
+            IntCounter::new(
+                "predict_abandoned_texts_total",
+                "Queued texts dropped unrun because their request was gone",
+            ),
+        );
         Self {
             queue_duration: histogram(
                 "predict_queue_duration_seconds",
