@@ -545,15 +545,17 @@ impl RelativePositions {
     /// sequence projects a few dozen rows instead of all `2 span` (the same scores).
     pub(crate) fn context(&self, seq: usize, k: Kernels) -> Result<RelativeContext> {
         let span = self.shape.span as i64;
-        let row = |i: usize, j: usize| {
-            let rel = i as i64 - j as i64;
-            let rel = match self.shape.buckets {
+        // The table row of each distance i - j, from -(seq - 1) up, worked out once: the
+        // log buckets take a logarithm, and there are seq^2 pairs but 2 seq - 1 distances.
+        let by_distance: Vec<i64> = (1 - seq as i64..seq as i64)
+            .map(|rel| match self.shape.buckets {
                 Some((b, max)) => bucket(rel, b, max),
                 None => rel,
-            };
-            (rel + span).clamp(0, 2 * span - 1)
-        };
-        let (first, last) = (row(0, seq - 1), row(seq - 1, 0));
+            })
+            .map(|rel| (rel + span).clamp(0, 2 * span - 1))
+            .collect();
+        let (first, last) = (by_distance[0], by_distance[by_distance.len() - 1]);
+        let row = |i: usize, j: usize| by_distance[i + seq - 1 - j];
         let rows: Vec<u32> = (0..seq)
             .flat_map(|i| (0..seq).map(move |j| (i, j)))
             .map(|(i, j)| (row(i, j) - first) as u32)
