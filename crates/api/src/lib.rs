@@ -6,8 +6,8 @@
 //! - [`infer`]: the facade that tokenises, queues, batches on the model thread and answers.
 //! - [`model`]: loading (retried until a model is there), warm-up, readiness.
 //! - [`metrics`], [`config`], [`training_log`] (`GET /training`).
-//! - [`batch`]: `batch_predict`, a CSV in, the CSV with predictions out; [`shard`]: one
-//!   worker's slice of it, and the merge of every worker's part.
+//! - [`batch`]: `batch_predict`, a CSV or Parquet table in, the table with predictions out;
+//!   [`batch::shard`]: one worker's slice of it, and the merge of every worker's part.
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +17,6 @@ pub mod http;
 pub mod infer;
 pub mod metrics;
 pub mod model;
-pub mod shard;
 pub mod training_log;
 
 pub use config::Args;

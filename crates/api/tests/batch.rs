@@ -465,3 +465,280 @@ fn sharded_runs_merge_into_the_single_run_and_merge_refuses_broken_sets() {
         std::fs::read(&single).unwrap()
     );
 }
+
+mod parquet_and_folders {
+    //! Parquet in and out, and inputs of several files (a folder or glob), whole and sharded.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type};
+    use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::{WORDS, model, run, run_ok};
+
+    /// Rows `from..to`: id (int64), text (utf8: every 7th null, every 5th blank), and a
+    /// score (int64), written in small row groups.
+    fn write_parquet(path: &Path, from: usize, to: usize) {
+        let ids: Int64Array = (from..to).map(|i| Some(i as i64)).collect();
+        let texts: StringArray = (from..to)
+            .map(|i| match i {
+                _ if i % 7 == 0 => None,
+                _ if i % 5 == 0 => Some("  ".to_string()),
+                _ => Some(format!("{} {}", WORDS[i % 10], WORDS[(i * 3) % 10])),
+            })
+            .collect();
+        let score: Int64Array = (from..to).map(|i| Some((i * 2) as i64)).collect();
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(ids) as ArrayRef),
+            ("text", Arc::new(texts) as ArrayRef),
+            ("score", Arc::new(score) as ArrayRef),
+        ])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(9))
+            .build();
+        let mut w = ArrowWriter::try_new(
+            std::fs::File::create(path).unwrap(),
+            batch.schema(),
+            Some(props),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    fn read_parquet(path: &Path) -> RecordBatch {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
+    }
+
+    fn s(p: &Path) -> &str {
+        p.to_str().unwrap()
+    }
+
+    /// The same texts through a CSV run, for the labels and confidences Parquet must match.
+    fn csv_twin(dir: &Path, model: &Path, rows: usize) -> Vec<csv::StringRecord> {
+        let input = dir.join("twin.csv");
+        let mut w = csv::Writer::from_path(&input).unwrap();
+        w.write_record(["id", "text"]).unwrap();
+        let texts = read_parquet(&dir.join("in.parquet"));
+        let texts = texts.column(1).as_string::<i32>();
+        for i in 0..rows {
+            w.write_record([i.to_string(), texts.value(i).to_string()])
+                .unwrap();
+        }
+        w.flush().unwrap();
+        let out = dir.join("twin-out.csv");
+        run_ok(&[s(&input), s(&out), "--model-path", s(model)]);
+        csv::Reader::from_path(&out)
+            .unwrap()
+            .records()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn parquet_keeps_every_column_and_type_and_predicts_as_csv_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = model(dir.path());
+        let input = dir.path().join("in.parquet");
+        write_parquet(&input, 0, 100);
+        let output = dir.path().join("out.parquet");
+        let out = run_ok(&[
+            s(&input),
+            s(&output),
+            "--model-path",
+            s(&model),
+            "--probabilities",
+            "--chunk-rows",
+            "16",
+        ]);
+        let blank = (0..100).filter(|i| i % 7 == 0 || i % 5 == 0).count();
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.contains(&format!("{blank} without text")),
+            "{summary}"
+        );
+
+        let got = read_parquet(&output);
+        let names: Vec<&str> = got
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "text",
+                "score",
+                "sentiment",
+                "confidence",
+                "prob_negative",
+                "prob_positive"
+            ]
+        );
+        let ids = got.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), (0..100).collect::<Vec<i64>>());
+        assert_eq!(got.column(2).as_primitive::<Int64Type>().value(9), 18);
+        let labels = got.column(3).as_string::<i32>();
+        let confidence = got.column(4).as_primitive::<Float32Type>();
+        let twin = csv_twin(dir.path(), &model, 100);
+        for (i, row) in twin.iter().enumerate() {
+            if i % 7 == 0 || i % 5 == 0 {
+                assert!(
+                    labels.is_null(i) && confidence.is_null(i),
+                    "row {i} has no text"
+                );
+                continue;
+            }
+            assert_eq!(labels.value(i), &row[2], "row {i}");
+            let c: f32 = row[3].parse().unwrap();
+            assert!((confidence.value(i) - c).abs() < 1e-6, "row {i}");
+        }
+
+        let err = run(&[
+            s(&input),
+            s(&dir.path().join("out.csv")),
+            "--model-path",
+            s(&model),
+        ]);
+        let msg = String::from_utf8_lossy(&err.stderr);
+        assert!(!err.status.success() && msg.contains(".parquet"), "{msg}");
+        let err = run(&[
+            s(&input),
+            s(&output),
+            "--model-path",
+            s(&model),
+            "--text-column",
+            "score",
+        ]);
+        let msg = String::from_utf8_lossy(&err.stderr);
+        assert!(!err.status.success() && msg.contains("not text"), "{msg}");
+    }
+
+    /// Runs every shard of `input` into `parts`, merges them into `merged`.
+    fn shard_and_merge(input: &str, model: &Path, parts: &Path, merged: &Path, n: usize) {
+        for i in 0..n {
+            let shard = format!("{i}/{n}");
+            run_ok(&[
+                input,
+                s(parts),
+                "--model-path",
+                s(model),
+                "--shard",
+                &shard,
+                "--chunk-rows",
+                "4",
+            ]);
+        }
+        run_ok(&["merge", s(parts), s(merged)]);
+    }
+
+    #[test]
+    fn sharded_parquet_rows_merge_into_the_single_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = model(dir.path());
+        let input = dir.path().join("in.parquet");
+        write_parquet(&input, 0, 41);
+        let single = dir.path().join("single.parquet");
+        run_ok(&[s(&input), s(&single), "--model-path", s(&model)]);
+        let merged = dir.path().join("merged.parquet");
+        shard_and_merge(s(&input), &model, &dir.path().join("parts"), &merged, 3);
+        assert_eq!(read_parquet(&merged), read_parquet(&single));
+    }
+
+    /// Files of uneven sizes (one empty) as a folder and as a glob: the whole run reads them
+    /// in name order; shards take whole files (more shards than files too) and merge back.
+    #[test]
+    fn a_folder_or_glob_of_parts_is_read_in_order_and_sharded_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = model(dir.path());
+        let folder = dir.path().join("in");
+        std::fs::create_dir(&folder).unwrap();
+        let bounds = [(0, 13), (13, 13), (13, 40), (40, 45), (45, 60)];
+        for (k, (from, to)) in bounds.iter().enumerate() {
+            write_parquet(&folder.join(format!("part-{k:02}.parquet")), *from, *to);
+        }
+        std::fs::write(folder.join("_SUCCESS"), "").unwrap();
+        let single = dir.path().join("single.parquet");
+        run_ok(&[s(&folder), s(&single), "--model-path", s(&model)]);
+        let whole = read_parquet(&single);
+        let ids = whole.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), (0..60).collect::<Vec<i64>>());
+
+        for n in [2, 3, 7] {
+            let parts: PathBuf = dir.path().join(format!("parts-{n}"));
+            let merged = dir.path().join(format!("merged-{n}.parquet"));
+            let glob = format!("{}/part-*.parquet", folder.display());
+            shard_and_merge(&glob, &model, &parts, &merged, n);
+            assert_eq!(read_parquet(&merged), whole, "{n} shards");
+        }
+        // A part whose manifest lists other files than its shard's is refused.
+        let parts = dir.path().join("parts-2");
+        let manifest = parts.join("part-1-of-2.json");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(&manifest, text.replace("\"index\": 3", "\"index\": 2")).unwrap();
+        let out = run(&["merge", s(&parts), s(&dir.path().join("bad.parquet"))]);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && msg.contains("rerun that shard"),
+            "{msg}"
+        );
+    }
+
+    /// CSV files as one input: rows in name order under one header (a header-only file in
+    /// between), sharded by file and merged byte for byte; a file with other columns refused.
+    #[test]
+    fn a_folder_of_csv_files_is_one_table_whole_or_sharded() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = model(dir.path());
+        let folder = dir.path().join("in");
+        std::fs::create_dir(&folder).unwrap();
+        super::write_input(&folder.join("a.csv"), 17);
+        super::write_input(&folder.join("b.csv"), 0);
+        super::write_input(&folder.join("c.csv"), 9);
+        let single = dir.path().join("single.csv");
+        let out = run_ok(&[
+            s(&folder),
+            s(&single),
+            "--model-path",
+            s(&model),
+            "--chunk-rows",
+            "5",
+        ]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("26 rows"));
+        let ids: Vec<String> = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_path(&single)
+            .unwrap()
+            .records()
+            .map(|r| r.unwrap()[0].to_string())
+            .collect();
+        let want: Vec<String> = (0..17).chain(0..9).map(|i| i.to_string()).collect();
+        assert_eq!(ids, want);
+        let merged = dir.path().join("merged.csv");
+        shard_and_merge(s(&folder), &model, &dir.path().join("parts"), &merged, 2);
+        assert_eq!(
+            std::fs::read(&merged).unwrap(),
+            std::fs::read(&single).unwrap()
+        );
+
+        std::fs::write(folder.join("d.csv"), "id,review\n1,great\n").unwrap();
+        let out = run(&[s(&folder), s(&single), "--model-path", s(&model)]);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && msg.contains("d.csv has other columns"),
+            "{msg}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     service::init();
     if std::env::args().nth(1).as_deref() == Some("merge") {
         let args = api::batch::MergeArgs::parse_from(std::env::args().skip(1));
-        let rows = api::shard::merge(&args.parts, &args.output)?;
+        let rows = api::batch::shard::merge(&args.parts, &args.output)?;
         println!("{rows} rows merged into {}", args.output.display());
         return Ok(());
     }

@@ -1,20 +1,23 @@
-//! Sharded batch jobs: `batch_predict --shard I/N` classifies every N-th row of the input
-//! from row I (a Kubernetes Indexed Job's pod, a Swarm job's task) into its own part file,
-//! and `batch_predict merge` joins the parts back into one CSV in input order.
+//! Sharded batch jobs: `batch_predict --shard I/N` classifies every N-th row of a file from
+//! row I, or every N-th file of a folder or glob from file I (a Kubernetes Indexed Job's
+//! pod, a Swarm job's task), into its own part file; `batch_predict merge` joins the parts
+//! back into one table in input order.
 //!
-//! Rows are dealt round-robin, so a shard needs no row count up front and the merge streams
-//! through all parts at once. Each part has a manifest naming the input it was cut from
-//! (path, size, modification time), the shard and its row count; merge refuses a set with a
-//! part missing, one cut from another input or into another count, or rows that do not add
-//! up. Rerunning a shard replaces its part and nothing else.
+//! Rows (or files) are dealt round-robin, so a shard needs no row count up front and the
+//! merge streams through all parts at once. Each part has a manifest naming the input it was
+//! cut from (path, size, modification time), the shard, its row count and the files it read;
+//! merge refuses a set with a part missing, one cut from another input or into another
+//! count, or rows that do not add up. Rerunning a shard replaces its part and nothing else.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
+
+use super::input::Input;
 
 /// Shard `index` of `count` (0-based): rows `index`, `index + count`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,9 +62,9 @@ impl Shard {
         rows.saturating_sub(i).div_ceil(n)
     }
 
-    /// `part-I-of-N.csv` in `dir`.
-    pub fn part_path(&self, dir: &Path) -> PathBuf {
-        dir.join(format!("part-{}-of-{}.csv", self.index, self.count))
+    /// `part-I-of-N.<extension>` in `dir`.
+    pub fn part_path(&self, dir: &Path, extension: &str) -> PathBuf {
+        dir.join(format!("part-{}-of-{}.{extension}", self.index, self.count))
     }
 
     fn manifest_path(&self, dir: &Path) -> PathBuf {
@@ -69,33 +72,59 @@ impl Shard {
     }
 }
 
-/// What a part was cut from, written beside it.
+/// One file of a folder or glob input that a part read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub input: PathBuf,
-    pub input_bytes: u64,
-    /// Seconds since the epoch of the input's last modification.
-    pub input_modified: u64,
-    pub shard: Shard,
+pub struct PartFile {
+    /// Its position in the input's files.
+    pub index: usize,
+    pub path: PathBuf,
+    /// Rows of it in the part.
     pub rows: u64,
 }
 
+/// What a part was cut from, written beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The file, folder or glob as given.
+    pub input: PathBuf,
+    /// Bytes of all the input's files.
+    pub input_bytes: u64,
+    /// Seconds since the epoch of the latest modification of the input's files.
+    pub input_modified: u64,
+    /// How many files the input has.
+    #[serde(default = "one")]
+    pub input_files: usize,
+    pub shard: Shard,
+    pub rows: u64,
+    /// The files this part read, for a folder or glob input (empty for one file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PartFile>,
+    /// The part's extension: csv or parquet.
+    #[serde(default = "csv_extension")]
+    pub format: String,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn csv_extension() -> String {
+    "csv".into()
+}
+
 impl Manifest {
-    /// The input's identity, for `shard` with `rows` rows.
-    pub fn of(input: &Path, shard: Shard, rows: u64) -> Result<Self> {
-        let meta =
-            std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
+    /// The input's identity, for `shard` with `rows` rows read from the `taken` files.
+    pub fn of(input: &Input, shard: Shard, rows: u64, taken: Vec<PartFile>) -> Result<Self> {
+        let (bytes, modified) = input.identity()?;
         Ok(Self {
-            input: input.to_path_buf(),
-            input_bytes: meta.len(),
+            input: input.spec.clone(),
+            input_bytes: bytes,
             input_modified: modified,
+            input_files: input.files.len(),
             shard,
             rows,
+            files: if input.several { taken } else { Vec::new() },
+            format: input.format.part_extension().into(),
         })
     }
 
@@ -122,17 +151,21 @@ impl Manifest {
     }
 
     fn same_input(&self, other: &Self) -> bool {
-        (
-            &self.input,
-            self.input_bytes,
-            self.input_modified,
-            self.shard.count,
-        ) == (
-            &other.input,
-            other.input_bytes,
-            other.input_modified,
-            other.shard.count,
-        )
+        let identity = |m: &Self| {
+            (
+                m.input.clone(),
+                m.input_bytes,
+                m.input_modified,
+                m.input_files,
+                m.shard.count,
+                m.format.clone(),
+            )
+        };
+        identity(self) == identity(other)
+    }
+
+    fn part_path(&self, dir: &Path) -> PathBuf {
+        self.shard.part_path(dir, &self.format)
     }
 }
 
@@ -150,7 +183,7 @@ fn complete_set(dir: &Path) -> Result<Vec<Manifest>> {
     let count = match counts.as_slice() {
         [n] => *n,
         [] => bail!(
-            "{} has no part-I-of-N.csv files: run the shards first",
+            "{} has no part-I-of-N.csv (or .parquet) files: run the shards first",
             dir.display()
         ),
         several => bail!(
@@ -161,21 +194,27 @@ fn complete_set(dir: &Path) -> Result<Vec<Manifest>> {
     let manifests = (0..count)
         .map(|index| {
             let shard = Shard { index, count };
+            let manifest = Manifest::read(&shard.manifest_path(dir)).with_context(|| {
+                format!("part {index}/{count} is missing or unfinished: rerun that shard")
+            })?;
             ensure!(
-                shard.part_path(dir).is_file(),
+                manifest.part_path(dir).is_file(),
                 "{} is missing: rerun shard {index}/{count}",
-                shard.part_path(dir).display()
+                manifest.part_path(dir).display()
             );
-            Manifest::read(&shard.manifest_path(dir))
+            Ok(manifest)
         })
         .collect::<Result<Vec<_>>>()?;
     check_set(&manifests)?;
     Ok(manifests)
 }
 
-/// `part-I-of-N.csv` as the shard it names.
+/// `part-I-of-N.csv` (or .parquet) as the shard it names.
 fn part_name(name: &str) -> Option<Shard> {
-    let rest = name.strip_prefix("part-")?.strip_suffix(".csv")?;
+    let rest = name.strip_prefix("part-")?;
+    let rest = rest
+        .strip_suffix(".csv")
+        .or_else(|| rest.strip_suffix(".parquet"))?;
     let (i, n) = rest.split_once("-of-")?;
     Shard::new(i.parse().ok()?, n.parse().ok()?).ok()
 }
@@ -196,6 +235,9 @@ fn check_set(manifests: &[Manifest]) -> Result<()> {
             first.input_bytes
         );
     }
+    if first.input_files > 1 || !first.files.is_empty() {
+        return check_files(manifests);
+    }
     let total: u64 = manifests.iter().map(|m| m.rows).sum();
     for m in manifests {
         ensure!(
@@ -211,29 +253,54 @@ fn check_set(manifests: &[Manifest]) -> Result<()> {
     Ok(())
 }
 
-/// Joins the parts in `dir` into `output`, in input order; returns the rows written.
-pub fn merge(dir: &Path, output: &Path) -> Result<u64> {
-    let manifests = complete_set(dir)?;
-    let mut readers = manifests
-        .iter()
-        .map(|m| {
-            let path = m.shard.part_path(dir);
-            let file =
-                File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            Ok(csv::ReaderBuilder::new()
-                .flexible(true)
-                .from_reader(BufReader::with_capacity(1 << 20, file)))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let header = readers[0].byte_headers()?.clone();
-    for (r, m) in readers.iter_mut().zip(&manifests) {
+/// Each part of a folder or glob input read exactly its files, all of them.
+fn check_files(manifests: &[Manifest]) -> Result<()> {
+    for m in manifests {
+        let expected: Vec<usize> = (m.shard.index..m.input_files)
+            .step_by(m.shard.count)
+            .collect();
+        let read: Vec<usize> = m.files.iter().map(|f| f.index).collect();
         ensure!(
-            r.byte_headers()? == &header,
-            "part {}/{} has other columns than part 0",
+            read == expected,
+            "part {}/{} read files {read:?} of the input where its shard is files \
+             {expected:?}: an unfinished or foreign part; rerun that shard",
+            m.shard.index,
+            m.shard.count
+        );
+        ensure!(
+            m.files.iter().map(|f| f.rows).sum::<u64>() == m.rows,
+            "part {}/{}: its files' rows do not add up to its own; rerun that shard",
             m.shard.index,
             m.shard.count
         );
     }
+    Ok(())
+}
+
+/// For every output row in input order, the part it is in.
+fn plan(manifests: &[Manifest]) -> Box<dyn Iterator<Item = usize> + '_> {
+    let parts = manifests.len();
+    if manifests[0].files.is_empty() && manifests[0].input_files <= 1 {
+        let total: u64 = manifests.iter().map(|m| m.rows).sum();
+        return Box::new((0..total).map(move |row| (row % parts as u64) as usize));
+    }
+    let files = manifests[0].input_files;
+    Box::new((0..files).flat_map(move |k| {
+        let part = k % parts;
+        std::iter::repeat_n(part, manifests[part].files[k / parts].rows as usize)
+    }))
+}
+
+/// Joins the parts in `dir` into `output`, in input order; returns the rows written.
+pub fn merge(dir: &Path, output: &Path) -> Result<u64> {
+    let manifests = complete_set(dir)?;
+    let format = &manifests[0].format;
+    let parquet = format == "parquet";
+    ensure!(
+        super::input::Format::of_output(output).is_parquet() == parquet,
+        "the parts are .{format} files: name the merged output .{format}"
+    );
+    let parts: Vec<PathBuf> = manifests.iter().map(|m| m.part_path(dir)).collect();
     let out_dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -242,25 +309,14 @@ pub fn merge(dir: &Path, output: &Path) -> Result<u64> {
         .prefix(".batch_predict-merge-")
         .tempfile_in(&out_dir)
         .with_context(|| format!("cannot write in {}", out_dir.display()))?;
-    let mut writer = csv::WriterBuilder::new()
-        .flexible(true)
-        .from_writer(BufWriter::with_capacity(1 << 20, tmp.as_file()));
-    writer.write_byte_record(&header)?;
-    let total: u64 = manifests.iter().map(|m| m.rows).sum();
-    let mut record = csv::ByteRecord::new();
-    for row in 0..total {
-        let part = (row % manifests.len() as u64) as usize;
-        ensure!(
-            readers[part].read_byte_record(&mut record)?,
-            "part {part}/{} ends early: its file and manifest disagree; rerun that shard",
-            manifests.len()
-        );
-        writer.write_byte_record(&record)?;
-    }
-    writer.flush()?;
-    drop(writer);
-    crate::batch::persist(tmp, output)?;
-    Ok(total)
+    let out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone()?);
+    let rows = if parquet {
+        super::parquet_rows::merge(&parts, plan(&manifests), out)?
+    } else {
+        super::csv_rows::merge(&parts, plan(&manifests), out)?
+    };
+    super::persist(tmp, output)?;
+    Ok(rows)
 }
 
 #[cfg(test)]
