@@ -22,6 +22,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/sentiment-e2e.XXXXXX")
 export COMPOSE_PROJECT_NAME=sentiment-e2e
 export HOST_DATA_DIR=$work/data HOST_MODEL_DIR=$work/model_output HOST_RESULTS_DIR=$work/results
+export HOST_MODELS_DIR=$work/models
 export APP_PORT=${E2E_API_PORT:-18000} UI_PORT=${E2E_UI_PORT:-18501}
 api=http://127.0.0.1:$APP_PORT
 ui=http://127.0.0.1:$UI_PORT
@@ -51,7 +52,7 @@ wait_ok() {
   fail "$1 did not answer 200 within $2 s"
 }
 
-mkdir -p "$work"/data/raw "$work"/data/models "$work"/model_output "$work"/results
+mkdir -p "$work"/data/raw "$work"/data/models "$work"/models "$work"/model_output "$work"/results
 cp crates/train/tests/fixtures/snippets.csv crates/train/tests/fixtures/tweets.jsonl "$work/data/raw/"
 cp -r crates/classifier/tests/fixtures/tiny-distilbert "$work/data/models/"
 chown -R "$uid:$gid" "$work" 2>/dev/null || true

@@ -4,16 +4,20 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use classifier::{MatmulPrecision, Pooling, PoolingChoice, Truncation};
+
+use crate::registry::Promote;
 use serde::{Deserialize, Serialize};
 
 /// Fine-tune a DistilBERT (or BERT-family) sentiment classifier on the CPU.
 ///
 /// Reads data/processed/{train,validation,test}.csv (written by `preprocess`), trains with
 /// gradient accumulation, evaluates on the validation split after every epoch, keeps the
-/// best epoch by validation macro F1 in model_output/ (Hugging Face layout), fits a
+/// best epoch by validation macro F1 in models/<run-id>/ (Hugging Face layout), fits a
 /// confidence temperature on validation, evaluates the kept model once on the test split,
-/// and writes results/metrics.json, results/run_summary.json and
-/// results/runs/<run-id>/metrics.jsonl.
+/// writes results/metrics.json, results/run_summary.json and
+/// results/runs/<run-id>/metrics.jsonl, and promotes the model into model_output/ (--promote).
+///
+/// `train models list|promote ID|rollback` manages the versions.
 #[derive(Parser, Debug, Clone)]
 #[command(version)]
 pub struct Args {
@@ -31,9 +35,24 @@ pub struct Args {
     #[arg(long, env = "DATA_DIR", default_value = "data/processed")]
     pub data_dir: PathBuf,
 
-    /// Where the fine-tuned model goes (replaced atomically whenever an epoch beats the best).
+    /// The served model folder: a finished run's model is copied here (atomically) when it
+    /// is promoted (--promote).
     #[arg(long, env = "MODEL_PATH", default_value = "model_output")]
     pub output_dir: PathBuf,
+
+    /// The model versions: each run's model in <models-dir>/<run-id>/, and registry.json
+    /// (default: `models` beside the served folder).
+    #[arg(long, env = "MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// When a finished run becomes the served model: if-better (its validation macro F1
+    /// beats the serving model's on this run's validation split), always, or never.
+    #[arg(long, env = "PROMOTE", value_enum, default_value_t = Promote::IfBetter)]
+    pub promote: Promote,
+
+    /// Versions kept in the models folder; the oldest never-promoted ones go first.
+    #[arg(long, env = "KEEP_MODELS", default_value_t = 10)]
+    pub keep_models: usize,
 
     /// Where metrics.json, run_summary.json, runs/<run-id>/ and the resume checkpoint go.
     #[arg(long, env = "RESULTS_DIR", default_value = "results")]
@@ -195,6 +214,14 @@ pub enum PoolingArg {
 }
 
 impl Args {
+    /// The models folder: --models-dir, else `models` beside the served folder.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(|| {
+            let parent = self.output_dir.parent().unwrap_or(std::path::Path::new(""));
+            parent.join("models")
+        })
+    }
+
     /// The head's pooling as asked on the command line.
     pub fn pooling_choice(&self) -> PoolingChoice {
         match self.pooling {

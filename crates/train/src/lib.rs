@@ -9,6 +9,8 @@
 //! - [`evaluate`]: metrics overall and per source.
 //! - [`resume`]: checkpoints that `--resume` continues from.
 //! - [`runlog`]: metrics.jsonl, metrics.json, run_summary.json.
+//! - [`registry`]: model versions in models/<run-id>/, promotion into model_output/,
+//!   rollback.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod data;
 pub mod ema;
 pub mod evaluate;
 pub mod optim;
+pub mod registry;
 pub mod resume;
 pub mod runlog;
 pub mod schedule;

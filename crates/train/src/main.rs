@@ -10,6 +10,11 @@ use clap::Parser;
 
 fn main() -> Result<()> {
     service::init();
+    if std::env::args().nth(1).as_deref() == Some("models") {
+        let args = train::registry::ModelsArgs::parse_from(std::env::args().skip(1));
+        print!("{}", args.run()?);
+        return Ok(());
+    }
     let args = train::Args::parse();
     let threads = classifier::runtime::init(args.threads)?;
     tracing::info!(threads, "CPU threads");
@@ -30,11 +35,16 @@ fn main() -> Result<()> {
             let best = summary
                 .best_epoch
                 .map_or_else(|| "none".to_string(), |e| e.to_string());
+            let promoted = match summary.outputs.promoted {
+                Some(true) => "promoted",
+                _ => "not promoted",
+            };
             println!(
-                "done in {:.0}s ({:.1} training examples/s); best epoch {best}; model in {}, metrics in {}",
+                "done in {:.0}s ({:.1} training examples/s); best epoch {best}; model in {} ({promoted}: {}), metrics in {}",
                 summary.wall_time_s,
                 summary.train_examples_per_s,
                 summary.outputs.model_dir.display(),
+                summary.outputs.promotion.as_deref().unwrap_or_default(),
                 summary.outputs.metrics.display()
             );
             Ok(())

@@ -206,7 +206,16 @@ impl Default for Versions {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outputs {
+    /// The run's version folder, models/<run-id>/.
     pub model_dir: PathBuf,
     pub metrics: PathBuf,
     pub run_log: PathBuf,
+    /// Whether the model was promoted into the served folder, and why (or why not).
+    #[serde(default)]
+    pub promoted: Option<bool>,
+    #[serde(default)]
+    pub promotion: Option<String>,
+    /// The served folder (model_output/).
+    #[serde(default)]
+    pub served_dir: Option<PathBuf>,
 }

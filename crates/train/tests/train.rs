@@ -700,3 +700,102 @@ fn three_classes_train_on_roberta_with_a_three_by_three_confusion_matrix() {
     assert_eq!(p.probabilities.len(), 3);
     assert!((p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
 }
+
+/// Every run lands in models/<run-id>/; the served folder takes a run only when it beats
+/// the serving model on validation (a barely trained one is kept aside); `train models`
+/// promotes by hand and rolls back; the keep bound removes the oldest unpromoted version.
+#[test]
+fn versions_promote_only_a_better_model_and_roll_back() {
+    use train::registry::{Models, ModelsArgs};
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let data = work.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_examples(&data.join("train.csv"), &cue_task(240, 3)).unwrap();
+    write_examples(&data.join("test.csv"), &cue_task(60, 4)).unwrap();
+    let texts: Vec<String> = cue_task(240, 3).into_iter().map(|e| e.text).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let model = tiny_model(work, &texts, TinySize::default());
+    let served = || classifier::model_dir::content_version(&work.join("model_output")).unwrap();
+
+    let (good, _, _) = train_on(work, &model, "3", &[]);
+    assert_eq!(
+        good.outputs.promoted,
+        Some(true),
+        "{:?}",
+        good.outputs.promotion
+    );
+    let models = Models::open(&work.join("models"), &work.join("model_output")).unwrap();
+    let good_version = models.list().unwrap()[0].clone();
+    assert_eq!(good_version.id, good.run_id);
+    assert_eq!(served(), good_version.model_version);
+    assert!(
+        work.join("models")
+            .join(&good.run_id)
+            .join("run_summary.json")
+            .is_file()
+    );
+    assert_eq!(good_version.data_hashes.len(), 2, "train.csv and test.csv");
+    drop(models);
+
+    let weak = completed(
+        train::run(
+            &train_args(
+                &model,
+                work,
+                &["--epochs", "1", "--lr", "1e-6", "--keep-models", "2"],
+            ),
+            &AtomicBool::new(false),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        weak.outputs.promoted,
+        Some(false),
+        "{:?}",
+        weak.outputs.promotion
+    );
+    assert!(
+        weak.outputs
+            .promotion
+            .as_deref()
+            .unwrap()
+            .contains("does not beat")
+    );
+    assert_eq!(
+        served(),
+        good_version.model_version,
+        "the better model keeps serving"
+    );
+
+    let manage = |argv: &[&str]| {
+        let mut full = vec!["train models", "--output-dir"];
+        let out = work.join("model_output");
+        full.push(out.to_str().unwrap());
+        full.extend_from_slice(argv);
+        ModelsArgs::parse_from(full).run().unwrap()
+    };
+    manage(&["promote", &weak.run_id]);
+    assert_ne!(served(), good_version.model_version);
+    let listing = manage(&["list"]);
+    assert!(listing.contains(&format!("* {}", weak.run_id)), "{listing}");
+    manage(&["rollback"]);
+    assert_eq!(served(), good_version.model_version);
+
+    // A third run, never promoted, with room for two: the weak one was promoted once, so it
+    // stays; nothing older is unpromoted, so the bound is exceeded rather than the new run lost.
+    let third = completed(
+        train::run(
+            &train_args(
+                &model,
+                work,
+                &["--epochs", "1", "--promote", "never", "--keep-models", "2"],
+            ),
+            &AtomicBool::new(false),
+        )
+        .unwrap(),
+    );
+    assert_eq!(third.outputs.promoted, Some(false));
+    assert!(work.join("models").join(&third.run_id).is_dir());
+    assert_eq!(served(), good_version.model_version);
+}

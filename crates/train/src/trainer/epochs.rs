@@ -101,6 +101,7 @@ impl Run<'_> {
         data: DataStats,
     ) -> Result<Outcome> {
         let mut state = self.start_state()?;
+        self.model_dir = self.args.models_dir().join(&state.run_id);
         let mut track = Tracker {
             log: RunLog::open(&self.args.results_dir, &state.run_id)?,
             progress: self.announce(&state)?,

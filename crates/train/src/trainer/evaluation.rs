@@ -92,7 +92,7 @@ impl Run<'_> {
 
     pub(super) fn save_model(&self) -> Result<()> {
         model_dir::save(
-            &self.args.output_dir,
+            &self.model_dir,
             &SaveRequest {
                 config: &self.base.config,
                 tensors: &self.model.named_tensors(),
@@ -100,7 +100,7 @@ impl Run<'_> {
                 pipeline: &self.pipeline,
             },
         )
-        .with_context(|| format!("saving the model to {}", self.args.output_dir.display()))
+        .with_context(|| format!("saving the model to {}", self.model_dir.display()))
     }
 
     /// Logs and records the evaluation at the end of an epoch, and saves the model when it
@@ -156,7 +156,7 @@ impl Run<'_> {
                 tracing::info!(
                     "epoch {} has the best validation macro F1 so far: saved {}",
                     epoch,
-                    self.args.output_dir.display()
+                    self.model_dir.display()
                 )
             });
         }
@@ -169,20 +169,10 @@ impl Run<'_> {
     /// and evaluates the calibrated model on it once.
     pub(super) fn final_evaluation(&self, data: &mut DataStats) -> Result<Final> {
         let args = self.args;
-        let clf = Classifier::load_dir(&args.output_dir).with_context(|| {
-            format!(
-                "reloading the kept model from {}",
-                args.output_dir.display()
-            )
+        let clf = Classifier::load_dir(&self.model_dir).with_context(|| {
+            format!("reloading the kept model from {}", self.model_dir.display())
         })?;
-        // The processed texts are cleaned already: tokenized as training saw them.
-        let predict = |examples: &[Example]| -> Result<Vec<Prediction>> {
-            let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-            let windows = clf
-                .tokenizer()
-                .encode_windows(&texts, clf.pipeline().max_length, 0)?;
-            Ok(clf.predict_windows(&windows)?)
-        };
+        let predict = |examples: &[Example]| predict_served(&clf, examples);
         let val_raw = predict(&self.eval)?;
         let logits: Vec<Vec<f32>> = val_raw.iter().map(|p| p.logits.clone()).collect();
         let labels: Vec<usize> = self.eval.iter().map(|e| e.label).collect();
@@ -191,7 +181,7 @@ impl Run<'_> {
             temperature: t,
             ..clf.pipeline().clone()
         };
-        classifier::model_dir::atomic::write_json(&args.output_dir.join(PIPELINE_FILE), &pipeline)?;
+        classifier::model_dir::atomic::write_json(&self.model_dir.join(PIPELINE_FILE), &pipeline)?;
         let at = |preds: &[Prediction], t: f32| -> Vec<Prediction> {
             preds
                 .iter()
@@ -235,5 +225,48 @@ impl Run<'_> {
             validation,
             calibration,
         })
+    }
+}
+
+/// A served model's predictions on processed examples (cleaned already, so tokenized as
+/// training saw them; long texts in windows, as serving reads them).
+fn predict_served(clf: &Classifier, examples: &[Example]) -> Result<Vec<Prediction>> {
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let windows = clf
+        .tokenizer()
+        .encode_windows(&texts, clf.pipeline().max_length, 0)?;
+    Ok(clf.predict_windows(&windows)?)
+}
+
+impl Run<'_> {
+    /// The serving model's (model_output/) macro F1 on this run's validation split, for the
+    /// if-better promotion: `None` without a serving model, or with one for other labels.
+    pub(super) fn serving_macro_f1(&self) -> Result<Option<f64>> {
+        let serve = &self.args.output_dir;
+        if !serve.join(model_dir::CONFIG_FILE).is_file() {
+            return Ok(None);
+        }
+        let clf = match Classifier::load_dir(serve) {
+            Ok(clf) => clf,
+            Err(e) => {
+                tracing::warn!(
+                    "the serving model in {} does not load ({e}): not compared",
+                    serve.display()
+                );
+                return Ok(None);
+            }
+        };
+        if clf.labels() != self.labels().as_slice() {
+            tracing::info!(
+                "the serving model's labels ({}) are not this run's ({}): not compared",
+                clf.labels().join("/"),
+                self.labels().join("/")
+            );
+            return Ok(None);
+        }
+        let preds = predict_served(&clf, &self.eval)?;
+        Ok(Some(
+            score(&preds, &self.eval, &self.labels()).overall.macro_f1,
+        ))
     }
 }

@@ -85,6 +85,8 @@ fn human(d: Duration) -> String {
 /// Everything a run needs, prepared once.
 struct Run<'a> {
     args: &'a Args,
+    /// This run's version folder, models/<run-id>/ (known once the run id is).
+    model_dir: PathBuf,
     hyper: Hyperparameters,
     ckpt_dir: PathBuf,
     train: Vec<Example>,
@@ -160,6 +162,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<Outcome> {
     );
     let run = Run {
         args,
+        model_dir: PathBuf::new(),
         hyper,
         ckpt_dir: args.results_dir.join(results::CHECKPOINT_DIR),
         train,
@@ -272,8 +275,14 @@ impl Run<'_> {
 
     fn fresh_state(&self) -> TrainState {
         let started_at = now();
+        // The time, and a few random bits: runs started in the same second get their own
+        // version folders.
+        let salt = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id().rotate_left(16);
         TrainState {
-            run_id: started_at.replace(':', "-"),
+            run_id: format!("{}-{:04x}", started_at.replace(':', "-"), salt & 0xffff),
             started_at,
             hyperparameters: self.hyper.clone(),
             train_rows: self.train.len(),
