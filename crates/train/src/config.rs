@@ -54,6 +54,24 @@ pub struct Args {
     #[arg(long, env = "KEEP_MODELS", default_value_t = 10)]
     pub keep_models: usize,
 
+    /// An MLflow tracking server (e.g. http://localhost:5000): each finished run is logged
+    /// there (parameters, metric history, model and summary as artifacts), and a promoted
+    /// model becomes a new version of --mlflow-model-name. Its failures never fail training.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub mlflow_tracking_uri: Option<String>,
+
+    /// The MLflow experiment the runs go to (created on first use).
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = "sentiment")]
+    pub mlflow_experiment: String,
+
+    /// The MLflow registered model that promoted models become versions of.
+    #[arg(long, env = "MLFLOW_MODEL_NAME", default_value = "sentiment")]
+    pub mlflow_model_name: String,
+
+    /// A bearer token for the tracking server, if it needs one.
+    #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
+    pub mlflow_token: Option<String>,
+
     /// Where metrics.json, run_summary.json, runs/<run-id>/ and the resume checkpoint go.
     #[arg(long, env = "RESULTS_DIR", default_value = "results")]
     pub results_dir: PathBuf,
@@ -219,6 +237,16 @@ impl Args {
         self.models_dir.clone().unwrap_or_else(|| {
             let parent = self.output_dir.parent().unwrap_or(std::path::Path::new(""));
             parent.join("models")
+        })
+    }
+
+    /// MLflow tracking, when a server is named.
+    pub fn mlflow(&self) -> Option<crate::tracking::MlflowSettings> {
+        Some(crate::tracking::MlflowSettings {
+            uri: self.mlflow_tracking_uri.clone()?,
+            experiment: self.mlflow_experiment.clone(),
+            model_name: self.mlflow_model_name.clone(),
+            token: self.mlflow_token.clone(),
         })
     }
 

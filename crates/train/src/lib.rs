@@ -9,6 +9,7 @@
 //! - [`evaluate`]: metrics overall and per source.
 //! - [`resume`]: checkpoints that `--resume` continues from.
 //! - [`runlog`]: metrics.jsonl, metrics.json, run_summary.json.
+//! - [`tracking`]: the finished run logged to an MLflow tracking server.
 //! - [`registry`]: model versions in models/<run-id>/, promotion into model_output/,
 //!   rollback.
 
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod resume;
 pub mod runlog;
 pub mod schedule;
+pub mod tracking;
 pub mod trainer;
 
 pub use config::Args;

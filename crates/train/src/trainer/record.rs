@@ -13,6 +13,7 @@ use super::{Outcome, Run, now};
 use crate::registry::{self, Models, VersionInfo};
 use crate::resume::{self, TrainState};
 use crate::runlog::{BaseModel, DataStats, MetricsFile, Outputs, RunSummary, Versions};
+use crate::tracking;
 
 /// The data report `preprocess` writes beside the splits.
 const REPORT_FILE: &str = "report.json";
@@ -85,11 +86,37 @@ impl Run<'_> {
             &args.results_dir.join(results::RUN_SUMMARY_FILE),
             &summary,
         )?;
-        self.register(&models, &summary, new_f1, (promote, &reason))?;
+        let version = self.register(&models, &summary, new_f1, (promote, &reason))?;
+        drop(models);
+        self.track(&summary, &version, run_log, promote);
         if resume::exists(&self.ckpt_dir) {
             let _ = std::fs::remove_dir_all(&self.ckpt_dir);
         }
         Ok(Outcome::Completed(Box::new(summary)))
+    }
+
+    /// Logs the finished run to MLflow when a tracking server is set (never fails).
+    fn track(&self, summary: &RunSummary, version: &VersionInfo, run_log: &Path, promoted: bool) {
+        let Some(mlflow) = self.args.mlflow() else {
+            return;
+        };
+        let mut params: Vec<(String, String)> = version
+            .data_hashes
+            .iter()
+            .map(|(file, hash)| (format!("data_hash.{file}"), hash.clone()))
+            .collect();
+        params.push(("promote".into(), self.args.promote.to_string()));
+        params.push(("model_version".into(), version.model_version.clone()));
+        tracking::log_run(
+            &mlflow,
+            &tracking::FinishedRun {
+                summary,
+                run_log,
+                model_dir: &self.model_dir,
+                params,
+                promoted,
+            },
+        );
     }
 
     /// results/metrics.json: the kept model's one test evaluation, with how it was chosen.
@@ -126,7 +153,7 @@ impl Run<'_> {
         summary: &RunSummary,
         validation_macro_f1: f64,
         (promote, reason): (bool, &str),
-    ) -> Result<()> {
+    ) -> Result<VersionInfo> {
         let args = self.args;
         let mut data_hashes = std::collections::BTreeMap::new();
         for name in [TRAIN_FILE, VALIDATION_FILE, TEST_FILE] {
@@ -145,7 +172,7 @@ impl Run<'_> {
             std::fs::copy(from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
         }
         let test = summary.test.as_ref().map(|t| &t.overall);
-        models.add(&VersionInfo {
+        let version = VersionInfo {
             id: summary.run_id.clone(),
             created_at: summary.finished_at.clone(),
             base_model: summary.base_model.id.clone(),
@@ -155,7 +182,8 @@ impl Run<'_> {
             test_accuracy: test.map(|t| t.accuracy),
             model_version: classifier::model_dir::content_version(&self.model_dir)?,
             data_hashes,
-        })?;
+        };
+        models.add(&version)?;
         if promote {
             models.promote(&summary.run_id, reason)?;
             tracing::info!(
@@ -172,6 +200,6 @@ impl Run<'_> {
         for id in models.prune(args.keep_models, &summary.run_id)? {
             tracing::info!("removed version {id} (--keep-models {})", args.keep_models);
         }
-        Ok(())
+        Ok(version)
     }
 }
