@@ -259,6 +259,38 @@ pub struct TrainingLog {
     pub records: Vec<serde_json::Value>,
 }
 
+/// `GET /models`: the model versions `train` kept (models/<run-id>/version.json) and which
+/// one the api is serving (matched by its model_version).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ModelVersions {
+    /// The models folder read.
+    pub models_dir: String,
+    /// The version registry.json names as promoted last.
+    pub promoted: Option<String>,
+    /// The model_version the api is serving now.
+    pub serving_model_version: Option<String>,
+    /// Oldest first.
+    pub versions: Vec<ModelVersion>,
+}
+
+/// One kept version and its metrics.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ModelVersion {
+    pub id: String,
+    pub created_at: String,
+    pub base_model: String,
+    pub labels: Vec<String>,
+    pub validation_macro_f1: f64,
+    pub test_macro_f1: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub model_version: String,
+    /// Whether it was ever promoted (a rollback target).
+    pub was_promoted: bool,
+    /// Whether the api is serving it now.
+    pub serving: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

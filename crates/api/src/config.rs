@@ -52,6 +52,11 @@ pub struct Args {
     #[arg(long, env = "RESULTS_DIR", default_value = "results")]
     pub results_dir: PathBuf,
 
+    /// The model versions `train` keeps, listed by GET /models (default: `models` beside
+    /// the model folder).
+    #[arg(long, env = "MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+
     /// Texts per forward pass of the model.
     #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
@@ -106,6 +111,14 @@ pub struct Args {
 }
 
 impl Args {
+    /// --models-dir, else `models` beside the model folder.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(|| {
+            let parent = self.model_path.parent().unwrap_or(std::path::Path::new(""));
+            parent.join("models")
+        })
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.max_batch_size > 0,

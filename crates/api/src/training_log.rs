@@ -1,5 +1,5 @@
 //! `GET /training`: the latest training run's summary and step/epoch records, read from the
-//! results folder that `train` writes.
+//! results folder that `train` writes; `GET /models`: the model versions it kept.
 
 use std::path::Path;
 
@@ -40,4 +40,32 @@ pub fn read(results: &Path) -> api_types::TrainingLog {
         })
         .unwrap_or_default();
     api_types::TrainingLog { summary, records }
+}
+
+/// The versions under `models` (each folder's version.json, oldest first), marking the one
+/// whose model_version is `serving`.
+pub fn versions(models: &Path, serving: Option<&str>) -> api_types::ModelVersions {
+    let registry = read_json(&models.join("registry.json")).unwrap_or_default();
+    let promoted_ever: Vec<&str> = registry["promotions"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["id"].as_str()).collect())
+        .unwrap_or_default();
+    let mut versions: Vec<api_types::ModelVersion> = std::fs::read_dir(models)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| read_json(&e.ok()?.path().join("version.json")))
+        .filter_map(|v| serde_json::from_value::<api_types::ModelVersion>(v).ok())
+        .map(|mut v| {
+            v.was_promoted = promoted_ever.contains(&v.id.as_str());
+            v.serving = serving == Some(v.model_version.as_str());
+            v
+        })
+        .collect();
+    versions.sort_by(|a, b| a.id.cmp(&b.id));
+    api_types::ModelVersions {
+        models_dir: models.display().to_string(),
+        promoted: registry["serving"].as_str().map(str::to_string),
+        serving_model_version: serving.map(str::to_string),
+        versions,
+    }
 }

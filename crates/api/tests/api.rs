@@ -725,3 +725,47 @@ async fn a_new_model_is_swapped_in_under_traffic_and_a_broken_one_rejected() {
     );
     s.stop().await;
 }
+
+/// GET /models lists the versions `train` kept, oldest first, and marks the one whose
+/// model_version the api serves (not merely the one registry.json names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_lists_the_kept_versions_and_marks_the_served_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let served = classifier::model_dir::content_version(&model).unwrap();
+    let models = dir.path().join("models");
+    for (id, version, f1) in [
+        ("r2", served.as_str(), 0.9),
+        ("r1", "0000000000000000", 0.8),
+    ] {
+        std::fs::create_dir_all(models.join(id)).unwrap();
+        let v = json!({"id": id, "created_at": "", "base_model": "tiny", "labels": ["negative", "positive"],
+                       "validation_macro_f1": f1, "test_macro_f1": null, "test_accuracy": 0.7,
+                       "model_version": version, "data_hashes": {}});
+        std::fs::write(models.join(id).join("version.json"), v.to_string()).unwrap();
+    }
+    let registry = json!({"serving": "r1", "promotions": [{"id": "r1", "at": "", "reason": ""}]});
+    std::fs::write(models.join("registry.json"), registry.to_string()).unwrap();
+
+    let s = Server::ready(&model, &[]).await;
+    let (status, body) = s.get("/models").await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert_eq!(v["promoted"], "r1");
+    assert_eq!(v["serving_model_version"], served.as_str());
+    assert_eq!(
+        v["versions"][1]["serving"], true,
+        "r2's files are the ones served"
+    );
+    assert_eq!(v["versions"][0]["serving"], false);
+    assert_eq!(v["versions"][0]["was_promoted"], true);
+    assert_eq!(v["versions"][1]["test_accuracy"], 0.7);
+    s.stop().await;
+}

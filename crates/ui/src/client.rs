@@ -136,6 +136,10 @@ impl ApiClient {
         self.get("/training").await
     }
 
+    pub async fn models(&self) -> Result<api_types::ModelVersions, ApiFailure> {
+        self.get("/models").await
+    }
+
     async fn post(&self, body: serde_json::Value) -> Result<PredictAnswer, ApiFailure> {
         let mut req = self.http.post(format!("{}/predict", self.base)).json(&body);
         if let Some(key) = &self.api_key {

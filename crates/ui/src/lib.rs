@@ -31,7 +31,9 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::client::{ApiClient, ApiFailure, ApiStatus};
-use crate::pages::{AnalyzePage, Banner, BatchPage, BatchView, ColumnPick, EXAMPLES, ModelPage};
+use crate::pages::{
+    AnalyzePage, Banner, BatchPage, BatchView, ColumnPick, EXAMPLES, ModelPage, VersionRow,
+};
 use crate::session::{COOKIE, Store, new_id, valid_id};
 
 /// Serve the sentiment web UI.
@@ -440,7 +442,8 @@ async fn batch_download(State(state): State<Arc<AppState>>, Path(id): Path<Strin
 
 async fn model(State(state): State<Arc<AppState>>) -> PageResponse {
     let status = state.api.status().await;
-    let (info, log) = tokio::join!(state.api.info(), state.api.training());
+    let (info, log, models) =
+        tokio::join!(state.api.info(), state.api.training(), state.api.models());
     let error = match (&info, &status) {
         (Err(e), _) => Some(e.to_string()),
         (Ok(i), _) if !i.ready => {
@@ -463,6 +466,8 @@ async fn model(State(state): State<Arc<AppState>>) -> PageResponse {
         eval_chart: None,
         reliability_chart: None,
         calibration_note: String::new(),
+        // An api without GET /models (an older one) shows no versions.
+        versions: models.map(|m| VersionRow::rows(&m)).unwrap_or_default(),
     };
     page.build(info.ok().filter(|i| i.ready), log.ok());
     PageResponse {

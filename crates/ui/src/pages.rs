@@ -137,6 +137,40 @@ pub struct ModelPage {
     /// Confidence against accuracy on the test split, before and after calibration.
     pub reliability_chart: Option<String>,
     pub calibration_note: String,
+    /// The kept model versions (GET /models), newest first.
+    pub versions: Vec<VersionRow>,
+}
+
+/// One row of the versions table.
+pub struct VersionRow {
+    pub id: String,
+    pub base_model: String,
+    pub validation_f1: String,
+    pub test_f1: String,
+    pub test_accuracy: String,
+    pub serving: bool,
+    pub was_promoted: bool,
+}
+
+impl VersionRow {
+    /// The versions newest first, as the table shows them.
+    pub fn rows(versions: &api_types::ModelVersions) -> Vec<Self> {
+        let num = |x: Option<f64>| x.map_or_else(|| "–".into(), |x| format!("{x:.3}"));
+        versions
+            .versions
+            .iter()
+            .rev()
+            .map(|v| Self {
+                id: v.id.clone(),
+                base_model: v.base_model.clone(),
+                validation_f1: num(Some(v.validation_macro_f1)),
+                test_f1: num(v.test_macro_f1),
+                test_accuracy: num(v.test_accuracy),
+                serving: v.serving,
+                was_promoted: v.was_promoted,
+            })
+            .collect()
+    }
 }
 
 fn pct(v: &Value) -> String {

@@ -138,6 +138,20 @@ async fn stub_training() -> Json<Value> {
     ]}))
 }
 
+async fn stub_models() -> Json<Value> {
+    let v = |id: &str, f1: f64, serving: bool, was_promoted: bool| {
+        json!({"id": id, "created_at": "", "base_model": "distilbert-base-uncased",
+               "labels": ["negative", "positive"], "validation_macro_f1": f1,
+               "test_macro_f1": 0.9, "test_accuracy": null, "model_version": id,
+               "was_promoted": was_promoted, "serving": serving})
+    };
+    Json(
+        json!({"models_dir": "models", "promoted": "run-b", "serving_model_version": "run-b",
+                "versions": [v("run-a", 0.85, false, true), v("run-b", 0.9123, true, true),
+                             v("run-c", 0.8, false, false)]}),
+    )
+}
+
 async fn start_stub(mode: Mode) -> (String, Stub) {
     let stub = Stub {
         mode: Arc::new(Mutex::new(mode)),
@@ -147,6 +161,7 @@ async fn start_stub(mode: Mode) -> (String, Stub) {
         .route("/predict", post(stub_predict))
         .route("/info", get(stub_info))
         .route("/training", get(stub_training))
+        .route("/models", get(stub_models))
         .with_state(stub.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -459,4 +474,16 @@ async fn model_page_draws_metrics_matrix_and_curves() {
     assert!(page.contains("the best macro F1 on validation.csv"));
     assert!(page.contains("Accuracy against confidence on the test split"));
     assert!(page.contains("served (temperature 1.70)") && page.contains("0.082 raw, 0.031 served"));
+    // The versions, newest first, the served one marked.
+    let table = &page[page.find("<h2>Versions</h2>").expect("a versions table")..];
+    let (a, b, c) = (
+        table.find("run-a").unwrap(),
+        table.find("run-b").unwrap(),
+        table.find("run-c").unwrap(),
+    );
+    assert!(c < b && b < a, "newest first");
+    assert!(
+        table.contains("<tr class=\"serving\"><td><code>run-b</code>") && table.contains("0.912")
+    );
+    assert!(table.contains("promoted before") && table.contains(">kept<"));
 }

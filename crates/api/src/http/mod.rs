@@ -150,6 +150,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/ready", get(routes::ready))
         .route("/info", get(routes::info))
         .route("/training", get(routes::training))
+        .route("/models", get(routes::models))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi_json))
         .route("/docs", get(routes::docs))

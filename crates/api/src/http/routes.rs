@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use api_types::{
     ErrorResponse, ErrorType, Health, Info, Inputs, InputsRequest, InputsResponse, LabelScore,
-    LongTextMode, PredictAnswer, PredictRequest, PredictResponse, Text, TextRequest, Texts,
-    TrainingLog,
+    LongTextMode, ModelVersion, ModelVersions, PredictAnswer, PredictRequest, PredictResponse,
+    Text, TextRequest, Texts, TrainingLog,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -31,7 +31,17 @@ pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-ve
         title = "sentiment-rs api",
         description = "Sentiment classification with a fine-tuned DistilBERT: real softmax probabilities from the model."
     ),
-    paths(predict, health, live, ready, info, training, metrics, admin_reload),
+    paths(
+        predict,
+        health,
+        live,
+        ready,
+        info,
+        training,
+        models,
+        metrics,
+        admin_reload
+    ),
     components(schemas(
         PredictRequest,
         TextRequest,
@@ -49,6 +59,8 @@ pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-ve
         Health,
         Info,
         TrainingLog,
+        ModelVersions,
+        ModelVersion,
         Reloaded
     ))
 )]
@@ -205,6 +217,22 @@ pub async fn training(State(state): State<Arc<AppState>>) -> Json<TrainingLog> {
         .await
         .unwrap_or_default();
     Json(log)
+}
+
+/// The model versions `train` kept, with their metrics, marking the one being served.
+#[utoipa::path(get, path = "/models", responses((status = 200, description = "Kept versions, oldest first (empty without a models folder)", body = ModelVersions)))]
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelVersions> {
+    let dir = state.args.models_dir();
+    let serving = state
+        .loaded()
+        .ok()
+        .and_then(|l| l.info.model_version.clone());
+    let versions = tokio::task::spawn_blocking(move || {
+        crate::training_log::versions(&dir, serving.as_deref())
+    })
+    .await
+    .unwrap_or_default();
+    Json(versions)
 }
 
 /// Prometheus metrics: requests by route and status, latencies of queue, tokenization and
