@@ -94,9 +94,9 @@ pub struct Args {
     #[arg(long, env = "MODEL_RETRY_SECONDS", default_value_t = 10)]
     pub model_retry_seconds: u64,
 
-    /// Seconds between checks of the model folder for a new model, which is then loaded,
-    /// warmed up and swapped in without dropping a request (0: only on POST /admin/reload
-    /// or SIGHUP).
+    /// A new model in the model folder is loaded, warmed up and swapped in without dropping a
+    /// request: at once on file events, and checked every this many seconds for mounts that
+    /// deliver none (0: only on POST /admin/reload or SIGHUP).
     #[arg(long, env = "MODEL_POLL_SECONDS", default_value_t = 5)]
     pub model_poll_seconds: u64,
 

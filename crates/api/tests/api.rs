@@ -769,3 +769,49 @@ async fn models_lists_the_kept_versions_and_marks_the_served_one() {
     assert_eq!(v["versions"][1]["test_accuracy"], 0.7);
     s.stop().await;
 }
+
+/// With polling an hour apart, file events alone swap models in: a whole folder swapped
+/// (which only its parent's events show), then files rewritten inside the new folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_events_swap_models_without_waiting_for_the_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), TinySize::default());
+    let s = Server::ready(&model, &["--model-poll-seconds", "3600"]).await;
+    let version =
+        |info: &str| serde_json::from_str::<Value>(info).unwrap()["model_version"].clone();
+    let wait_for_change = |from: Value| {
+        let s = &s;
+        async move {
+            let started = Instant::now();
+            loop {
+                let v = version(&s.get("/info").await.1);
+                if v != from {
+                    return v;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no swap from file events"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let first = version(&s.get("/info").await.1);
+    write_tiny_model(&model, &vocab_for(&TEXTS), TinySize::default(), 4).unwrap();
+    let second = wait_for_change(first).await;
+
+    // File by file inside the folder now served, config.json last, as on a bind mount.
+    let next = dir.path().join("next");
+    write_tiny_model(&next, &vocab_for(&TEXTS), TinySize::default(), 5).unwrap();
+    for entry in std::fs::read_dir(&next).unwrap() {
+        let name = entry.unwrap().file_name();
+        if name != "config.json" {
+            std::fs::copy(next.join(&name), model.join(&name)).unwrap();
+        }
+    }
+    std::fs::remove_file(model.join("config.json")).unwrap();
+    std::fs::copy(next.join("config.json"), model.join("config.json")).unwrap();
+    let third = wait_for_change(second.clone()).await;
+    assert_ne!(third, second);
+    s.stop().await;
+}

@@ -4,9 +4,10 @@
 //! (at most two models resident, during the swap). A model that fails to load or warm up is
 //! rejected with a log line and the old one keeps serving.
 //!
-//! Triggers: the folder's `config.json` changing (polled every `MODEL_POLL_SECONDS`: `train`
-//! writes it last, and a stat works on every file system, bind mounts included),
-//! `POST /admin/reload`, and SIGHUP.
+//! Triggers: the folder's `config.json` changing (a promotion writes it last), seen at once
+//! through file events (inotify, via the `notify` crate) and, where those do not arrive (bind
+//! mounts from another machine or VM, network file systems), by a stat every
+//! `MODEL_POLL_SECONDS`; `POST /admin/reload`; and SIGHUP.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -101,22 +102,82 @@ pub async fn reload(state: &Arc<AppState>, why: &str) -> Result<Reloaded, ApiErr
     })
 }
 
-/// Polls the model folder and reloads when its `config.json` changes; returns at once when
-/// polling is off (0 seconds).
+/// Watches the model folder and reloads when its `config.json` changes: woken by file
+/// events, and checked every `MODEL_POLL_SECONDS` besides; returns at once when that is 0
+/// (reloads only on request).
 pub async fn watch(state: Arc<AppState>) {
     let every = Duration::from_secs(state.args.model_poll_seconds);
     if every.is_zero() {
         return;
     }
-    *state.reload_lock.lock().await = stamp(&state.args.model_path);
+    let dir = state.args.model_path.clone();
+    *state.reload_lock.lock().await = stamp(&dir);
+    let (tx, mut events) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = FolderEvents::new(&dir, tx);
     loop {
-        tokio::time::sleep(every).await;
-        let now = stamp(&state.args.model_path);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            Some(()) = events.recv() => {
+                // A promotion writes several files: let it finish before looking.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while events.try_recv().is_ok() {}
+            }
+        }
+        let now = stamp(&dir);
         let changed = now.is_some() && *state.reload_lock.lock().await != now;
         if changed {
-            // A failure is logged and counted by `reload`; the poll goes on.
+            // A failure is logged and counted by `reload`; the watch goes on.
             let _ = reload(&state, "the model folder changed").await;
         }
+        if let Some(w) = watcher.as_mut() {
+            w.rewatch();
+        }
+    }
+}
+
+/// File events of the model folder and of its parent (an atomic folder swap replaces the
+/// folder itself, which only the parent sees); `None` where events are unavailable, and
+/// polling alone serves.
+struct FolderEvents {
+    watcher: notify::RecommendedWatcher,
+    dir: std::path::PathBuf,
+}
+
+impl FolderEvents {
+    fn new(dir: &Path, tx: tokio::sync::mpsc::Sender<()>) -> Option<Self> {
+        use notify::Watcher;
+        let handler = move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                // Full: a wake-up is already pending, which is all that is needed.
+                let _ = tx.try_send(());
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::info!("no file events for the model folder ({e}): polling only");
+                return None;
+            }
+        };
+        if let Some(parent) = dir.parent().filter(|p| p.is_dir()) {
+            let _ = watcher.watch(parent, notify::RecursiveMode::NonRecursive);
+        }
+        let mut events = Self {
+            watcher,
+            dir: dir.to_path_buf(),
+        };
+        events.rewatch();
+        Some(events)
+    }
+
+    /// Watches the folder as it is now: after a folder swap, the old watch is on the
+    /// replaced folder.
+    fn rewatch(&mut self) {
+        use notify::Watcher;
+        let _ = self.watcher.unwatch(&self.dir);
+        let _ = self
+            .watcher
+            .watch(&self.dir, notify::RecursiveMode::NonRecursive);
     }
 }
 
