@@ -141,6 +141,8 @@ pub async fn watch(state: Arc<AppState>) {
 struct FolderEvents {
     watcher: notify::RecommendedWatcher,
     dir: std::path::PathBuf,
+    /// The folder the watch is on (by inode): a folder swap puts another one in its place.
+    watched: Option<u64>,
 }
 
 impl FolderEvents {
@@ -165,19 +167,34 @@ impl FolderEvents {
         let mut events = Self {
             watcher,
             dir: dir.to_path_buf(),
+            watched: None,
         };
         events.rewatch();
         Some(events)
     }
 
-    /// Watches the folder as it is now: after a folder swap, the old watch is on the
-    /// replaced folder.
+    /// Watches the folder now at the path when it is not the one watched (after a folder
+    /// swap the old watch is on the replaced folder, which the kernel drops with it).
     fn rewatch(&mut self) {
         use notify::Watcher;
-        let _ = self.watcher.unwatch(&self.dir);
-        let _ = self
-            .watcher
-            .watch(&self.dir, notify::RecursiveMode::NonRecursive);
+        let Ok(meta) = std::fs::metadata(&self.dir) else {
+            return;
+        };
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = {
+            let _ = meta;
+            0
+        };
+        if self.watched != Some(inode)
+            && self
+                .watcher
+                .watch(&self.dir, notify::RecursiveMode::NonRecursive)
+                .is_ok()
+        {
+            self.watched = Some(inode);
+        }
     }
 }
 

@@ -544,6 +544,11 @@ impl RelativePositions {
     /// The table row of each distance for `seq` tokens, only the rows used: a short
     /// sequence projects a few dozen rows instead of all `2 span` (the same scores).
     pub(crate) fn context(&self, seq: usize, k: Kernels) -> Result<RelativeContext> {
+        if seq == 0 {
+            // No distances to index below; the tokenizer always adds [CLS], so only a
+            // caller building its own empty batch gets here.
+            candle_core::bail!("relative positions of an empty sequence");
+        }
         let span = self.shape.span as i64;
         // The table row of each distance i - j, from -(seq - 1) up, worked out once: the
         // log buckets take a logarithm, and there are seq^2 pairs but 2 seq - 1 distances.
