@@ -113,10 +113,7 @@ pub struct Args {
 impl Args {
     /// --models-dir, else `models` beside the model folder.
     pub fn models_dir(&self) -> PathBuf {
-        self.models_dir.clone().unwrap_or_else(|| {
-            let parent = self.model_path.parent().unwrap_or(std::path::Path::new(""));
-            parent.join("models")
-        })
+        classifier::results::versions::models_dir(self.models_dir.as_deref(), &self.model_path)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

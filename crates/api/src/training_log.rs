@@ -45,7 +45,8 @@ pub fn read(results: &Path) -> api_types::TrainingLog {
 /// The versions under `models` (each folder's version.json, oldest first), marking the one
 /// whose model_version is `serving`.
 pub fn versions(models: &Path, serving: Option<&str>) -> api_types::ModelVersions {
-    let registry = read_json(&models.join("registry.json")).unwrap_or_default();
+    use classifier::results::versions::{REGISTRY_FILE, VERSION_FILE};
+    let registry = read_json(&models.join(REGISTRY_FILE)).unwrap_or_default();
     let promoted_ever: Vec<&str> = registry["promotions"]
         .as_array()
         .map(|p| p.iter().filter_map(|p| p["id"].as_str()).collect())
@@ -53,7 +54,7 @@ pub fn versions(models: &Path, serving: Option<&str>) -> api_types::ModelVersion
     let mut versions: Vec<api_types::ModelVersion> = std::fs::read_dir(models)
         .into_iter()
         .flatten()
-        .filter_map(|e| read_json(&e.ok()?.path().join("version.json")))
+        .filter_map(|e| read_json(&e.ok()?.path().join(VERSION_FILE)))
         .filter_map(|v| serde_json::from_value::<api_types::ModelVersion>(v).ok())
         .map(|mut v| {
             v.was_promoted = promoted_ever.contains(&v.id.as_str());

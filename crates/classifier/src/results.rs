@@ -24,3 +24,21 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub fn run_dir(results: &Path, run_id: &str) -> PathBuf {
     results.join(RUNS_DIR).join(run_id)
 }
+
+/// The model versions `train` keeps (`models/<run-id>/`, each with its [`VERSION_FILE`],
+/// and [`REGISTRY_FILE`]) and the api lists: their file names, and where they live.
+pub mod versions {
+    use std::path::{Path, PathBuf};
+
+    /// A version's record inside its folder.
+    pub const VERSION_FILE: &str = "version.json";
+    /// The serving version and every promotion, in the models folder.
+    pub const REGISTRY_FILE: &str = "registry.json";
+
+    /// The models folder: `explicit` when given, else `models` beside the served folder.
+    pub fn models_dir(explicit: Option<&Path>, served: &Path) -> PathBuf {
+        explicit
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| served.parent().unwrap_or(Path::new("")).join("models"))
+    }
+}

@@ -234,10 +234,7 @@ pub enum PoolingArg {
 impl Args {
     /// The models folder: --models-dir, else `models` beside the served folder.
     pub fn models_dir(&self) -> PathBuf {
-        self.models_dir.clone().unwrap_or_else(|| {
-            let parent = self.output_dir.parent().unwrap_or(std::path::Path::new(""));
-            parent.join("models")
-        })
+        classifier::results::versions::models_dir(self.models_dir.as_deref(), &self.output_dir)
     }
 
     /// MLflow tracking, when a server is named.

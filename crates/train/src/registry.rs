@@ -16,8 +16,7 @@ use clap::ValueEnum;
 use classifier::model_dir::atomic;
 use serde::{Deserialize, Serialize};
 
-pub const REGISTRY_FILE: &str = "registry.json";
-pub const VERSION_FILE: &str = "version.json";
+pub use classifier::results::versions::{REGISTRY_FILE, VERSION_FILE};
 const LOCK_FILE: &str = ".lock";
 
 /// When a finished run replaces the served model.
@@ -277,10 +276,8 @@ pub enum ModelsCommand {
 impl ModelsArgs {
     /// Runs the command; returns what to print.
     pub fn run(&self) -> Result<String> {
-        let dir = self.models_dir.clone().unwrap_or_else(|| {
-            let parent = self.output_dir.parent().unwrap_or(Path::new(""));
-            parent.join("models")
-        });
+        let dir =
+            classifier::results::versions::models_dir(self.models_dir.as_deref(), &self.output_dir);
         let models = Models::open(&dir, &self.output_dir)?;
         match &self.command {
             ModelsCommand::List => listing(&models),
