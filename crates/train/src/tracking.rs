@@ -71,6 +71,25 @@ const MAX_METRICS: usize = 1000;
 const MAX_PARAMS: usize = 100;
 const MAX_PARAM_CHARS: usize = 6000;
 
+/// A request to the tracking server.
+enum Request {
+    Get,
+    /// A JSON body.
+    Post(String),
+    /// An artifact upload: the file's bytes.
+    Put(PathBuf),
+}
+
+impl Request {
+    fn method(&self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post(_) => "POST",
+            Self::Put(_) => "PUT",
+        }
+    }
+}
+
 struct Client<'a> {
     settings: &'a MlflowSettings,
     agent: ureq::Agent,
@@ -94,21 +113,26 @@ impl<'a> Client<'a> {
 
     /// One request with retries on transport errors, 429 and 5xx; the answer's JSON, or the
     /// error MLflow gave (its `error_code` first).
-    fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Value> {
+    fn call(&self, path: &str, request: Request) -> Result<Value> {
         let mut attempt = 0;
         loop {
-            match self.once(method, path, body.clone()) {
+            match self.once(path, &request) {
                 Ok((status, text)) if status < 300 => {
                     return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
                 }
                 Ok((status, text)) if status != 429 && status < 500 => {
-                    bail!("{method} {path}: HTTP {status}: {}", text.trim());
+                    bail!(
+                        "{} {path}: HTTP {status}: {}",
+                        request.method(),
+                        text.trim()
+                    );
                 }
                 outcome => {
                     let why = match outcome {
                         Ok((status, text)) => format!("HTTP {status}: {}", text.trim()),
                         Err(e) => format!("{e:#}"),
                     };
+                    let method = request.method();
                     let Some(delay) = RETRY_DELAYS.get(attempt) else {
                         bail!(
                             "{method} {path}: {why} (after {} retries)",
@@ -123,27 +147,22 @@ impl<'a> Client<'a> {
         }
     }
 
-    fn once(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, String)> {
+    fn once(&self, path: &str, request: &Request) -> Result<(u16, String)> {
         let url = self.url(path);
-        let auth = self.settings.token.as_ref().map(|t| format!("Bearer {t}"));
-        let response = match (method, body) {
-            ("GET", _) => {
-                let mut r = self.agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            (_, body) => {
-                let mut r = match method {
-                    "PUT" => self.agent.put(&url),
-                    _ => self.agent.post(&url),
-                };
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.header("Content-Type", "application/json")
-                    .send(body.unwrap_or_default())
+        let token = self.settings.token.as_deref();
+        let response = match request {
+            Request::Get => authorize(self.agent.get(&url), token).call(),
+            Request::Post(json) => authorize(self.agent.post(&url), token)
+                .header("Content-Type", "application/json")
+                .send(json.as_str()),
+            Request::Put(file) => {
+                // Streamed from the file, its length as Content-Length: model weights need
+                // not fit in memory a second time.
+                let body = std::fs::File::open(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                authorize(self.agent.put(&url), token)
+                    .header("Content-Type", "application/octet-stream")
+                    .send(body)
             }
         };
         let mut response = response.with_context(|| format!("cannot reach {url}"))?;
@@ -153,7 +172,7 @@ impl<'a> Client<'a> {
     }
 
     fn post(&self, path: &str, body: Value) -> Result<Value> {
-        self.call("POST", path, Some(body.to_string().into_bytes()))
+        self.call(path, Request::Post(body.to_string()))
     }
 
     fn log(&self, run: &FinishedRun) -> Result<Tracked> {
@@ -235,7 +254,7 @@ impl<'a> Client<'a> {
             "api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
             encode(name)
         );
-        match self.call("GET", &query, None) {
+        match self.call(&query, Request::Get) {
             Ok(v) => v["experiment"]["experiment_id"]
                 .as_str()
                 .map(str::to_string)
@@ -271,13 +290,11 @@ impl<'a> Client<'a> {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .context("a file name")?;
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let path = format!(
                 "api/2.0/mlflow-artifacts/artifacts/{root}/{under}/{}",
                 encode(name)
             );
-            self.call("PUT", &path, Some(bytes))?;
+            self.call(&path, Request::Put(file.clone()))?;
         }
         Ok(())
     }
@@ -302,6 +319,14 @@ impl<'a> Client<'a> {
             .as_str()
             .map(str::to_string)
             .context("model-versions/create gave no version")
+    }
+}
+
+/// `r` with the bearer token, when there is one.
+fn authorize<B>(r: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(t) => r.header("Authorization", &format!("Bearer {t}")),
+        None => r,
     }
 }
 
