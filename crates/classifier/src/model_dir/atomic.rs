@@ -5,7 +5,8 @@
 //! renames, with a moment where the folder is absent but never partial). A folder that is a
 //! mount point (a Docker bind mount of `model_output/`) cannot be renamed; there the files are
 //! written into a hidden staging folder inside it and renamed over the old ones one by one,
-//! `config.json` last, which keeps every file whole.
+//! `config.json` last, which keeps every file whole. Either way the folder's hidden files
+//! (a `.gitkeep`, a user's own dotfiles) stay.
 
 use std::fs;
 use std::io;
@@ -40,6 +41,9 @@ pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Res
         .tempdir_in(staging_parent)
         .map_err(|e| Error::io(staging_parent, e))?;
     fill(staging.path())?;
+    if !mount_point {
+        keep_hidden_files(target, staging.path())?;
+    }
     sync_dir_files(staging.path())?;
     // tempfile creates folders 0700; a model folder is read by other users (the api runs as
     // its own user in its own container).
@@ -68,6 +72,23 @@ pub fn replace_dir(target: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Res
             Ok(())
         }
     }
+}
+
+/// Copies the hidden files of `old` (when it exists) into `new` where `new` has none of
+/// that name: a whole-folder swap keeps them, as the one-by-one replacement does.
+fn keep_hidden_files(old: &Path, new: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(old) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let hidden = name.to_string_lossy().starts_with('.');
+        let to = new.join(&name);
+        if hidden && entry.path().is_file() && !to.exists() {
+            fs::copy(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `path` through `write`, which receives a temporary path in the same folder; the
@@ -245,6 +266,14 @@ mod tests {
         .unwrap();
         assert_eq!(fs::read_to_string(target.join("a")).unwrap(), "2");
         assert!(!target.join("old-only").exists());
+        // A hidden file placed in the folder (a committed .gitkeep) survives swaps.
+        fs::write(target.join(".gitkeep"), "").unwrap();
+        replace_dir(&target, |d| {
+            fs::write(d.join("a"), "3").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(target.join(".gitkeep").is_file());
         let leftovers: Vec<_> = fs::read_dir(root.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary folders must be cleaned up");
     }
