@@ -147,6 +147,12 @@ pub fn header_names(headers: &csv::ByteRecord) -> Vec<String> {
 
 pub fn write_examples(path: &Path, examples: &[Example]) -> Result<()> {
     let mut w = csv::Writer::from_path(path).map_err(|e| Error::artifact(path, e.to_string()))?;
+    // serde writes the header with the first row: an empty split still gets one, so that it
+    // reads back as empty rather than as a file without columns.
+    if examples.is_empty() {
+        w.write_record(["text", "label", "source"])
+            .map_err(|e| Error::artifact(path, e.to_string()))?;
+    }
     for ex in examples {
         w.serialize(ex)
             .map_err(|e| Error::artifact(path, e.to_string()))?;
@@ -157,6 +163,17 @@ pub fn write_examples(path: &Path, examples: &[Example]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_split_reads_back_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.csv");
+        write_examples(&path, &[]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "text,label,source\n"
+        );
+    }
 
     #[test]
     fn round_trips_quotes_commas_and_newlines() {

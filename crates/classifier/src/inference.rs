@@ -17,7 +17,7 @@ use crate::model_dir::hub::ModelSource;
 use crate::model_dir::{LoadOptions, ModelFiles};
 use crate::models::{Mode, ModelConfig, SequenceClassifier};
 use crate::text::pipeline::Pipeline;
-use crate::text::tokenizer::TextTokenizer;
+use crate::text::tokenizer::{Encoded, Read, TextTokenizer};
 use kernels::Precision;
 
 /// Bounds on one forward pass.
@@ -317,6 +317,21 @@ impl Classifier {
         let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
         self.tokenizer
             .encode_windows(&refs, self.pipeline.max_length, policy.stride)
+    }
+
+    /// Cleans and tokenizes texts as `policy` reads them, with each text's word-piece and
+    /// unknown-token counts (what serving reports to monitoring).
+    pub fn encode_read(&self, texts: &[&str], policy: LongTextPolicy) -> Result<Vec<Encoded>> {
+        let cleaned = self.clean(texts);
+        let refs: Vec<&str> = cleaned.iter().map(String::as_str).collect();
+        let read = match policy.mode {
+            LongText::Truncate => Read::Truncate(self.pipeline.truncation),
+            LongText::Windows => Read::Windows {
+                stride: policy.stride,
+            },
+        };
+        self.tokenizer
+            .encode_read(&refs, self.pipeline.max_length, read)
     }
 
     /// Classifies `texts`; one prediction per text, in input order.

@@ -46,4 +46,4 @@ pub use model_dir::{LoadOptions, ModelFiles, PoolingChoice};
 pub use models::{Mode, ModelConfig, Pooling, SequenceClassifier};
 pub use text::cleaning::Cleaning;
 pub use text::pipeline::Pipeline;
-pub use text::tokenizer::{TextTokenizer, Truncation};
+pub use text::tokenizer::{Encoded, Read, TextTokenizer, Truncation};

@@ -95,6 +95,27 @@ impl Truncation {
     }
 }
 
+/// How a text longer than the model's max length is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// One window, cut to the max length this way.
+    Truncate(Truncation),
+    /// Overlapping windows starting every `stride` word pieces (0: half a window).
+    Windows { stride: usize },
+}
+
+/// One text as the model reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The windows read, each with `[CLS]`/`[SEP]` (one unless the text is long and read in
+    /// windows).
+    pub windows: Vec<Vec<u32>>,
+    /// The text's word pieces before truncation, without special tokens.
+    pub word_pieces: usize,
+    /// Of those, how many are the unknown token.
+    pub unknown: usize,
+}
+
 /// Where the windows of a text of `len` word pieces start: 0, then every `stride` while the
 /// text goes on past the window, the last one moved back to end at the text's end.
 pub fn window_starts(len: usize, budget: usize, stride: usize) -> impl Iterator<Item = usize> {
@@ -208,6 +229,8 @@ pub struct TextTokenizer {
     special: SpecialTokens,
     do_lower_case: bool,
     cls_id: u32,
+    /// The unknown token's id, when the vocabulary has one (byte-level BPE needs none).
+    unk_id: Option<u32>,
     sep_id: u32,
     pad_id: u32,
 }
@@ -413,10 +436,12 @@ impl TextTokenizer {
             id(&special.sep_token)?,
             id(&special.pad_token)?,
         );
+        let unk_id = inner.token_to_id(&special.unk_token);
         Ok(Self {
             inner,
             special,
             do_lower_case,
+            unk_id,
             cls_id,
             sep_id,
             pad_id,
@@ -457,13 +482,10 @@ impl TextTokenizer {
         max_length: usize,
         truncation: Truncation,
     ) -> Result<Vec<(Vec<u32>, usize)>> {
-        let encodings = self.word_pieces(texts, max_length)?;
-        Ok(encodings
-            .iter()
-            .map(|enc| {
-                let ids = enc.get_ids();
-                (self.wrap(ids, max_length, truncation), ids.len() + 2)
-            })
+        Ok(self
+            .encode_read(texts, max_length, Read::Truncate(truncation))?
+            .into_iter()
+            .map(|mut e| (e.windows.swap_remove(0), e.word_pieces + 2))
             .collect())
     }
 
@@ -477,23 +499,50 @@ impl TextTokenizer {
         max_length: usize,
         stride: usize,
     ) -> Result<Vec<Vec<Vec<u32>>>> {
-        let budget = max_length - 2;
-        let stride = if stride == 0 {
-            budget.div_ceil(2)
-        } else {
-            stride.min(budget)
-        };
+        let read = Read::Windows { stride };
+        Ok(self
+            .encode_read(texts, max_length, read)?
+            .into_iter()
+            .map(|e| e.windows)
+            .collect())
+    }
+
+    /// Every text as the model reads it (`read`), with what monitoring wants to know of it.
+    pub fn encode_read(
+        &self,
+        texts: &[&str],
+        max_length: usize,
+        read: Read,
+    ) -> Result<Vec<Encoded>> {
+        let budget = max_length.saturating_sub(2);
         let encodings = self.word_pieces(texts, max_length)?;
         Ok(encodings
             .iter()
             .map(|enc| {
-                window_starts(enc.get_ids().len(), budget, stride)
-                    .map(|start| {
-                        let ids = enc.get_ids();
-                        let end = (start + budget).min(ids.len());
-                        self.wrap(&ids[start..end], max_length, Truncation::Head)
-                    })
-                    .collect()
+                let ids = enc.get_ids();
+                let windows = match read {
+                    Read::Truncate(truncation) => vec![self.wrap(ids, max_length, truncation)],
+                    Read::Windows { stride } => {
+                        let stride = if stride == 0 {
+                            budget.div_ceil(2)
+                        } else {
+                            stride.min(budget)
+                        };
+                        window_starts(ids.len(), budget, stride)
+                            .map(|start| {
+                                let end = (start + budget).min(ids.len());
+                                self.wrap(&ids[start..end], max_length, Truncation::Head)
+                            })
+                            .collect()
+                    }
+                };
+                Encoded {
+                    windows,
+                    word_pieces: ids.len(),
+                    unknown: self
+                        .unk_id
+                        .map_or(0, |u| ids.iter().filter(|&&i| i == u).count()),
+                }
             })
             .collect())
     }
