@@ -140,6 +140,11 @@ pub struct PredictResponse {
     pub confidence: f32,
     /// Every label's probability, in the model's label order.
     pub scores: Vec<LabelScore>,
+    /// The prediction's id in the prediction log (for `POST /feedback`); absent when the
+    /// api runs without one (`PREDICTION_LOG` unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "01939d2e-7a4b-7c3e-9f1a-2b3c4d5e6f70")]
+    pub id: Option<String>,
 }
 
 /// The answer to `{"inputs": ...}`: labels sorted by score, per input.
@@ -186,6 +191,8 @@ pub enum ErrorType {
     Unhealthy,
     /// The model failed on this batch.
     Backend,
+    /// The server runs without what the request needs (feedback without a prediction log).
+    NotEnabled,
     NotFound,
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -289,6 +296,110 @@ pub struct ModelVersion {
     pub was_promoted: bool,
     /// Whether the api is serving it now.
     pub serving: bool,
+}
+
+/// `POST /feedback`: the right label for a logged prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    /// The prediction's id, from its /predict answer (`id`, or the `x-prediction-ids` header).
+    #[schema(example = "01939d2e-7a4b-7c3e-9f1a-2b3c4d5e6f70")]
+    pub id: String,
+    /// The right label: one of the model's labels (GET /info).
+    #[schema(example = "negative")]
+    pub label: String,
+}
+
+/// The answer to `POST /feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FeedbackResponse {
+    pub id: String,
+    pub label: String,
+    /// What the model predicted.
+    pub predicted: String,
+    /// Whether the model was right.
+    pub correct: bool,
+    /// The model that made the prediction.
+    pub model_version: String,
+}
+
+/// The drift of traffic from the model's training reference: the population stability
+/// index of each feature (0 = the same; above `psi_alert` a significant shift).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DriftScores {
+    pub label: f64,
+    pub confidence: f64,
+    pub length: f64,
+    pub max: f64,
+}
+
+/// Figures of a set of predictions.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ProfileStats {
+    pub predictions: u64,
+    /// Each label's share, in the model's label order.
+    pub label_shares: Vec<f64>,
+    pub mean_confidence: Option<f64>,
+    /// Share of texts longer than the model reads in one pass.
+    pub over_max_length_share: Option<f64>,
+    /// Share of word pieces that are the unknown token.
+    pub unknown_token_rate: Option<f64>,
+    /// Against the model's reference; absent without one or without predictions.
+    pub drift: Option<DriftScores>,
+}
+
+/// Corrections received for a set of predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct FeedbackStats {
+    pub received: u64,
+    /// How many confirmed the model's label.
+    pub correct: u64,
+    /// `correct / received`: accuracy on the predictions users checked.
+    pub accuracy: Option<f64>,
+}
+
+/// One time bucket of the logged predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MonitoringBucket {
+    /// Start, Unix milliseconds.
+    pub start_ms: i64,
+    pub stats: ProfileStats,
+    pub feedback: FeedbackStats,
+}
+
+/// The logged predictions of a time range (every replica's, from the shared log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MonitoringRange {
+    pub since_ms: i64,
+    pub bucket_seconds: u64,
+    /// Rows read; the newest `row_limit` when there were more.
+    pub rows: u64,
+    pub row_limit: u64,
+    pub overall: ProfileStats,
+    pub feedback: FeedbackStats,
+    pub buckets: Vec<MonitoringBucket>,
+}
+
+/// `GET /monitoring`: live figures of this replica and the logged history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Monitoring {
+    pub labels: Vec<String>,
+    pub model_version: Option<String>,
+    /// What the model's drift reference was made from; absent when the model has none.
+    pub reference: Option<String>,
+    /// PSI above this: a moderate shift.
+    pub psi_warn: f64,
+    /// PSI above this: a significant shift (the shipped alert fires).
+    pub psi_alert: f64,
+    /// The last predictions of this replica (`MONITOR_WINDOW`).
+    pub window: ProfileStats,
+    /// Word pieces per text in the window at the 50th, 90th and 99th percentiles.
+    pub window_length_quantiles: Vec<u32>,
+    /// Whether predictions are logged (`PREDICTION_LOG`).
+    pub logging: bool,
+    /// Why the log could not be read, when it could not.
+    pub log_error: Option<String>,
+    pub range: Option<MonitoringRange>,
 }
 
 #[cfg(test)]

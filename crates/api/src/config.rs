@@ -30,6 +30,51 @@ impl LongTextArgs {
     }
 }
 
+/// The prediction log and live monitoring.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MonitorArgs {
+    /// Log every prediction (and accept POST /feedback): a SQLite file, e.g.
+    /// `sqlite:///app/results/predictions.db` (one replica), or a PostgreSQL URL,
+    /// `postgres://user:password@host:5432/db` (several replicas). Unset: no log.
+    #[arg(long, env = "PREDICTION_LOG", hide_env_values = true)]
+    pub prediction_log: Option<String>,
+
+    /// Keep each text in the log; `false` keeps only its hash and length (then corrections
+    /// cannot become training examples).
+    #[arg(long, env = "LOG_TEXT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_text: bool,
+
+    /// Keep at most this many predictions in the log, the newest (0: no bound). Corrected
+    /// predictions are always kept.
+    #[arg(long, env = "PREDICTION_LOG_MAX_ROWS", default_value_t = 1_000_000)]
+    pub prediction_log_max_rows: u64,
+
+    /// Delete predictions older than this many days (0: keep them). Corrected predictions
+    /// are always kept.
+    #[arg(long, env = "PREDICTION_LOG_MAX_DAYS", default_value_t = 0)]
+    pub prediction_log_max_days: u64,
+
+    /// Predictions waiting to be written; when the database is slow or down and this fills,
+    /// predictions are still answered but not logged (counted in
+    /// prediction_log_rows_dropped_total).
+    #[arg(long, env = "PREDICTION_LOG_BUFFER", default_value_t = 10_000)]
+    pub prediction_log_buffer: usize,
+
+    /// Predictions in the live window behind /metrics' monitor_* gauges and drift scores.
+    #[arg(long, env = "MONITOR_WINDOW", default_value_t = 1000)]
+    pub monitor_window: usize,
+}
+
+impl MonitorArgs {
+    /// PREDICTION_LOG, unless empty or `off` (compose's way to turn its default log off).
+    pub fn log_url(&self) -> Option<&str> {
+        self.prediction_log
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty() && !u.eq_ignore_ascii_case("off"))
+    }
+}
+
 /// Serve the sentiment model over HTTP: POST /predict, GET /health, /info, /metrics,
 /// /openapi.json and /docs.
 #[derive(Parser, Debug, Clone)]
@@ -108,6 +153,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub long_text: LongTextArgs,
+
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
 }
 
 impl Args {
@@ -129,6 +177,13 @@ impl Args {
             self.max_inputs
         );
         anyhow::ensure!(self.max_body_bytes >= 64, "--max-body-bytes is too small");
+        anyhow::ensure!(
+            self.monitor.monitor_window > 0,
+            "--monitor-window must be at least 1"
+        );
+        if let Some(url) = self.monitor.log_url() {
+            prediction_log::check_url(url)?;
+        }
         Ok(())
     }
 }

@@ -8,15 +8,19 @@ use std::time::{Duration, Instant};
 use api_types::{Info, Limits};
 use classifier::model_dir::hub::{self, ModelSource};
 use classifier::{BatchLimits, Classifier, runtime};
+use monitoring::Reference;
 
 use crate::config::Args;
 use crate::infer::{Infer, InferError};
 use crate::metrics::Metrics;
+use crate::monitor::usable_reference;
 
 /// A loaded, warmed-up model and what /info says about it.
 pub struct Loaded {
     pub infer: Infer,
     pub info: Info,
+    /// The model's training reference for drift scores (drift_reference.json), if it has one.
+    pub reference: Option<Reference>,
 }
 
 /// Where the model stands.
@@ -89,6 +93,17 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, LoadError> {
     runtime::release_free_memory();
     let mut info = info(args, &classifier);
     info.model_version = Some(classifier::model_dir::content_version(&source_path)?);
+    let reference = Reference::load(&source_path).unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        None
+    });
+    let reference = usable_reference(reference, classifier.labels());
+    if reference.is_none() {
+        tracing::info!(
+            "the model has no drift reference ({}): /metrics shows no drift scores",
+            monitoring::REFERENCE_FILE
+        );
+    }
     let infer = Infer::start(classifier, args.max_queue, metrics.clone());
     infer.warm_up()?;
     tracing::info!(
@@ -97,7 +112,11 @@ pub fn load(args: &Args, metrics: &Metrics) -> Result<Loaded, LoadError> {
         seconds = started.elapsed().as_secs_f64(),
         "model loaded and warmed up"
     );
-    Ok(Loaded { infer, info })
+    Ok(Loaded {
+        infer,
+        info,
+        reference,
+    })
 }
 
 /// What /info says about a loaded model.

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::infer::InferError;
+use crate::monitor::MonitorError;
 
 /// A request that cannot be answered, and why.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,6 +38,7 @@ impl ApiError {
             ErrorType::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorType::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::Backend => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::NotEnabled => StatusCode::NOT_IMPLEMENTED,
             ErrorType::NotFound => StatusCode::NOT_FOUND,
             ErrorType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorType::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -77,6 +79,32 @@ impl From<InferError> for ApiError {
             InferError::Overloaded { .. } => ErrorType::Overloaded,
             InferError::Backend(_) | InferError::Crashed(_) => ErrorType::Backend,
             InferError::Stopped => ErrorType::Unhealthy,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        let kind = match r.status() {
+            StatusCode::BAD_REQUEST => ErrorType::InvalidJson,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorType::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorType::UnsupportedMediaType,
+            _ => ErrorType::Validation,
+        };
+        Self::new(kind, r.body_text())
+    }
+}
+
+impl From<MonitorError> for ApiError {
+    fn from(e: MonitorError) -> Self {
+        let kind = match &e {
+            MonitorError::LogOff => ErrorType::NotEnabled,
+            MonitorError::Unreachable(_) | MonitorError::Log(_) => ErrorType::Unhealthy,
+            MonitorError::UnknownId(_) => ErrorType::NotFound,
+            MonitorError::BadId(_)
+            | MonitorError::UnknownLabel { .. }
+            | MonitorError::BadSource(_) => ErrorType::Validation,
         };
         Self::new(kind, e.to_string())
     }

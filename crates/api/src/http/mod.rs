@@ -27,12 +27,15 @@ pub use routes::ApiDoc;
 use crate::config::Args;
 use crate::metrics::Metrics;
 use crate::model::{Loaded, ModelState, load_until_ready};
+use crate::monitor::Monitor;
 use error::ApiError;
 
 /// Shared by every request.
 pub struct AppState {
     pub args: Args,
     pub metrics: Metrics,
+    /// The prediction log and the live window.
+    pub monitor: Monitor,
     model: RwLock<ModelState>,
     /// Set on the shutdown signal: /health/ready answers 503 from then on.
     draining: AtomicBool,
@@ -41,14 +44,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(args: Args) -> Self {
-        Self {
+    /// The state of a new server; starts the prediction log's writer, so it must run inside
+    /// the runtime.
+    pub fn new(args: Args) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let monitor = Monitor::start(&args.monitor, &metrics)?;
+        Ok(Self {
             args,
-            metrics: Metrics::new(),
+            metrics,
+            monitor,
             model: RwLock::new(ModelState::Loading),
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(None),
-        }
+        })
     }
 
     fn is_draining(&self) -> bool {
@@ -144,6 +152,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     Router::new()
         .route("/predict", post(routes::predict))
+        .route("/feedback", post(routes::feedback))
+        .route("/monitoring", get(routes::monitoring))
         .route("/admin/reload", post(routes::admin_reload))
         .route("/health", get(routes::health))
         .route("/health/live", get(routes::live))
@@ -176,7 +186,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     args.validate()?;
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    let state = Arc::new(AppState::new(args.clone()));
+    let state = Arc::new(AppState::new(args.clone())?);
     let loader = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -207,6 +217,7 @@ pub async fn serve(
         .await?;
     loader.abort();
     hangups.abort();
+    state.monitor.flush(grace).await;
     // Dropping the model closes its queue and joins its thread once queued work is done.
     state.set_model(ModelState::Loading);
     tracing::info!("shut down");

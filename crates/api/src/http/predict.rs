@@ -62,8 +62,8 @@ impl Predict {
         Ok(predict)
     }
 
-    /// The answer to this request from its texts' predictions.
-    pub fn answer(&self, preds: &[Prediction], labels: &[String]) -> PredictAnswer {
+    /// The answer to this request from its texts' predictions (and their log ids, if any).
+    pub fn answer(&self, preds: &[Prediction], labels: &[String], ids: &[String]) -> PredictAnswer {
         let sorted = |p: &Prediction| {
             let mut s = scores(p, labels, self.raw_scores);
             s.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -74,6 +74,7 @@ impl Predict {
                 sentiment: labels[preds[0].class].clone(),
                 confidence: preds[0].confidence(),
                 scores: scores(&preds[0], labels, false),
+                id: ids.first().cloned(),
             }),
             Form::One => PredictAnswer::Inputs(InputsResponse::One(sorted(&preds[0]))),
             Form::Many => {

@@ -3,15 +3,18 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use api_types::{
-    ErrorResponse, ErrorType, Health, Info, Inputs, InputsRequest, InputsResponse, LabelScore,
-    LongTextMode, ModelVersion, ModelVersions, PredictAnswer, PredictRequest, PredictResponse,
-    Text, TextRequest, Texts, TrainingLog,
+    DriftScores, ErrorResponse, ErrorType, FeedbackRequest, FeedbackResponse, FeedbackStats,
+    Health, Info, Inputs, InputsRequest, InputsResponse, LabelScore, LongTextMode, ModelVersion,
+    ModelVersions, Monitoring, MonitoringBucket, MonitoringRange, PredictAnswer, PredictRequest,
+    PredictResponse, ProfileStats, Text, TextRequest, Texts, TrainingLog,
 };
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use utoipa::OpenApi;
@@ -21,9 +24,15 @@ use super::error::ApiError;
 use super::predict::Predict;
 use super::reload::{self, Reloaded};
 use crate::model::{ModelState, limits};
+use crate::monitor::{MonitorError, RangeQuery, Served};
 
 /// Names the model that produced a /predict answer: its /info `model_version`.
 pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-version");
+/// The ids of a /predict answer's predictions in the prediction log, comma-separated in
+/// input order (for `POST /feedback`); absent without a log.
+pub const PREDICTION_IDS_HEADER: HeaderName = HeaderName::from_static("x-prediction-ids");
+/// Who asks, recorded in the prediction log: `api` (the default), `ui` or `batch`.
+pub const PREDICTION_SOURCE_HEADER: HeaderName = HeaderName::from_static("x-prediction-source");
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +42,8 @@ pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-ve
     ),
     paths(
         predict,
+        feedback,
+        monitoring,
         health,
         live,
         ready,
@@ -61,7 +72,15 @@ pub const MODEL_VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-ve
         TrainingLog,
         ModelVersions,
         ModelVersion,
-        Reloaded
+        Reloaded,
+        FeedbackRequest,
+        FeedbackResponse,
+        Monitoring,
+        MonitoringRange,
+        MonitoringBucket,
+        ProfileStats,
+        FeedbackStats,
+        DriftScores
     ))
 )]
 pub struct ApiDoc;
@@ -80,32 +99,136 @@ pub struct ApiDoc;
     request_body = PredictRequest,
     responses(
         (status = 200, description = "Predictions", body = PredictAnswer,
-            headers(("x-model-version" = String, description = "The model that answered (its /info model_version)"))),
+            headers(
+                ("x-model-version" = String, description = "The model that answered (its /info model_version)"),
+                ("x-prediction-ids" = String, description = "The predictions' ids in the prediction log, comma-separated in input order (for POST /feedback); absent without a log")
+            )),
         (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
         (status = 413, description = "The body is too large", body = ErrorResponse),
-        (status = 422, description = "Invalid values: empty text, too many inputs, too long without truncation; or the tokenizer rejected a text", body = ErrorResponse),
+        (status = 422, description = "Invalid values: empty text, too many inputs, too long without truncation, an unknown x-prediction-source; or the tokenizer rejected a text", body = ErrorResponse),
         (status = 429, description = "The queue is full: retry later", body = ErrorResponse),
         (status = 500, description = "The model failed on this batch", body = ErrorResponse),
         (status = 503, description = "The model is not loaded", body = ErrorResponse),
     ),
+    params(("x-prediction-source" = Option<String>, Header, description = "Who asks, for the prediction log: api (default), ui or batch")),
     security((), ("bearer" = []))
 )]
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<([(HeaderName, HeaderValue); 1], Json<PredictAnswer>), ApiError> {
+) -> Result<(HeaderMap, Json<PredictAnswer>), ApiError> {
     super::check_api_key(&state.args, &headers)?;
+    let started = Instant::now();
+    let source = prediction_source(&headers)?;
     let args = &state.args;
     let mut request = Predict::parse(body, args.max_body_bytes, args.max_inputs)?;
     let loaded = state.loaded()?;
     let texts = std::mem::take(&mut request.texts);
-    let preds = loaded.infer.classify(texts, request.read).await?;
-    let version = HeaderValue::from_str(loaded.info.model_version.as_deref().unwrap_or(""))
-        .unwrap_or(HeaderValue::from_static(""));
-    let answer = Json(request.answer(&preds, loaded.infer.labels()));
-    Ok(([(MODEL_VERSION_HEADER, version)], answer))
+    // The log needs the texts after the model has them; without a log nothing is copied.
+    let kept = if state.monitor.logging() {
+        texts.clone()
+    } else {
+        Vec::new()
+    };
+    let results = loaded.infer.classify(texts, request.read).await?;
+    let ids = state.monitor.record(&Served {
+        texts: &kept,
+        results: &results,
+        loaded: &loaded,
+        source,
+        latency: started.elapsed(),
+    });
+    let preds: Vec<_> = results.into_iter().map(|(p, _)| p).collect();
+    let answer = Json(request.answer(&preds, loaded.infer.labels(), &ids));
+    let mut out = HeaderMap::new();
+    let version = loaded.info.model_version.as_deref().unwrap_or("");
+    out.insert(
+        MODEL_VERSION_HEADER,
+        HeaderValue::from_str(version).unwrap_or(HeaderValue::from_static("")),
+    );
+    if !ids.is_empty() {
+        let joined = HeaderValue::from_str(&ids.join(",")).expect("uuids are header-safe");
+        out.insert(PREDICTION_IDS_HEADER, joined);
+    }
+    Ok((out, answer))
+}
+
+fn prediction_source(headers: &HeaderMap) -> Result<prediction_log::Source, ApiError> {
+    let Some(value) = headers.get(PREDICTION_SOURCE_HEADER) else {
+        return Ok(prediction_log::Source::Api);
+    };
+    let text = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    text.parse()
+        .map_err(|_| MonitorError::BadSource(text).into())
+}
+
+/// Correct a prediction.
+///
+/// Records the right label for a logged prediction (its id from the /predict answer's `id`
+/// or `x-prediction-ids` header). A second correction of the same prediction replaces the
+/// first. Corrections become training examples (`preprocess --source` with the log) and
+/// the accuracy on /monitoring.
+#[utoipa::path(
+    post,
+    path = "/feedback",
+    request_body = FeedbackRequest,
+    responses(
+        (status = 200, description = "Recorded", body = FeedbackResponse),
+        (status = 400, description = "The body is not JSON", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No logged prediction has this id", body = ErrorResponse),
+        (status = 422, description = "Not an id, or not one of the model's labels", body = ErrorResponse),
+        (status = 501, description = "The api runs without a prediction log", body = ErrorResponse),
+        (status = 503, description = "The model or the log is not ready", body = ErrorResponse),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn feedback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<FeedbackRequest>, JsonRejection>,
+) -> Result<Json<FeedbackResponse>, ApiError> {
+    super::check_api_key(&state.args, &headers)?;
+    let Json(request) = body?;
+    let loaded = state.loaded()?;
+    let answer = state
+        .monitor
+        .feedback(&request, loaded.infer.labels())
+        .await?;
+    let correct = if answer.correct { "true" } else { "false" };
+    state
+        .metrics
+        .monitor
+        .feedback
+        .with_label_values(&[correct])
+        .inc();
+    Ok(Json(answer))
+}
+
+/// What the model has been serving.
+///
+/// The live window of this replica (label shares, confidence, lengths, drift from the
+/// model's training reference) and, with a prediction log, the logged history of every
+/// replica over `hours` in `buckets`, with accuracy on the corrections received.
+#[utoipa::path(
+    get,
+    path = "/monitoring",
+    params(RangeQuery),
+    responses(
+        (status = 200, description = "The figures", body = Monitoring),
+        (status = 422, description = "hours or buckets is not a number", body = ErrorResponse),
+        (status = 503, description = "The model is not loaded", body = ErrorResponse),
+    )
+)]
+pub async fn monitoring(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Json<Monitoring>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let loaded = state.loaded()?;
+    Ok(Json(state.monitor.report(&loaded, query).await))
 }
 
 /// Liveness and readiness: 200 once the model answered a warm-up prediction.
@@ -239,6 +362,9 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelVersions> {
 /// inference, batch sizes, queue depth.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    state
+        .monitor
+        .export(state.loaded().ok().as_deref(), &state.metrics);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -261,8 +387,8 @@ pub async fn docs() -> Html<String> {
 pub async fn not_found() -> ApiError {
     ApiError::new(
         ErrorType::NotFound,
-        "no such route: see /docs (POST /predict, GET /health, /health/live, /health/ready, \
-         /info, /metrics, /openapi.json)",
+        "no such route: see /docs (POST /predict, POST /feedback, GET /health, /health/live, \
+         /health/ready, /info, /monitoring, /metrics, /openapi.json)",
     )
 }
 

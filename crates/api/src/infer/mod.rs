@@ -9,7 +9,7 @@ mod queue;
 use std::sync::Arc;
 use std::time::Instant;
 
-use classifier::{Classifier, LongText, Prediction};
+use classifier::{Classifier, Encoded, LongText, Prediction};
 use tokio::sync::oneshot;
 
 pub use error::{BackendError, InferError};
@@ -24,6 +24,17 @@ pub struct Reading {
     pub truncate: bool,
     /// The request's own long-text mode, else the server's.
     pub mode: Option<LongText>,
+}
+
+/// What the model read of one text, for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextShape {
+    /// Word pieces after cleaning, before truncation or windows.
+    pub word_pieces: usize,
+    /// Of those, how many are the tokenizer's unknown token.
+    pub unknown: usize,
+    /// Longer than the model reads in one pass (truncated, or read in several windows).
+    pub over_max_length: bool,
 }
 
 /// A loaded model serving through its own queue and thread; dropping it closes the queue and
@@ -63,20 +74,31 @@ impl Infer {
     }
 
     /// Classifies `texts`: every window of every text is queued, answered by the model
-    /// thread, and each text's windows are averaged. Counts the predicted labels.
+    /// thread, and each text's windows are averaged. Counts the predicted labels. Each
+    /// prediction comes with the shape of its text.
     pub async fn classify(
         &self,
         texts: Vec<String>,
         read: Reading,
-    ) -> Result<Vec<Prediction>, InferError> {
+    ) -> Result<Vec<(Prediction, TextShape)>, InferError> {
         let started = Instant::now();
-        let windows = self.encode(texts, read).await?;
+        let encoded = self.encode(texts, read).await?;
         self.metrics
             .tokenization_duration
             .with_label_values::<&str>(&[])
             .observe(started.elapsed().as_secs_f64());
-        let counts: Vec<usize> = windows.iter().map(Vec::len).collect();
-        let answers = self.enqueue(windows.into_iter().flatten().collect())?;
+        let max_length = self.classifier.pipeline().max_length;
+        let shapes: Vec<TextShape> = encoded
+            .iter()
+            .map(|e| TextShape {
+                word_pieces: e.word_pieces,
+                unknown: e.unknown,
+                over_max_length: e.word_pieces + 2 > max_length,
+            })
+            .collect();
+        let counts: Vec<usize> = encoded.iter().map(|e| e.windows.len()).collect();
+        let windows = encoded.into_iter().flat_map(|e| e.windows).collect();
+        let answers = self.enqueue(windows)?;
         let mut window_preds = Vec::with_capacity(answers.len());
         for rx in answers {
             window_preds.push(rx.await.map_err(|_| InferError::Stopped)??);
@@ -90,7 +112,7 @@ impl Infer {
             })
             .collect();
         self.count_labels(&preds);
-        Ok(preds)
+        Ok(preds.into_iter().zip(shapes).collect())
     }
 
     /// Checks one prediction end to end through the real path: tokenizer, queue, thread.
@@ -138,11 +160,7 @@ impl Infer {
     }
 
     /// Tokenizes every text into the windows it is read in, off the runtime.
-    async fn encode(
-        &self,
-        texts: Vec<String>,
-        read: Reading,
-    ) -> Result<Vec<Vec<Vec<u32>>>, InferError> {
+    async fn encode(&self, texts: Vec<String>, read: Reading) -> Result<Vec<Encoded>, InferError> {
         let clf = self.classifier.clone();
         tokio::task::spawn_blocking(move || encode_blocking(&clf, &texts, read))
             .await
@@ -162,27 +180,24 @@ fn encode_blocking(
     clf: &Classifier,
     texts: &[String],
     read: Reading,
-) -> Result<Vec<Vec<Vec<u32>>>, InferError> {
+) -> Result<Vec<Encoded>, InferError> {
     let mut policy = clf.long_text();
     policy.mode = read.mode.unwrap_or(policy.mode);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    if policy.mode == LongText::Windows {
-        return Ok(clf.encode_windows_with(&refs, policy)?);
-    }
-    let encoded = clf.encode_with_lengths(&refs)?;
+    let encoded = clf.encode_read(&refs, policy)?;
     let max_length = clf.pipeline().max_length;
-    if !read.truncate
-        && let Some((index, (_, tokens))) = encoded
+    if policy.mode == LongText::Truncate
+        && !read.truncate
+        && let Some((index, e)) = encoded
             .iter()
             .enumerate()
-            .find(|(_, (_, len))| *len > max_length)
+            .find(|(_, e)| e.word_pieces + 2 > max_length)
     {
-        let tokens = *tokens;
         return Err(InferError::TooLong {
             index,
-            tokens,
+            tokens: e.word_pieces + 2,
             max_length,
         });
     }
-    Ok(encoded.into_iter().map(|(ids, _)| vec![ids]).collect())
+    Ok(encoded)
 }
