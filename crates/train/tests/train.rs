@@ -699,6 +699,20 @@ fn three_classes_train_on_roberta_with_a_three_by_three_confusion_matrix() {
     let p = &clf.predict(&["On the fence about it."]).unwrap()[0];
     assert_eq!(p.probabilities.len(), 3);
     assert!((p.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+
+    // The drift reference beside the model: the served model's predictions on validation.
+    let reference = monitoring::Reference::load(&work.join("model_output"))
+        .unwrap()
+        .expect("train writes drift_reference.json");
+    assert_eq!(reference.labels, three);
+    let validation = read_examples(&work.join("data/validation.csv")).unwrap();
+    let texts: Vec<&str> = validation.iter().map(|e| e.text.as_str()).collect();
+    let mut counts = vec![0u64; 3];
+    for p in clf.predict(&texts).unwrap() {
+        counts[p.class] += 1;
+    }
+    assert_eq!(reference.profile.label_counts, counts);
+    assert_eq!(reference.profile.length.total(), validation.len() as u64);
 }
 
 /// Every run lands in models/<run-id>/; the served folder takes a run only when it beats

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use classifier::dataset::{Example, TEST_FILE, read_examples};
 use classifier::model_dir::PIPELINE_FILE;
 use classifier::model_dir::{self, SaveRequest};
-use classifier::{Classifier, Pipeline, Prediction, calibration};
+use classifier::{Classifier, Pipeline, Prediction, Read, calibration};
 use indicatif::ProgressBar;
+use monitoring::{Observation, REFERENCE_FILE, Reference};
 
 use super::{Run, class_balance};
 use crate::data::stratified_sample;
@@ -198,6 +199,8 @@ impl Run<'_> {
         data.test_class_balance = class_balance(&test, self.labels().len());
         let test_raw = predict(&test)?;
         let (val_after, test_after) = (at(&val_raw, t), at(&test_raw, t));
+        let source = format!("{} ({} rows)", data.validation_from, self.eval.len());
+        write_reference(&clf, &self.eval, &val_after, source, &self.model_dir)?;
         let reliability = |preds: &[Prediction], examples: &[Example]| {
             let refs: Vec<&Prediction> = preds.iter().collect();
             let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
@@ -226,6 +229,37 @@ impl Run<'_> {
             calibration,
         })
     }
+}
+
+/// The drift reference served traffic is compared with: the calibrated model's predictions
+/// on the validation split (as served: long texts in windows), written beside the model.
+fn write_reference(
+    clf: &Classifier,
+    examples: &[Example],
+    preds: &[Prediction],
+    source: String,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let max_length = clf.pipeline().max_length;
+    let encoded = clf
+        .tokenizer()
+        .encode_read(&texts, max_length, Read::Windows { stride: 0 })?;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let observations: Vec<Observation> = preds
+        .iter()
+        .zip(&encoded)
+        .map(|(p, e)| Observation {
+            label: p.class,
+            confidence: p.confidence(),
+            tokens: count(e.word_pieces),
+            unknown: count(e.unknown),
+            over_max_length: e.word_pieces + 2 > max_length,
+        })
+        .collect();
+    let reference = Reference::new(clf.labels().to_vec(), source, &observations);
+    model_dir::atomic::write_json(&dir.join(REFERENCE_FILE), &reference)?;
+    Ok(())
 }
 
 /// A served model's predictions on processed examples (cleaned already, so tokenized as
