@@ -158,7 +158,9 @@ pub struct Args {
 const SOURCE_HELP: &str = "\
 Per-source settings: --source LOCATION[,key=value...] with keys
   name=NAME      label in the source column and per-source metrics (default: file stem)
-  format=FMT     csv, tsv, jsonl, parquet, aclimdb or hub (default: from the extension)
+  format=FMT     csv, tsv, jsonl, parquet, aclimdb, hub or feedback (default: from the
+                 extension; feedback for sqlite:, postgres:// and .db: the api's
+                 prediction log, whose corrected predictions become labelled rows)
   text=COL       text column          label=COL   label column
   labels=A/B     label map (as many classes as --label-map)      group=COL   group column
   split=COL      column of train/test values: keep the source's own split
@@ -166,7 +168,8 @@ Per-source settings: --source LOCATION[,key=value...] with keys
 Examples:
   preprocess                                                  # IMDB from the Hugging Face Hub
   preprocess --source data/raw/aclImdb
-  preprocess --source rt.csv,group=movie_name --source tweets.csv,name=tweets,labels=0/4";
+  preprocess --source rt.csv,group=movie_name --source tweets.csv,name=tweets,labels=0/4
+  preprocess --source data/raw/aclImdb --source results/predictions.db   # + user corrections";
 
 impl Args {
     pub fn cleaning(&self) -> Cleaning {
@@ -341,14 +344,22 @@ fn source_specs(args: &Args) -> Result<Vec<SourceSpec>> {
             bail!("{flag} must be in (0, 1), got {v}");
         }
     }
+    let labels = args
+        .label_map
+        .parse::<LabelMap>()
+        .map_err(anyhow::Error::msg)
+        .context("--label-map")?;
+    // The api logs labels by the model's names, which train took from the class names.
+    let names = if args.label_names.is_empty() {
+        labels.default_names()
+    } else {
+        args.label_names.clone()
+    };
     let defaults = Defaults {
         text_column: args.text_column.clone(),
         label_column: args.label_column.clone(),
-        labels: args
-            .label_map
-            .parse::<LabelMap>()
-            .map_err(anyhow::Error::msg)
-            .context("--label-map")?,
+        feedback_labels: names.join("/").parse().unwrap_or_else(|_| labels.clone()),
+        labels,
         group_column: args.group_column.clone(),
     };
     let specs: Vec<SourceSpec> = args

@@ -45,6 +45,9 @@ pub enum Format {
     AclImdb,
     /// A Hugging Face Hub data set with parquet files.
     Hub,
+    /// The api's prediction log (a SQLite file or a PostgreSQL URL): its corrected
+    /// predictions, each with the label a user gave.
+    Feedback,
 }
 
 impl Format {
@@ -56,7 +59,10 @@ impl Format {
             "parquet" => Format::Parquet,
             "aclimdb" | "folder" | "dir" => Format::AclImdb,
             "hub" => Format::Hub,
-            other => bail!("unknown format `{other}`: csv, tsv, jsonl, parquet, aclimdb or hub"),
+            "feedback" | "db" | "sqlite" | "prediction-log" => Format::Feedback,
+            other => bail!(
+                "unknown format `{other}`: csv, tsv, jsonl, parquet, aclimdb, hub or feedback"
+            ),
         })
     }
 }
@@ -89,6 +95,8 @@ pub struct Defaults {
     pub text_column: String,
     pub label_column: String,
     pub labels: LabelMap,
+    /// The class names as a map: what the prediction log's labels are.
+    pub feedback_labels: LabelMap,
     pub group_column: Option<String>,
 }
 
@@ -112,6 +120,7 @@ impl SourceSpec {
         let path = path_buf.as_path();
         let format = match keys.remove("format") {
             Some(f) => Format::parse(&f)?,
+            None if is_database_url(&location) => Format::Feedback,
             None if path.is_dir() => Format::AclImdb,
             None if path.exists() => {
                 let ext = path
@@ -139,6 +148,7 @@ impl SourceSpec {
             location
         };
         let default_name = match format {
+            Format::Feedback => "feedback".to_string(),
             Format::Hub => location.rsplit('/').next().unwrap_or(&location).to_string(),
             _ => path
                 .file_stem()
@@ -149,6 +159,7 @@ impl SourceSpec {
                 .parse()
                 .map_err(|e: String| anyhow!("source `{spec}`: {e}"))?,
             (None, Format::AclImdb) => LabelMap::folders(),
+            (None, Format::Feedback) => d.feedback_labels.clone(),
             (None, _) => d.labels.clone(),
         };
         let out = Self {
@@ -206,7 +217,42 @@ pub fn read(
         Format::Parquet => read_parquet(path, spec, None, sink),
         Format::AclImdb => read_folders(path, sink),
         Format::Hub => read_hub(spec, hub, sink),
+        Format::Feedback => read_feedback(spec, sink),
     }
+}
+
+/// A prediction log named by URL (`sqlite:`, `postgres://`) or by a SQLite file's extension.
+fn is_database_url(location: &str) -> bool {
+    let l = location.to_ascii_lowercase();
+    ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| l.starts_with(p))
+        || [".db", ".sqlite", ".sqlite3"]
+            .iter()
+            .any(|e| l.ends_with(e))
+}
+
+/// The corrected predictions of the api's log, as labelled rows.
+fn read_feedback(spec: &SourceSpec, sink: &mut dyn FnMut(RowResult) -> Result<()>) -> Result<()> {
+    let corrections = prediction_log::read_corrections(&spec.location)
+        .with_context(|| format!("reading the corrections in {}", spec.location))?;
+    if corrections.without_text > 0 {
+        tracing::warn!(
+            "{}: {} corrections have no text (the api ran with LOG_TEXT=false) and are skipped",
+            spec.name,
+            corrections.without_text
+        );
+    }
+    for c in corrections.examples {
+        sink(Ok(Row {
+            text: Some(c.text),
+            label: Some(c.label),
+            group: None,
+            split: None,
+            location: format!("prediction {}", c.id),
+        }))?;
+    }
+    Ok(())
 }
 
 fn column_index(
@@ -601,7 +647,25 @@ mod tests {
             text_column: "text".into(),
             label_column: "label".into(),
             labels: "0/1".parse().unwrap(),
+            feedback_labels: "negative/positive".parse().unwrap(),
             group_column: None,
+        }
+    }
+
+    #[test]
+    fn a_prediction_log_is_read_for_its_corrections() {
+        for location in [
+            "sqlite:///app/results/predictions.db",
+            "postgres://u@db/log",
+            "x.db",
+        ] {
+            let s = SourceSpec::parse(location, &defaults()).unwrap();
+            assert_eq!((s.format, s.name.as_str()), (Format::Feedback, "feedback"));
+            assert_eq!(
+                s.labels.class("negative"),
+                Some(0),
+                "labels are the class names"
+            );
         }
     }
 

@@ -310,3 +310,95 @@ fn offline_hub_dataset_says_what_to_do() {
         "{err}"
     );
 }
+
+/// A prediction log as the api writes it: 30 predictions, 13 corrected (one of them logged
+/// without its text).
+fn prediction_log(path: &Path) {
+    use prediction_log::{Row, Source, Store};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = Store::connect(path.to_str().unwrap()).await.unwrap();
+        let rows: Vec<Row> = (0..30)
+            .map(|i| {
+                let text = format!("served review number {i}, with words");
+                Row {
+                    id: Row::new_id(),
+                    created_at: i,
+                    model_version: "v1".into(),
+                    source: Source::Ui,
+                    text_hash: Row::hash_text(&text),
+                    text_chars: 30,
+                    text: (i != 0).then_some(text),
+                    tokens: 8,
+                    unknown_tokens: 0,
+                    over_max_length: false,
+                    label: "positive".into(),
+                    confidence: 0.8,
+                    probabilities: "{}".into(),
+                    latency_ms: 1.0,
+                }
+            })
+            .collect();
+        store.insert(&rows).await.unwrap();
+        for (i, r) in rows.iter().enumerate().take(13) {
+            let label = ["negative", "positive"][i % 2];
+            store.add_feedback(&r.id, label, i as i64).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn corrected_predictions_from_the_log_become_labelled_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("results/predictions.db");
+    prediction_log(&log);
+    let out = dir.path().join("out");
+    let report = run(&args(
+        &out,
+        &[
+            "--source",
+            &log.display().to_string(),
+            "--test-size",
+            "0.25",
+        ],
+    ))
+    .unwrap();
+    let source = &report.sources[0];
+    assert_eq!(source.name, "feedback");
+    assert_eq!(
+        source.rows_read, 12,
+        "the correction without a text is skipped"
+    );
+    assert_eq!(report.rows_kept, 12);
+    let mut all = Vec::new();
+    for file in ["train.csv", "validation.csv", "test.csv"] {
+        all.extend(read_examples(&out.join(file)).unwrap());
+    }
+    assert_eq!(all.len(), 12);
+    assert!(all.iter().all(|e| e.source == "feedback"));
+    // Rows 1..=12: odd ones corrected to positive, even ones to negative.
+    let negative = all.iter().filter(|e| e.label == 0).count();
+    assert_eq!(negative, 6);
+    for e in &all {
+        let n: usize = e
+            .text
+            .split(' ')
+            .nth(3)
+            .unwrap()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap();
+        assert_eq!(e.label, n % 2, "{}", e.text);
+    }
+    // A missing file is an error that names it, not an empty source.
+    let missing = dir.path().join("nope.db");
+    let err = run(&args(
+        &dir.path().join("o2"),
+        &["--source", &missing.display().to_string()],
+    ))
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no prediction log at"),
+        "{err:#}"
+    );
+}
