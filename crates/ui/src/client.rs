@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use api_types::{
-    ErrorResponse, Health, Info, InputsResponse, LabelScore, PredictAnswer, PredictResponse,
-    TrainingLog,
+    ErrorResponse, FeedbackRequest, FeedbackResponse, Health, Info, InputsResponse, LabelScore,
+    Monitoring, PredictAnswer, PredictResponse, TrainingLog,
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -140,29 +140,79 @@ impl ApiClient {
         self.get("/models").await
     }
 
-    async fn post(&self, body: serde_json::Value) -> Result<PredictAnswer, ApiFailure> {
-        let mut req = self.http.post(format!("{}/predict", self.base)).json(&body);
-        if let Some(key) = &self.api_key {
-            req = req.bearer_auth(key);
+    /// Sends `req` with the API key, if any.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiFailure> {
+        let req = match &self.api_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        };
+        req.send().await.map_err(|e| self.unreachable(e))
+    }
+
+    /// POST /predict, recorded in the api's prediction log as coming from `source` (`ui` or
+    /// `batch`); with the answer, the predictions' log ids (none without a log).
+    async fn post(
+        &self,
+        body: serde_json::Value,
+        source: &str,
+    ) -> Result<(PredictAnswer, Vec<String>), ApiFailure> {
+        let req = self
+            .http
+            .post(format!("{}/predict", self.base))
+            .header("x-prediction-source", source)
+            .json(&body);
+        let r = self.send(req).await?;
+        let ids: Vec<String> = r
+            .headers()
+            .get("x-prediction-ids")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok((self.decode(r).await?, ids))
+    }
+
+    /// One text: label, confidence, every label's probability, and its log id.
+    pub async fn predict(&self, text: &str) -> Result<PredictResponse, ApiFailure> {
+        match self.post(json!({ "text": text }), "ui").await? {
+            (PredictAnswer::Text(r), _) => Ok(r),
+            (PredictAnswer::Inputs(_), _) => {
+                Err(ApiFailure::Refused("unexpected answer shape".into()))
+            }
         }
-        let r = req.send().await.map_err(|e| self.unreachable(e))?;
+    }
+
+    /// Several texts (at most the api's max inputs): each one's label scores, and their log
+    /// ids (empty without a log).
+    pub async fn predict_many(
+        &self,
+        texts: &[String],
+    ) -> Result<(Vec<Vec<LabelScore>>, Vec<String>), ApiFailure> {
+        let (answer, ids) = self.post(json!({ "inputs": texts }), "batch").await?;
+        let scores = match answer {
+            PredictAnswer::Inputs(InputsResponse::Many(v)) => v,
+            PredictAnswer::Inputs(InputsResponse::One(v)) => vec![v],
+            PredictAnswer::Text(r) => vec![r.scores],
+        };
+        Ok((scores, ids))
+    }
+
+    /// POST /feedback: `label` is the right answer for prediction `id`.
+    pub async fn feedback(&self, id: &str, label: &str) -> Result<FeedbackResponse, ApiFailure> {
+        let body = FeedbackRequest {
+            id: id.to_string(),
+            label: label.to_string(),
+        };
+        let req = self
+            .http
+            .post(format!("{}/feedback", self.base))
+            .json(&body);
+        let r = self.send(req).await?;
         self.decode(r).await
     }
 
-    /// One text: label, confidence and every label's probability.
-    pub async fn predict(&self, text: &str) -> Result<PredictResponse, ApiFailure> {
-        match self.post(json!({ "text": text })).await? {
-            PredictAnswer::Text(r) => Ok(r),
-            PredictAnswer::Inputs(_) => Err(ApiFailure::Refused("unexpected answer shape".into())),
-        }
-    }
-
-    /// Several texts (at most the api's max inputs): each one's label scores.
-    pub async fn predict_many(&self, texts: &[String]) -> Result<Vec<Vec<LabelScore>>, ApiFailure> {
-        match self.post(json!({ "inputs": texts })).await? {
-            PredictAnswer::Inputs(InputsResponse::Many(v)) => Ok(v),
-            PredictAnswer::Inputs(InputsResponse::One(v)) => Ok(vec![v]),
-            PredictAnswer::Text(r) => Ok(vec![r.scores]),
-        }
+    /// GET /monitoring over the last `hours` in `buckets`.
+    pub async fn monitoring(&self, hours: u32, buckets: u32) -> Result<Monitoring, ApiFailure> {
+        self.get(&format!("/monitoring?hours={hours}&buckets={buckets}"))
+            .await
     }
 }

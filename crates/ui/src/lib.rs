@@ -5,6 +5,8 @@
 //! - [`pages`]: what each page shows (askama templates under `templates/`, escaped).
 //! - [`batch`]: CSV uploads classified through the api.
 //! - [`charts`]: SVG charts drawn on the server.
+//! - [`feedback`]: the user's corrections (Right / Wrong, a corrected CSV) to the api.
+//! - [`monitoring`]: the Monitoring page (drift, label shares, feedback accuracy over time).
 //! - [`session`]: per-browser history and downloads, in memory.
 //!
 //! Everything works without JavaScript: plain links and form posts.
@@ -14,6 +16,8 @@
 pub mod batch;
 pub mod charts;
 pub mod client;
+pub mod feedback;
+pub mod monitoring;
 pub mod pages;
 pub mod session;
 
@@ -78,10 +82,10 @@ impl AppState {
 }
 
 /// A rendered page with its status and, for a new visitor, the session cookie.
-struct PageResponse {
-    status: StatusCode,
-    html: Result<String, askama::Error>,
-    new_session: Option<String>,
+pub struct PageResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) html: Result<String, askama::Error>,
+    pub(crate) new_session: Option<String>,
 }
 
 impl IntoResponse for PageResponse {
@@ -112,7 +116,7 @@ fn set_session_cookie(response: &mut Response, id: &str) {
 }
 
 /// The visitor's session id, and whether it is new (then it must be set as a cookie).
-fn session(headers: &HeaderMap) -> (String, bool) {
+pub(crate) fn session(headers: &HeaderMap) -> (String, bool) {
     let existing = headers
         .get_all(header::COOKIE)
         .iter()
@@ -126,7 +130,7 @@ fn session(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
-fn status_for(failure: &ApiFailure) -> StatusCode {
+pub(crate) fn status_for(failure: &ApiFailure) -> StatusCode {
     match failure {
         ApiFailure::Unreachable { .. } => StatusCode::BAD_GATEWAY,
         ApiFailure::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -135,7 +139,7 @@ fn status_for(failure: &ApiFailure) -> StatusCode {
     }
 }
 
-fn analyze_page(state: &AppState, status: &ApiStatus, session: &str) -> AnalyzePage {
+pub(crate) fn analyze_page(state: &AppState, status: &ApiStatus, session: &str) -> AnalyzePage {
     let history = state.store.history(session);
     AnalyzePage {
         page: "analyze",
@@ -182,10 +186,7 @@ async fn analyze(
     } else {
         match state.api.predict(&text).await {
             Ok(r) => {
-                state.store.record(
-                    &session,
-                    pages::analysis(&text, r.sentiment, r.confidence, r.scores),
-                );
+                state.store.record(&session, pages::analysis(&text, r));
                 None
             }
             Err(e) => Some((status_for(&e), e.to_string())),
@@ -215,7 +216,7 @@ async fn analyze(
     }
 }
 
-fn batch_page(state: &AppState, status: &ApiStatus) -> BatchPage {
+pub(crate) fn batch_page(state: &AppState, status: &ApiStatus) -> BatchPage {
     BatchPage {
         page: "batch",
         banner: Banner::from_status(status),
@@ -225,6 +226,7 @@ fn batch_page(state: &AppState, status: &ApiStatus) -> BatchPage {
         result: None,
         max_upload_mb: state.args.max_upload_mb,
         max_rows: batch::MAX_ROWS,
+        feedback: None,
     }
 }
 
@@ -309,15 +311,15 @@ async fn batch_upload(
 }
 
 /// A CSV uploaded on the batch page, with the name of its text column.
-struct Upload {
-    file_name: String,
-    bytes: Vec<u8>,
-    column: String,
+pub(crate) struct Upload {
+    pub(crate) file_name: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) column: String,
 }
 
 /// Reads the batch form's `file` and `column` fields; the error is the status and the
 /// message the page shows.
-async fn read_upload(
+pub(crate) async fn read_upload(
     multipart: Result<Multipart, MultipartRejection>,
     limit_mb: usize,
 ) -> Result<Upload, (StatusCode, String)> {
@@ -506,6 +508,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/batch/column", post(batch_column))
         .route("/batch/download/{id}", get(batch_download))
         .route("/model", get(model))
+        .route("/monitoring", get(monitoring::page))
+        .route("/feedback", post(feedback::analyze_feedback))
+        .route("/batch/feedback", post(feedback::batch_feedback))
         .route("/health", get(health))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))

@@ -1,6 +1,6 @@
 //! The pages: what each shows, rendered by askama templates (which escape every value).
 
-use api_types::{Info, LabelScore, TrainingLog};
+use api_types::{Info, TrainingLog};
 use askama::Template;
 use serde_json::Value;
 
@@ -116,6 +116,8 @@ pub struct BatchPage {
     pub result: Option<BatchView>,
     pub max_upload_mb: usize,
     pub max_rows: usize,
+    /// What sending a corrections file did.
+    pub feedback: Option<crate::batch::FeedbackSummary>,
 }
 
 #[derive(Template)]
@@ -345,11 +347,13 @@ impl ModelPage {
 }
 
 /// Label scores in the model's order, for the Analyze page.
-pub fn analysis(text: &str, label: String, confidence: f32, scores: Vec<LabelScore>) -> Analysis {
+pub fn analysis(text: &str, r: api_types::PredictResponse) -> Analysis {
     Analysis {
         text: text.to_string(),
-        label,
-        confidence,
-        scores,
+        label: r.sentiment,
+        confidence: r.confidence,
+        scores: r.scores,
+        id: r.id,
+        feedback: None,
     }
 }

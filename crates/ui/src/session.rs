@@ -23,6 +23,26 @@ pub struct Analysis {
     pub label: String,
     pub confidence: f32,
     pub scores: Vec<LabelScore>,
+    /// Its id in the api's prediction log, when the api keeps one (then it can be corrected).
+    pub id: Option<String>,
+    /// The label the user confirmed or corrected it to.
+    pub feedback: Option<String>,
+}
+
+impl Analysis {
+    /// Whether the user said the model was right.
+    pub fn confirmed(&self) -> bool {
+        self.feedback.as_deref() == Some(self.label.as_str())
+    }
+
+    /// The labels the user can correct it to.
+    pub fn other_labels(&self) -> Vec<String> {
+        self.scores
+            .iter()
+            .map(|s| s.label.clone())
+            .filter(|l| *l != self.label)
+            .collect()
+    }
 }
 
 /// A classified CSV ready to download.
@@ -89,6 +109,22 @@ impl Store {
         s.last_seen = Some(Instant::now());
         s.history.push_front(analysis);
         s.history.truncate(HISTORY);
+    }
+
+    /// Marks the analysis with log id `id` in `session` as checked by the user: `label` is
+    /// right. `false` when the session has no such analysis.
+    pub fn mark_feedback(&self, session: &str, id: &str, label: &str) -> bool {
+        let mut sessions = self.sessions.lock().expect("session lock");
+        let found = sessions
+            .get_mut(session)
+            .and_then(|s| s.history.iter_mut().find(|a| a.id.as_deref() == Some(id)));
+        match found {
+            Some(a) => {
+                a.feedback = Some(label.to_string());
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn keep_result(&self, file_name: String, csv: Vec<u8>) -> String {

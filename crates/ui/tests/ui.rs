@@ -23,6 +23,13 @@ enum Mode {
 #[derive(Clone)]
 struct Stub {
     mode: Arc<Mutex<Mode>>,
+    /// Every prediction's id is its text; corrections received, as (id, label).
+    feedback: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// The prediction-log ids the stub gives: the text itself, so feedback can be checked.
+fn ids_header(texts: &[&str]) -> [(&'static str, String); 1] {
+    [("x-prediction-ids", texts.join(","))]
 }
 
 fn scores(text: &str) -> (String, f32) {
@@ -80,12 +87,14 @@ async fn stub_predict(State(s): State<Stub>, Json(body): Json<Value>) -> Respons
         } else {
             (p, 1.0 - p)
         };
-        return Json(json!({"sentiment": label, "confidence": p, "scores": [
-            {"label": "negative", "score": neg}, {"label": "positive", "score": pos}]}))
-        .into_response();
+        let answer = json!({"sentiment": label, "confidence": p, "id": t, "scores": [
+            {"label": "negative", "score": neg}, {"label": "positive", "score": pos}]});
+        return (ids_header(&[t]), Json(answer)).into_response();
     }
     let texts: Vec<String> = serde_json::from_value(body["inputs"].clone()).unwrap();
-    Json(Value::Array(
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let header = ids_header(&refs);
+    let answer = Json(Value::Array(
         texts
             .iter()
             .map(|t| {
@@ -93,7 +102,58 @@ async fn stub_predict(State(s): State<Stub>, Json(body): Json<Value>) -> Respons
                 json!([{"label": label, "score": p}, {"label": other, "score": 1.0 - p}])
             })
             .collect(),
-    ))
+    ));
+    (header, answer).into_response()
+}
+
+/// POST /feedback: known ids are texts the stub classified (any text: it keeps none), except
+/// `unknown`, which it has never seen.
+async fn stub_feedback(State(s): State<Stub>, Json(body): Json<Value>) -> Response {
+    let (id, label) = (
+        body["id"].as_str().unwrap(),
+        body["label"].as_str().unwrap(),
+    );
+    if id == "unknown" {
+        let e = json!({"error": "no logged prediction has the id `unknown`", "error_type": "not_found"});
+        return (StatusCode::NOT_FOUND, Json(e)).into_response();
+    }
+    s.feedback.lock().unwrap().push((id.into(), label.into()));
+    let predicted = scores(id).0;
+    Json(
+        json!({"id": id, "label": label, "predicted": predicted, "correct": predicted == label,
+                "model_version": "v1"}),
+    )
+    .into_response()
+}
+
+/// GET /monitoring: 24 hourly buckets, the last two drifting.
+async fn stub_monitoring(State(s): State<Stub>) -> Response {
+    if *s.mode.lock().unwrap() == Mode::Starting {
+        let e = json!({"error": "the model service is starting", "error_type": "unhealthy"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(e)).into_response();
+    }
+    let stats = |n: u64, neg: f64, psi: f64| {
+        json!({"predictions": n, "label_shares": [neg, 1.0 - neg], "mean_confidence": 0.9 - psi / 4.0,
+               "over_max_length_share": 0.01, "unknown_token_rate": 0.001,
+               "drift": {"label": psi / 2.0, "confidence": psi / 3.0, "length": psi, "max": psi}})
+    };
+    let hour = 3_600_000i64;
+    let buckets: Vec<Value> = (0..24)
+        .map(|i| {
+            let drifting = i >= 22;
+            let psi = if drifting { 0.4 } else { 0.02 };
+            json!({"start_ms": 1_000_000 + i * hour, "stats": stats(50, if drifting { 0.8 } else { 0.45 }, psi),
+                   "feedback": {"received": 4, "correct": if drifting { 2 } else { 4 },
+                                "accuracy": if drifting { 0.5 } else { 1.0 }}})
+        })
+        .collect();
+    Json(json!({"labels": ["negative", "positive"], "model_version": "v1",
+        "reference": "validation.csv (500 rows)", "psi_warn": 0.1, "psi_alert": 0.25,
+        "window": stats(1000, 0.8, 0.4), "window_length_quantiles": [12, 40, 90],
+        "logging": true, "log_error": null,
+        "range": {"since_ms": 1_000_000, "bucket_seconds": 3600, "rows": 1200, "row_limit": 200000,
+                  "overall": stats(1200, 0.5, 0.3), "feedback": {"received": 96, "correct": 92, "accuracy": 0.958},
+                  "buckets": buckets}}))
     .into_response()
 }
 
@@ -155,6 +215,7 @@ async fn stub_models() -> Json<Value> {
 async fn start_stub(mode: Mode) -> (String, Stub) {
     let stub = Stub {
         mode: Arc::new(Mutex::new(mode)),
+        feedback: Arc::default(),
     };
     let app = axum::Router::new()
         .route("/health", get(stub_health))
@@ -162,6 +223,8 @@ async fn start_stub(mode: Mode) -> (String, Stub) {
         .route("/info", get(stub_info))
         .route("/training", get(stub_training))
         .route("/models", get(stub_models))
+        .route("/feedback", post(stub_feedback))
+        .route("/monitoring", get(stub_monitoring))
         .with_state(stub.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -213,6 +276,15 @@ impl Ui {
             .get("set-cookie")
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
         (r.status().as_u16(), r.text().await.unwrap(), set)
+    }
+
+    /// Uploads a corrections file on the batch page.
+    async fn send_corrections(&self, name: &str, bytes: &[u8]) -> (u16, String) {
+        let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let url = format!("{}/batch/feedback", self.url);
+        let r = self.client.post(url).multipart(form).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     async fn upload(&self, name: &str, bytes: Vec<u8>, column: &str) -> (u16, String) {
@@ -486,4 +558,122 @@ async fn model_page_draws_metrics_matrix_and_curves() {
         table.contains("<tr class=\"serving\"><td><code>run-b</code>") && table.contains("0.912")
     );
     assert!(table.contains("promoted before") && table.contains(">kept<"));
+}
+
+#[tokio::test]
+async fn right_and_wrong_buttons_send_the_users_verdict() {
+    let (api, stub) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (_, _, cookie) = ui.analyze("a great film", None).await;
+    let cookie = cookie.unwrap();
+    let (_, page) = ui.get("/", Some(&cookie)).await;
+    assert!(
+        page.contains("Is this right?") && page.contains("Wrong: it is negative"),
+        "{page}"
+    );
+    let send = |id: &'static str, label: &'static str| {
+        ui.client
+            .post(format!("{}/feedback", ui.url))
+            .header("cookie", &cookie)
+            .form(&[("id", id), ("label", label)])
+            .send()
+    };
+    let r = send("a great film", "negative").await.unwrap();
+    assert_eq!(r.status(), 303);
+    let (_, page) = ui.get("/", Some(&cookie)).await;
+    assert!(page.contains("recorded as <b>negative</b>") && page.contains("a correction"));
+    assert!(!page.contains("Is this right?"), "asked once");
+    assert_eq!(
+        *stub.feedback.lock().unwrap(),
+        vec![("a great film".to_string(), "negative".to_string())]
+    );
+    // A refusal is shown, not swallowed.
+    let r = send("unknown", "negative").await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no logged prediction has the id")
+    );
+}
+
+#[tokio::test]
+async fn a_classified_file_carries_ids_and_a_corrected_copy_is_sent_back() {
+    let (api, stub) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (status, page) = ui
+        .upload("r.csv", b"text\ngood one\nbad one\n".to_vec(), "text")
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let link = page
+        .split("/batch/download/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let (_, csv) = ui.get(&format!("/batch/download/{link}"), None).await;
+    assert!(
+        csv.starts_with("text,sentiment,confidence,prediction_id\n"),
+        "{csv}"
+    );
+    assert!(csv.contains(",good one\n"), "the id of each row: {csv}");
+
+    let corrected = "text,sentiment,prediction_id,label\ngood one,positive,good one,negative\nbad one,negative,bad one,\n";
+    let (status, page) = ui.send_corrections("fixed.csv", corrected.as_bytes()).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("fixed.csv: 1 corrections sent")
+            && page.contains("<strong>1</strong> where the model was wrong"),
+        "{page}"
+    );
+    assert_eq!(
+        stub.feedback.lock().unwrap().len(),
+        1,
+        "only the row with a label"
+    );
+
+    let (status, page) = ui
+        .send_corrections("plain.csv", b"text,sentiment\na,positive\n")
+        .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("needs a `prediction_id` column"), "{page}");
+}
+
+#[tokio::test]
+async fn the_monitoring_page_shows_drift_label_shares_and_feedback_accuracy() {
+    let (api, stub) = start_stub(Mode::Ok).await;
+    let ui = start_ui(&api).await;
+    let (status, page) = ui.get("/monitoring?hours=24", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Drift (largest PSI)") && page.contains("0.300"),
+        "{page}"
+    );
+    assert!(
+        page.contains("class=\"stat alert\""),
+        "above the alert threshold"
+    );
+    assert!(page.contains("95.8%") && page.contains("96 corrections received"));
+    for chart in [
+        "Label shares",
+        "Mean confidence",
+        "Drift",
+        "Feedback accuracy",
+    ] {
+        assert!(page.contains(&format!("aria-label=\"{chart}\"")), "{chart}");
+    }
+    assert!(
+        page.contains("12 / 40 / 90"),
+        "the window's length percentiles"
+    );
+    assert!(page.contains("href=\"/monitoring?hours=24\" aria-current=\"page\""));
+    *stub.mode.lock().unwrap() = Mode::Starting;
+    let (status, page) = ui.get("/monitoring", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("class=\"error\"") && page.contains("starting"),
+        "{page}"
+    );
 }
