@@ -82,15 +82,38 @@ fn ticks((lo, hi, step): (f64, f64, f64)) -> impl Iterator<Item = f64> {
     (0..=n).map(move |i| lo + step * i as f64)
 }
 
+/// Ranges an axis must span besides its points (a time range, 0 to 100 %).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bounds {
+    pub x: Option<(f64, f64)>,
+    pub y: Option<(f64, f64)>,
+}
+
 /// A line chart of `series` with axis labels; `None` when there is nothing to draw.
 pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> Option<String> {
-    let points: Vec<(f64, f64)> = series
+    line_chart_within(title, x_label, series, Bounds::default())
+}
+
+/// [`line_chart`] with axes spanning `bounds` too.
+pub fn line_chart_within(
+    title: &str,
+    x_label: &str,
+    series: &[Series],
+    bounds: Bounds,
+) -> Option<String> {
+    let mut points: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
-    if points.is_empty() {
+    let Some(&(x0, y0)) = points.first() else {
         return None;
+    };
+    if let Some((lo, hi)) = bounds.x {
+        points.extend([(lo, y0), (hi, y0)]);
+    }
+    if let Some((lo, hi)) = bounds.y {
+        points.extend([(x0, lo), (x0, hi)]);
     }
     let frame = Frame::around(&points);
     let mut svg = String::new();
@@ -304,6 +327,20 @@ mod tests {
         assert!(svg.contains("loss &lt;script&gt;") && svg.contains("&lt;b&gt;train"));
         assert!(!svg.contains("<script>") && !svg.contains("NaN"));
         assert!(line_chart("x", "y", &[]).is_none());
+        let one = [Series {
+            name: "a".into(),
+            color: "#000",
+            points: vec![(-1.0, 50.0)],
+        }];
+        let bounds = Bounds {
+            x: Some((-24.0, 0.0)),
+            y: Some((0.0, 100.0)),
+        };
+        let svg = line_chart_within("t", "x", &one, bounds).unwrap();
+        assert!(
+            svg.contains(">-20<") && svg.contains(">100<"),
+            "the axes span the bounds"
+        );
         let cm =
             confusion_matrix(&["neg".into(), "pos".into()], &[vec![8, 2], vec![1, 9]]).unwrap();
         assert!(cm.contains(">8<") && cm.contains("90.0%"));

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::charts::{Series, line_chart};
+use crate::charts::{Bounds, Series, line_chart_within};
 use crate::pages::Banner;
 use crate::{AppState, PageResponse};
 
@@ -222,22 +222,33 @@ fn charts(m: &Monitoring, r: &MonitoringRange) -> Vec<(String, String)> {
         "#1a7f37",
         over_time(r, |b| b.feedback.accuracy.map(|a| a * 100.0)),
     )];
+    let hours = (r.bucket_seconds * r.buckets.len() as u64) as f64 / 3600.0;
+    let time = Some((-hours, 0.0));
+    let percent = Bounds {
+        x: time,
+        y: Some((0.0, 100.0)),
+    };
+    let psi = Bounds {
+        x: time,
+        y: Some((0.0, m.psi_alert * 1.2)),
+    };
+    let chart = |title, series: &[Series], bounds| line_chart_within(title, x, series, bounds);
     [
         (
             "Predicted labels (% of predictions)",
-            line_chart("Label shares", x, &labels),
+            chart("Label shares", &labels, percent),
         ),
         (
             "Mean confidence",
-            line_chart("Mean confidence", x, &confidence),
+            chart("Mean confidence", &confidence, percent),
         ),
         (
             "Drift from the training reference (PSI)",
-            line_chart("Drift", x, &drifts),
+            chart("Drift", &drifts, psi),
         ),
         (
             "Accuracy on the feedback received",
-            line_chart("Feedback accuracy", x, &accuracy),
+            chart("Feedback accuracy", &accuracy, percent),
         ),
     ]
     .into_iter()
