@@ -14,5 +14,5 @@ mod store;
 mod writer;
 
 pub use row::{Correction, Corrections, FeedbackOutcome, Logged, MonitorRow, Row, Source};
-pub use store::{LogError, Store, check_url, read_corrections};
+pub use store::{LogError, Store, check_url, hide_password, read_corrections};
 pub use writer::{LogMetrics, LogOptions, Logger, now_ms};

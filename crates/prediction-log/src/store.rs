@@ -95,11 +95,11 @@ fn normalize(url: &str) -> Result<String, LogError> {
     {
         Some(p) => p,
         None if !url.contains("://") && !url.is_empty() => url,
-        None => return Err(LogError::BadUrl(url.to_string())),
+        None => return Err(LogError::BadUrl(hide_password(url))),
     };
     let (file, query) = path.split_once('?').unwrap_or((path, ""));
     if file.is_empty() {
-        return Err(LogError::BadUrl(url.to_string()));
+        return Err(LogError::BadUrl(hide_password(url)));
     }
     let mode = if query.contains("mode=") {
         String::new()
@@ -115,8 +115,8 @@ fn sqlite_file(url: &str) -> Option<&Path> {
     Some(Path::new(rest.split_once('?').map_or(rest, |(f, _)| f)))
 }
 
-/// `url` with any password replaced by `***`.
-fn hide_password(url: &str) -> String {
+/// `url` with any password replaced by `***`: what messages and reports may show.
+pub fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -405,6 +405,8 @@ mod tests {
         assert_eq!(n("sqlite:///app/p.db"), "sqlite:///app/p.db?mode=rwc");
         assert_eq!(n("sqlite:p.db?mode=ro"), "sqlite://p.db?mode=ro");
         assert_eq!(n("postgres://u:p@h/db"), "postgres://u:p@h/db");
+        let e = normalize("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
         for bad in ["mysql://h/db", "", "sqlite://"] {
             let e = normalize(bad).unwrap_err().to_string();
             assert!(e.contains("neither a SQLite file"), "{e}");

@@ -475,7 +475,7 @@ fn candidate(
             if strict {
                 bail!(
                     "{} ({}): {}: {} (drop --strict to skip and count such rows)",
-                    spec.location,
+                    spec.shown_location(),
                     spec.name,
                     m.location,
                     m.reason

@@ -74,6 +74,8 @@ const HUB_ALIASES: [(&str, &str); 1] = [("imdb", "stanfordnlp/imdb")];
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SourceSpec {
     pub name: String,
+    /// A PostgreSQL log's URL keeps its password here, but not in reports (`shown_location`).
+    #[serde(serialize_with = "without_password")]
     pub location: String,
     pub format: Format,
     pub text_column: String,
@@ -89,6 +91,10 @@ fn as_display<S: serde::Serializer>(m: &LabelMap, s: S) -> Result<S::Ok, S::Erro
     s.collect_str(m)
 }
 
+fn without_password<S: serde::Serializer>(location: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&prediction_log::hide_password(location))
+}
+
 /// Settings a source takes when its spec does not name them.
 #[derive(Debug, Clone)]
 pub struct Defaults {
@@ -101,6 +107,11 @@ pub struct Defaults {
 }
 
 impl SourceSpec {
+    /// The location as messages and reports show it: a database URL without its password.
+    pub fn shown_location(&self) -> String {
+        prediction_log::hide_password(&self.location)
+    }
+
     /// Parses `LOCATION[,key=value...]` with keys name, format, text, label, labels, group,
     /// split.
     pub fn parse(spec: &str, d: &Defaults) -> Result<Self> {
@@ -235,7 +246,7 @@ fn is_database_url(location: &str) -> bool {
 /// The corrected predictions of the api's log, as labelled rows.
 fn read_feedback(spec: &SourceSpec, sink: &mut dyn FnMut(RowResult) -> Result<()>) -> Result<()> {
     let corrections = prediction_log::read_corrections(&spec.location)
-        .with_context(|| format!("reading the corrections in {}", spec.location))?;
+        .with_context(|| format!("reading the corrections in {}", spec.shown_location()))?;
     if corrections.without_text > 0 {
         tracing::warn!(
             "{}: {} corrections have no text (the api ran with LOG_TEXT=false) and are skipped",
