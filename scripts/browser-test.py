@@ -4,8 +4,14 @@
 Starts the api (on the tiny model committed under crates/classifier/tests/fixtures, or
 MODEL_PATH/RESULTS_DIR if set) and the ui from target/debug, drives Chromium over WebDriver
 (plain HTTP, standard library only): types a review, submits with the keyboard, and checks the
-label and confidence; uploads a CSV and checks the preview; opens the model page. Screenshots
-of every page at laptop and phone widths go to docs/screenshots/.
+label and confidence; says the result is wrong and checks the thanks; uploads a CSV, checks the
+preview, sends a corrected copy back; opens the model and monitoring pages. The api logs to a
+SQLite prediction log in a temporary folder. Screenshots of every page at laptop and phone
+widths go to docs/screenshots/.
+
+With SECOND_TEXTS=FILE (one text per line) the script sends those texts to the api before the
+monitoring page, as a burst of traffic unlike the model's training data, so that the page
+shows a drift.
 
     sudo apt-get install chromium chromium-driver
     cargo build -p api -p ui && scripts/browser-test.py
@@ -129,6 +135,7 @@ def main():
     env = dict(os.environ, RUST_LOG="warn")
     env.setdefault("MODEL_PATH", str(FIXTURE))
     env.setdefault("RESULTS_DIR", str(work / "results"))
+    env.setdefault("PREDICTION_LOG", f"sqlite://{work / 'results' / 'predictions.db'}")
     procs = [
         subprocess.Popen([debug / "api"], env=dict(env, APP_PORT=str(api_port))),
         subprocess.Popen([debug / "ui"], env=dict(env, UI_PORT=str(ui_port),
@@ -143,7 +150,7 @@ def main():
         ui = f"http://127.0.0.1:{ui_port}"
         wd = WebDriver(wd_port)
         try:
-            run(wd, ui, work)
+            run(wd, ui, work, f"http://127.0.0.1:{api_port}")
         finally:
             wd.quit()
     finally:
@@ -155,7 +162,7 @@ def main():
     print("PASS")
 
 
-def run(wd, ui, work):
+def run(wd, ui, work, api):
     wd.resize(*WIDTHS["laptop"])
     wd.get(ui + "/")
     assert wd.text("label[for=text]") == "Text to analyze", "the text area has a label"
@@ -177,6 +184,12 @@ def run(wd, ui, work):
     assert confidence.endswith("%") and 50.0 <= float(confidence[:-1]) <= 100.0, confidence
     assert REVIEW in wd.text("#result .quote"), "the submitted text is shown"
     print(f"analyze: {verdict} {confidence}")
+    # Say it is wrong: the other label's button, then the thanks in its place.
+    wd.click("#feedback form:nth-of-type(2) button")
+    time.sleep(0.5)
+    thanks = wd.text("#feedback .thanks")
+    assert "recorded as" in thanks and "correction" in thanks, thanks
+    print(f"feedback: {thanks}")
     # A second analysis, from an example, so the session history shows.
     wd.click(".examples li:nth-child(2) button")
     time.sleep(0.5)
@@ -206,6 +219,20 @@ def run(wd, ui, work):
     href = wd.call("GET", f"/element/{wd.find('a[href*=download]')}/attribute/href")
     assert "/batch/download/" in href, href
     print("batch: preview and download link shown")
+    # Send a corrected copy back: the first classified row relabelled.
+    with urllib.request.urlopen(href if href.startswith("http") else ui + href) as r:
+        classified = r.read().decode()
+    lines = classified.splitlines()
+    assert lines[0].endswith(",prediction_id"), lines[0]
+    corrected = work / "corrected.csv"
+    first = lines[1] + ",negative"
+    corrected.write_text("\n".join([lines[0] + ",label", first] + lines[2:]) + "\n")
+    wd.type("#corrections", str(corrected))
+    wd.click("form[action='/batch/feedback'] button")
+    time.sleep(1.0)
+    sent = wd.text("#feedback-result")
+    assert "1 corrections sent" in sent, sent
+    print(f"batch corrections: {sent.splitlines()[0]}")
     for label, size in WIDTHS.items():
         wd.resize(*size)
         print(f"screenshot batch-{label}: {wd.screenshot(f'batch-{label}')} bytes")
@@ -218,6 +245,35 @@ def run(wd, ui, work):
         wd.resize(*size)
         wd.get(ui + "/model")
         print(f"screenshot model-{label}: {wd.screenshot(f'model-{label}')} bytes")
+
+    send_second_texts(api)
+    wd.resize(*WIDTHS["laptop"])
+    wd.get(ui + "/monitoring?hours=1")
+    page = wd.text("main")
+    assert "Accuracy on feedback" in page and "Predictions" in page, page[:500]
+    charts = wd.call("POST", "/execute/sync", {
+        "script": "return document.querySelectorAll('main svg.chart').length", "args": []})
+    assert charts >= 2, f"{charts} charts"
+    print(f"monitoring: {charts} charts; " + " | ".join(
+        line for line in page.splitlines() if "PSI" in line or "corrections" in line))
+    for label, size in WIDTHS.items():
+        wd.resize(*size)
+        wd.get(ui + "/monitoring?hours=1")
+        print(f"screenshot monitoring-{label}: {wd.screenshot(f'monitoring-{label}')} bytes")
+
+
+def send_second_texts(api):
+    """A burst of other text straight to the api (SECOND_TEXTS), for a visible drift."""
+    path = os.environ.get("SECOND_TEXTS")
+    if not path:
+        return
+    texts = [t for t in Path(path).read_text().splitlines() if t.strip()]
+    for i in range(0, len(texts), 32):
+        body = json.dumps({"inputs": texts[i:i + 32]}).encode()
+        req = urllib.request.Request(api + "/predict", data=body,
+                                     headers={"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=120).read()
+    print(f"sent {len(texts)} other texts to the api")
 
 
 if __name__ == "__main__":
