@@ -106,9 +106,7 @@ pub fn line_chart_within(
         .flat_map(|s| s.points.iter().copied())
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
-    let Some(&(x0, y0)) = points.first() else {
-        return None;
-    };
+    let &(x0, y0) = points.first()?;
     if let Some((lo, hi)) = bounds.x {
         points.extend([(lo, y0), (hi, y0)]);
     }
