@@ -29,8 +29,11 @@ const COLUMNS: [&str; 14] = [
     "probabilities",
     "latency_ms",
 ];
-/// Rows per INSERT statement: 14 parameters each stays far below SQLite's 32766.
-const ROWS_PER_STATEMENT: usize = 200;
+/// Rows per INSERT statement. Few: binding a parameter makes SQLite scan the statement's
+/// parameter names (`sqlite3_bind_parameter_name`, which sqlx-sqlite calls per parameter), so
+/// a statement's binding grows with the square of its rows; at 200 rows that scan was the
+/// log's largest cost under load. Full chunks also share one cached prepared statement.
+const ROWS_PER_STATEMENT: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
