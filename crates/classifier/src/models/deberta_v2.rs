@@ -15,9 +15,10 @@
 //! LayerNorm when narrower than the hidden size. The head is `ContextPooler` (dropout ->
 //! `pooler.dense` -> GELU on the first token) -> dropout -> `classifier`.
 //!
-//! The fused attention kernel takes no score bias, so this family's attention runs on tensor
-//! operations (its linear layers, LayerNorms and GELU still use the fused and int8 kernels);
-//! a log line says so when a model loads. The convolution of the 900M+ v2 checkpoints
+//! The c2p and p2c scores are computed by tensor operations (candle's batched products and
+//! gathers) and handed to the fused attention kernel, which adds them to `Q K^T` and does the
+//! rest (mask, softmax, dropout, context, and their backward); a log line says so when a
+//! model loads. The convolution of the 900M+ v2 checkpoints
 //! (`conv_kernel_size`) is not supported.
 
 use std::collections::{BTreeMap, HashMap};
@@ -379,9 +380,8 @@ pub fn load(vb: VarBuilder, cfg: &Config) -> Result<(Encoder, ClassificationHead
     static SLOW_PATH: Once = Once::new();
     SLOW_PATH.call_once(|| {
         tracing::info!(
-            "DeBERTa's disentangled attention runs on tensor operations: the fused attention \
-             kernel takes no relative-position scores yet (linear layers, LayerNorms and GELU \
-             still run fused)"
+            "DeBERTa's relative-position scores (c2p, p2c) run on tensor operations, not yet \
+             on fused kernels; its attention, linear layers, LayerNorms and GELU run fused"
         )
     });
     let e = vb.pp(ENCODER_PREFIX);

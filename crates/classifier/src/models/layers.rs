@@ -365,13 +365,25 @@ impl SelfAttention {
 
     fn forward(&self, x: &Tensor, ctx: &LayerContext, mode: Mode, k: Kernels) -> Result<Tensor> {
         let site = site_attention(ctx.layer);
-        let context = match (k, &self.positions) {
-            (Kernels::Fused, None) => {
+        let dropout = mode
+            .dropout_seed(site)
+            .map(|seed| (self.dropout as f32, seed));
+        let context = match (k, &self.positions, ctx.relative) {
+            (Kernels::Fused, None, _) => {
                 let qkv = self.project_packed(x, k)?;
-                let dropout = mode
-                    .dropout_seed(site)
-                    .map(|seed| (self.dropout as f32, seed));
                 kernels::fused::attention(&qkv, &ctx.mask.keep, self.n_heads, dropout)?
+            }
+            (Kernels::Fused, Some(pos), Some(rel)) => {
+                let qkv = self.project_packed(x, k)?;
+                let (scores, scale) = self.position_scores(&qkv, pos, rel, ctx.layer, mode, k)?;
+                kernels::fused::attention_with_scores(
+                    &qkv,
+                    &ctx.mask.keep,
+                    self.n_heads,
+                    dropout,
+                    &scores,
+                    scale,
+                )?
             }
             _ => self.context_by_ops(x, ctx, mode, k)?,
         };
@@ -413,13 +425,7 @@ impl SelfAttention {
         let mut scores = q.matmul(&key.t()?)?;
         let mut terms = 1;
         if let (Some(pos), Some(rel)) = (&self.positions, &ctx.relative) {
-            let (pos_query, pos_key) = match pos.kept_rows(rel)? {
-                Some(kept) => kept,
-                None => {
-                    let table = pos.table(rel, mode, site_positions(ctx.layer), k)?;
-                    self.project_positions(pos, &table, k)?
-                }
-            };
+            let (pos_query, pos_key) = self.projected_positions(pos, rel, ctx.layer, mode, k)?;
             scores = (scores + pos.scores(&q, &key, &pos_query, &pos_key, rel)?)?;
             terms = pos.scale_factor();
         }
@@ -435,6 +441,52 @@ impl SelfAttention {
 }
 
 impl SelfAttention {
+    /// DeBERTa's c2p and p2c scores `(batch, heads, seq, seq)` for the packed projection
+    /// `qkv`, and the scale of the scores they join: what the fused attention adds to
+    /// `Q K^T`.
+    fn position_scores(
+        &self,
+        qkv: &Tensor,
+        pos: &PositionProjections,
+        rel: &RelativeContext,
+        layer: usize,
+        mode: Mode,
+        k: Kernels,
+    ) -> Result<(Tensor, f32)> {
+        let (b, s, d) = qkv.dims3()?;
+        let d = d / 3;
+        let split_heads = |at: usize| -> Result<Tensor> {
+            qkv.narrow(2, at, d)?
+                .reshape((b, s, self.n_heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, key) = (split_heads(0)?, split_heads(d)?);
+        let (pos_query, pos_key) = self.projected_positions(pos, rel, layer, mode, k)?;
+        let scores = pos.scores(&q, &key, &pos_query, &pos_key, rel)?;
+        let scale = ((self.head_dim * pos.scale_factor()) as f32).powf(-0.5);
+        Ok((scores, scale))
+    }
+
+    /// The position table through the projections: kept from loading when served, else
+    /// projected for this pass.
+    fn projected_positions(
+        &self,
+        pos: &PositionProjections,
+        rel: &RelativeContext,
+        layer: usize,
+        mode: Mode,
+        k: Kernels,
+    ) -> Result<(Tensor, Tensor)> {
+        match pos.kept_rows(rel)? {
+            Some(kept) => Ok(kept),
+            None => {
+                let table = pos.table(rel, mode, site_positions(layer), k)?;
+                self.project_positions(pos, &table, k)
+            }
+        }
+    }
+
     /// The relative-position table `(1, rows, dim)` through the query and key projections:
     /// the layer's own (`share_att_key`) or its position ones. An unused side is the table.
     fn project_positions(

@@ -2,13 +2,16 @@
 //! the padding bias, softmax, dropout and `P V`, written straight into the `(batch, seq,
 //! dim)` context the output projection reads. No transposes, no per-step tensors.
 //!
-//! The input is the packed `(batch, seq, 3 * dim)` projection `[Q | K | V]`. In training the
+//! The input is the packed `(batch, seq, 3 * dim)` projection `[Q | K | V]`, and optionally
+//! scores to add to `Q K^T` before the scale, one `(seq, seq)` block per (sequence, head):
+//! DeBERTa's content-to-position and position-to-content terms, whose gradient is the
+//! scores' own. In training the
 //! softmax probabilities are kept for the backward pass (dropout masks are regenerated from
 //! their seed instead of stored).
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{SharedMut, slice};
@@ -118,19 +121,19 @@ fn apply_mask(buf: &mut [f32], mask: &Mask, base: usize) {
     }
 }
 
-impl CustomOp1 for Attention {
-    fn name(&self) -> &'static str {
-        "fused-attention"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = slice(storage, layout, "attention")?;
-        let Dims { b, s, d, dh } = self.dims(layout.shape())?;
+impl Attention {
+    /// The context `(batch, seq, dim)`; `scores`, if given, holds a `(seq, seq)` block per
+    /// (sequence, head) added to `Q K^T` before the scale.
+    fn forward(&self, qkv: &[f32], shape: &Shape, scores: Option<&[f32]>) -> Result<CpuStorage> {
+        let Dims { b, s, d, dh } = self.dims(shape)?;
         if self.bias.len() != b * s {
             candle_core::bail!(
                 "attention: mask has {} entries for {b}x{s} tokens",
                 self.bias.len()
             );
+        }
+        if scores.is_some_and(|sc| sc.len() != b * self.heads * s * s) {
+            candle_core::bail!("attention: scores are not ({b}, {}, {s}, {s})", self.heads);
         }
         let mut out = vec![0f32; b * s * d];
         let out_ptr = SharedMut::new(&mut out);
@@ -158,7 +161,14 @@ impl CustomOp1 for Attention {
                     }
                     None => scratch,
                 };
-                matmul(ViewMut::rows(p, s, s), q, k.t(), false, self.scale, 1);
+                let added = scores.map(|sc| &sc[task * s * s..(task + 1) * s * s]);
+                if let Some(added) = added {
+                    for (x, a) in p.iter_mut().zip(added) {
+                        *x = a * self.scale;
+                    }
+                }
+                let qk = ViewMut::rows(p, s, s);
+                matmul(qk, q, k.t(), added.is_some(), self.scale, 1);
                 softmax_rows(p, &self.bias[bi * s..(bi + 1) * s]);
                 let weights = self.weights(p, dropped, bi, h, s);
                 // SAFETY: task (bi, h) alone writes the h-th head block of sequence bi.
@@ -174,10 +184,17 @@ impl CustomOp1 for Attention {
                 );
             },
         );
-        Ok((CpuStorage::F32(out), Shape::from((b, s, d))))
+        Ok(CpuStorage::F32(out))
     }
 
-    fn bwd(&self, qkv: &Tensor, _out: &Tensor, d_out: &Tensor) -> Result<Option<Tensor>> {
+    /// The gradients of `qkv` and, when `with_scores`, of the added scores (which are those
+    /// of `Q K^T`: the scores enter beside it).
+    fn backward(
+        &self,
+        qkv: &Tensor,
+        d_out: &Tensor,
+        with_scores: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let probs = self
             .probs
             .as_ref()
@@ -190,6 +207,8 @@ impl CustomOp1 for Attention {
         let d_out = d_out.contiguous()?;
         let mut dqkv = vec![0f32; b * s * 3 * d];
         let dqkv_ptr = SharedMut::new(&mut dqkv);
+        let mut dscores = vec![0f32; if with_scores { probs.len() } else { 0 }];
+        let dscores_ptr = SharedMut::new(&mut dscores);
         crate::cpu::with_f32(qkv, |qkv| {
             crate::cpu::with_f32(&d_out, |g| {
                 (0..b * self.heads).into_par_iter().for_each_init(
@@ -217,6 +236,11 @@ impl CustomOp1 for Attention {
                             apply_mask(dp, mask, self.mask_base(bi, h, s));
                         }
                         softmax_backward_rows(dp, p, s, self.scale);
+                        if with_scores {
+                            // SAFETY: task (bi, h) alone writes block `task`.
+                            let all = unsafe { dscores_ptr.get() };
+                            all[task * s * s..(task + 1) * s * s].copy_from_slice(dp);
+                        }
                         // dQ = dS K, dK = dS^T Q
                         let ds = View::rows(dp, s, s);
                         matmul(ViewMut::new(dst, block(0)), ds, k, false, 1.0, 1);
@@ -225,7 +249,62 @@ impl CustomOp1 for Attention {
                 )
             })
         })??;
-        Ok(Some(Tensor::from_vec(dqkv, (b, s, 3 * d), qkv.device())?))
+        let dev = qkv.device();
+        let dscores = with_scores
+            .then(|| Tensor::from_vec(dscores, (b, self.heads, s, s), dev))
+            .transpose()?;
+        Ok((Tensor::from_vec(dqkv, (b, s, 3 * d), dev)?, dscores))
+    }
+}
+
+impl CustomOp1 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = slice(storage, layout, "attention")?;
+        let out = self.forward(qkv, layout.shape(), None)?;
+        let (b, s, d3) = layout.shape().dims3()?;
+        Ok((out, Shape::from((b, s, d3 / 3))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _out: &Tensor, d_out: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.backward(qkv, d_out, false)?.0))
+    }
+}
+
+/// [`Attention`] with scores added to `Q K^T`: a second input, with its own gradient.
+struct ScoredAttention(Attention);
+
+impl CustomOp2 for ScoredAttention {
+    fn name(&self) -> &'static str {
+        "fused-attention-scored"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qkv: &CpuStorage,
+        qkv_layout: &Layout,
+        scores: &CpuStorage,
+        scores_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv_data = slice(qkv, qkv_layout, "attention")?;
+        let scores = slice(scores, scores_layout, "attention scores")?;
+        let out = self.0.forward(qkv_data, qkv_layout.shape(), Some(scores))?;
+        let (b, s, d3) = qkv_layout.shape().dims3()?;
+        Ok((out, Shape::from((b, s, d3 / 3))))
+    }
+
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        scores: &Tensor,
+        _out: &Tensor,
+        d_out: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dqkv, dscores) = self.0.backward(qkv, d_out, scores.track_op())?;
+        Ok((Some(dqkv), dscores))
     }
 }
 
@@ -238,27 +317,64 @@ pub fn attention(
     heads: usize,
     dropout: Option<(f32, u64)>,
 ) -> Result<Tensor> {
-    let (b, s, d3) = qkv.dims3()?;
-    let keep = mask
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    if keep.len() != b * s {
-        candle_core::bail!("attention: mask {:?} does not fit ({b}, {s})", mask.dims());
-    }
-    let bias = keep
-        .iter()
-        .map(|&k| if k > 0.5 { 0.0 } else { f32::MIN })
-        .collect();
-    let head_dim = d3 / 3 / heads;
-    let op = Attention {
-        heads,
-        scale: (head_dim as f32).powf(-0.5),
-        bias: Arc::new(bias),
-        dropout: dropout
-            .filter(|(p, _)| *p > 0.0)
-            .map(|(p, seed)| Mask::new(p, seed)),
-        probs: qkv.track_op().then(|| Mutex::new(Vec::new())),
-    };
+    let head_dim = qkv.dim(2)? / 3 / heads;
+    let op = Attention::new(qkv, mask, heads, dropout, (head_dim as f32).powf(-0.5))?;
     qkv.contiguous()?.apply_op1(op)
+}
+
+/// [`attention`] with `scores` `(batch, heads, seq, seq)` added to `Q K^T`, and the sum
+/// times `scale` (DeBERTa's `1 / sqrt(head_dim * terms)`) before the mask and softmax.
+pub fn attention_with_scores(
+    qkv: &Tensor,
+    mask: &Tensor,
+    heads: usize,
+    dropout: Option<(f32, u64)>,
+    scores: &Tensor,
+    scale: f32,
+) -> Result<Tensor> {
+    let (b, s, _) = qkv.dims3()?;
+    if scores.dims() != [b, heads, s, s] {
+        candle_core::bail!(
+            "attention: scores {:?} are not ({b}, {heads}, {s}, {s})",
+            scores.dims()
+        );
+    }
+    let mut op = Attention::new(qkv, mask, heads, dropout, scale)?;
+    if scores.track_op() && op.probs.is_none() {
+        op.probs = Some(Mutex::new(Vec::new()));
+    }
+    qkv.contiguous()?
+        .apply_op2(&scores.contiguous()?, ScoredAttention(op))
+}
+
+impl Attention {
+    fn new(
+        qkv: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+        dropout: Option<(f32, u64)>,
+        scale: f32,
+    ) -> Result<Self> {
+        let (b, s, _) = qkv.dims3()?;
+        let keep = mask
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if keep.len() != b * s {
+            candle_core::bail!("attention: mask {:?} does not fit ({b}, {s})", mask.dims());
+        }
+        let bias = keep
+            .iter()
+            .map(|&k| if k > 0.5 { 0.0 } else { f32::MIN })
+            .collect();
+        Ok(Self {
+            heads,
+            scale,
+            bias: Arc::new(bias),
+            dropout: dropout
+                .filter(|(p, _)| *p > 0.0)
+                .map(|(p, seed)| Mask::new(p, seed)),
+            probs: qkv.track_op().then(|| Mutex::new(Vec::new())),
+        })
+    }
 }

@@ -14,7 +14,7 @@ mod embedding;
 mod layer_norm;
 mod linear;
 
-pub use attention::attention;
+pub use attention::{attention, attention_with_scores};
 pub use elementwise::{dropout, gelu};
 pub use embedding::embedding;
 pub use layer_norm::layer_norm;
