@@ -30,8 +30,12 @@ struct Family {
 
 /// DistilBERT's int8 bound, which every BERT-layout family meets.
 const INT8_BOUND: f32 = 0.08;
-/// DeBERTa's attention sums three score terms from quantised queries and keys: on the v3
-/// fixture int8 is 0.31 off (12% of its largest logit, 2.6; ELECTRA's is 0.35 of 4.9).
+/// The DeBERTa fixtures' bound. Not a weaker family: on these 32-wide random models the int8
+/// error depends on the draw of the weights far more than on the family. Eight draws of each
+/// fixture (make_fixtures.py with its seeds changed) gave 2.9-9.9% of the largest logit for
+/// BERT, 3.5-15.9% for RoBERTa and 3.1-13.7% for DeBERTa-v3; the committed v3 draw is 12%
+/// (0.31 of 2.6), so a bound of 8% would fail some draws of every family. Keeping its query,
+/// key and value projections in f32 (the ones its position scores multiply) still left 9%.
 const DEBERTA_INT8_BOUND: f32 = 0.15;
 
 const FAMILIES: [Family; 8] = [
