@@ -600,19 +600,26 @@ fn fused_kernels_match_reference_forward_and_backward() {
     let ckpt = load("tiny-distilbert", &LoadOptions::default());
     let e = expected();
     let (ids, mask) = hf_batch(&e);
-    let labels = Tensor::from_vec(
-        (0..e.texts.len() as u32).map(|i| i % 2).collect::<Vec<_>>(),
-        e.texts.len(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let labels: Vec<u32> = (0..e.texts.len() as u32).map(|i| i % 2).collect();
+    assert_kernels_train_alike(&ckpt, (&ids, &mask), &labels, "tiny-distilbert");
+}
+
+/// Trains one pass (dropout on, seed 9) of `ckpt` on the batch with the reference and the
+/// fused kernels, and asserts the same logits (1e-5) and gradients: each parameter's error
+/// within 1e-4 of its largest gradient plus 1e-6 of the largest overall (the key bias's
+/// gradient is zero in exact arithmetic, since softmax ignores a per-row shift, so both
+/// sides hold only rounding noise there).
+fn assert_kernels_train_alike(
+    ckpt: &ModelFiles,
+    (ids, mask): (&Tensor, &Tensor),
+    labels: &[u32],
+    what: &str,
+) {
+    let labels = Tensor::from_vec(labels.to_vec(), labels.len(), &Device::Cpu).unwrap();
     let run = |k: Kernels| {
         let mut t = ckpt.trainable().unwrap();
         t.model = t.model.clone().with_kernels(k);
-        let logits = t
-            .model
-            .forward(&ids, &mask, Mode::Train { seed: 9 })
-            .unwrap();
+        let logits = t.model.forward(ids, mask, Mode::Train { seed: 9 }).unwrap();
         let grads = kernels::cross_entropy(&logits, &labels)
             .unwrap()
             .backward()
@@ -623,7 +630,7 @@ fn fused_kernels_match_reference_forward_and_backward() {
             .map(|(n, v)| {
                 let g = grads
                     .get(v.as_tensor())
-                    .unwrap_or_else(|| panic!("{k:?}: no gradient for {n}"));
+                    .unwrap_or_else(|| panic!("{what} {k:?}: no gradient for {n}"));
                 (n.clone(), g.flatten_all().unwrap().to_vec1().unwrap())
             })
             .collect();
@@ -632,10 +639,7 @@ fn fused_kernels_match_reference_forward_and_backward() {
     let (ref_logits, ref_grads) = run(Kernels::Reference);
     let (fused_logits, fused_grads) = run(Kernels::Fused);
     let diff = max_abs_diff(&ref_logits, &fused_logits);
-    assert!(diff < 1e-5, "logits differ by {diff}");
-    // Each parameter's error relative to its largest gradient, plus a small absolute floor:
-    // the key bias's gradient is zero in exact arithmetic (softmax ignores a per-row shift),
-    // so both sides hold only rounding noise there.
+    assert!(diff < 1e-5, "{what}: logits differ by {diff}");
     let global = ref_grads
         .iter()
         .flat_map(|(_, g)| g.iter())
@@ -645,7 +649,7 @@ fn fused_kernels_match_reference_forward_and_backward() {
         let err = r.iter().zip(f).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(
             err <= 1e-4 * scale + 1e-6 * global,
-            "{name}: gradient error {err} (largest gradient {scale}, overall {global})"
+            "{what} {name}: gradient error {err} (largest gradient {scale}, overall {global})"
         );
     }
 }

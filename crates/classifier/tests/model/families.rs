@@ -14,7 +14,7 @@ use classifier::{Classifier, LoadOptions, ModelFiles, Pipeline, Precision, Predi
 use kernels::Kernels;
 use serde::Deserialize;
 
-use super::max_abs_diff;
+use super::{assert_kernels_train_alike, max_abs_diff};
 
 /// A fixture folder, its expected outputs, and what it must save back as.
 struct Family {
@@ -260,45 +260,7 @@ fn fused_and_reference_kernels_train_alike_in_every_family() {
         let (ids, mask) = e.batch();
         let classes = e.labels.len() as u32;
         let labels: Vec<u32> = (0..e.texts.len() as u32).map(|i| i % classes).collect();
-        let labels = Tensor::from_vec(labels, e.texts.len(), &Device::Cpu).unwrap();
-        let run = |k: Kernels| {
-            let mut t = ckpt.trainable().unwrap();
-            t.model = t.model.clone().with_kernels(k);
-            let logits = t
-                .model
-                .forward(&ids, &mask, Mode::Train { seed: 5 })
-                .unwrap();
-            let grads = kernels::cross_entropy(&logits, &labels)
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g: Vec<(String, Vec<f32>)> = t
-                .params
-                .iter()
-                .map(|(n, v)| {
-                    let g = grads.get(v.as_tensor()).unwrap();
-                    (n.clone(), g.flatten_all().unwrap().to_vec1().unwrap())
-                })
-                .collect();
-            (logits.to_vec2::<f32>().unwrap(), g)
-        };
-        let (ref_logits, ref_grads) = run(Kernels::Reference);
-        let (fused_logits, fused_grads) = run(Kernels::Fused);
-        let diff = max_abs_diff(&ref_logits, &fused_logits);
-        assert!(diff < 1e-5, "{}: logits differ by {diff}", f.folder);
-        let global = ref_grads
-            .iter()
-            .flat_map(|(_, g)| g.iter())
-            .fold(0f32, |m, x| m.max(x.abs()));
-        for ((name, r), (_, g)) in ref_grads.iter().zip(&fused_grads) {
-            let scale = r.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let err = r.iter().zip(g).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-4 * scale + 1e-6 * global,
-                "{} {name}: gradient error {err} (largest {scale}, overall {global})",
-                f.folder
-            );
-        }
+        assert_kernels_train_alike(&ckpt, (&ids, &mask), &labels, f.folder);
     }
 }
 
