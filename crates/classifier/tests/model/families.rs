@@ -28,15 +28,16 @@ struct Family {
     int8_bound: f32,
 }
 
-/// DistilBERT's int8 bound, which every BERT-layout family meets.
+/// DistilBERT's int8 bound, which every fixture but one meets.
 const INT8_BOUND: f32 = 0.08;
-/// The DeBERTa fixtures' bound. Not a weaker family: on these 32-wide random models the int8
+/// The bound of one fixture, the DeBERTa-v3 draw (the v2 and spm DeBERTa fixtures are at
+/// 5.4% and 5.3%). Not a weaker family: on these 32-wide random models the int8
 /// error depends on the draw of the weights far more than on the family. Eight draws of each
 /// fixture (make_fixtures.py with its seeds changed) gave 2.9-9.9% of the largest logit for
 /// BERT, 3.5-15.9% for RoBERTa and 3.1-13.7% for DeBERTa-v3; the committed v3 draw is 12%
 /// (0.31 of 2.6), so a bound of 8% would fail some draws of every family. Keeping its query,
 /// key and value projections in f32 (the ones its position scores multiply) still left 9%.
-const DEBERTA_INT8_BOUND: f32 = 0.15;
+const DEBERTA_V3_DRAW_INT8_BOUND: f32 = 0.15;
 
 const FAMILIES: [Family; 8] = [
     Family {
@@ -85,7 +86,7 @@ const FAMILIES: [Family; 8] = [
         model_type: "deberta-v2",
         architecture: "DebertaV2ForSequenceClassification",
         prefix: "deberta",
-        int8_bound: DEBERTA_INT8_BOUND,
+        int8_bound: DEBERTA_V3_DRAW_INT8_BOUND,
     },
     // Its tokenizer is only spm.model, as microsoft/deberta-v3-base ships it.
     Family {
@@ -94,7 +95,7 @@ const FAMILIES: [Family; 8] = [
         model_type: "deberta-v2",
         architecture: "DebertaV2ForSequenceClassification",
         prefix: "deberta",
-        int8_bound: DEBERTA_INT8_BOUND,
+        int8_bound: INT8_BOUND,
     },
     Family {
         folder: "tiny-deberta-v2-classifier",
@@ -102,7 +103,7 @@ const FAMILIES: [Family; 8] = [
         model_type: "deberta-v2",
         architecture: "DebertaV2ForSequenceClassification",
         prefix: "deberta",
-        int8_bound: DEBERTA_INT8_BOUND,
+        int8_bound: INT8_BOUND,
     },
 ];
 

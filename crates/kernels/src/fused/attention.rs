@@ -122,6 +122,39 @@ fn apply_mask(buf: &mut [f32], mask: &Mask, base: usize) {
 }
 
 impl Attention {
+    /// The op for `qkv` and its `(batch, seq)` keep `mask`; `track` keeps the softmax
+    /// probabilities for a backward pass.
+    fn new(
+        qkv: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+        dropout: Option<(f32, u64)>,
+        scale: f32,
+        track: bool,
+    ) -> Result<Self> {
+        let (b, s, _) = qkv.dims3()?;
+        let keep = mask
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if keep.len() != b * s {
+            candle_core::bail!("attention: mask {:?} does not fit ({b}, {s})", mask.dims());
+        }
+        let bias = keep
+            .iter()
+            .map(|&k| if k > 0.5 { 0.0 } else { f32::MIN })
+            .collect();
+        Ok(Self {
+            heads,
+            scale,
+            bias: Arc::new(bias),
+            dropout: dropout
+                .filter(|(p, _)| *p > 0.0)
+                .map(|(p, seed)| Mask::new(p, seed)),
+            probs: track.then(|| Mutex::new(Vec::new())),
+        })
+    }
+
     /// The context `(batch, seq, dim)`; `scores`, if given, holds a `(seq, seq)` block per
     /// (sequence, head) added to `Q K^T` before the scale.
     fn forward(&self, qkv: &[f32], shape: &Shape, scores: Option<&[f32]>) -> Result<CpuStorage> {
@@ -131,9 +164,6 @@ impl Attention {
                 "attention: mask has {} entries for {b}x{s} tokens",
                 self.bias.len()
             );
-        }
-        if scores.is_some_and(|sc| sc.len() != b * self.heads * s * s) {
-            candle_core::bail!("attention: scores are not ({b}, {}, {s}, {s})", self.heads);
         }
         let mut out = vec![0f32; b * s * d];
         let out_ptr = SharedMut::new(&mut out);
@@ -318,7 +348,8 @@ pub fn attention(
     dropout: Option<(f32, u64)>,
 ) -> Result<Tensor> {
     let head_dim = qkv.dim(2)? / 3 / heads;
-    let op = Attention::new(qkv, mask, heads, dropout, (head_dim as f32).powf(-0.5))?;
+    let scale = (head_dim as f32).powf(-0.5);
+    let op = Attention::new(qkv, mask, heads, dropout, scale, qkv.track_op())?;
     qkv.contiguous()?.apply_op1(op)
 }
 
@@ -339,42 +370,8 @@ pub fn attention_with_scores(
             scores.dims()
         );
     }
-    let mut op = Attention::new(qkv, mask, heads, dropout, scale)?;
-    if scores.track_op() && op.probs.is_none() {
-        op.probs = Some(Mutex::new(Vec::new()));
-    }
+    let track = qkv.track_op() || scores.track_op();
+    let op = Attention::new(qkv, mask, heads, dropout, scale, track)?;
     qkv.contiguous()?
         .apply_op2(&scores.contiguous()?, ScoredAttention(op))
-}
-
-impl Attention {
-    fn new(
-        qkv: &Tensor,
-        mask: &Tensor,
-        heads: usize,
-        dropout: Option<(f32, u64)>,
-        scale: f32,
-    ) -> Result<Self> {
-        let (b, s, _) = qkv.dims3()?;
-        let keep = mask
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        if keep.len() != b * s {
-            candle_core::bail!("attention: mask {:?} does not fit ({b}, {s})", mask.dims());
-        }
-        let bias = keep
-            .iter()
-            .map(|&k| if k > 0.5 { 0.0 } else { f32::MIN })
-            .collect();
-        Ok(Self {
-            heads,
-            scale,
-            bias: Arc::new(bias),
-            dropout: dropout
-                .filter(|(p, _)| *p > 0.0)
-                .map(|(p, seed)| Mask::new(p, seed)),
-            probs: qkv.track_op().then(|| Mutex::new(Vec::new())),
-        })
-    }
 }
