@@ -7,7 +7,7 @@
 use candle_core::{DType, IndexOp, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Linear, Mode};
+use super::layers::{HiddenRows, Linear, Mode};
 use kernels::Kernels;
 
 /// What the classification head reads from the encoder's last hidden state.
@@ -65,6 +65,14 @@ pub struct ClassificationHead {
 }
 
 impl ClassificationHead {
+    /// The rows of the last hidden state [`Self::forward`] reads.
+    pub fn reads(&self) -> HiddenRows {
+        match self.pooling {
+            Pooling::Cls => HiddenRows::First,
+            Pooling::Mean => HiddenRows::All,
+        }
+    }
+
     /// Logits `(batch, num_labels)`, f32.
     pub fn forward(
         &self,

@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
 use super::head::ClassificationHead;
-use super::layers::{Encoder, Mode};
+use super::layers::{Encoder, HiddenRows, Mode};
 use super::{deberta_v2, distilbert, electra, roberta};
 use kernels::{Kernels, Precision};
 
@@ -73,8 +73,13 @@ impl SequenceClassifier {
         attention_mask: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
-        self.encoder
-            .forward(input_ids, attention_mask, mode, self.kernels)
+        self.encoder.forward(
+            input_ids,
+            attention_mask,
+            HiddenRows::All,
+            mode,
+            self.kernels,
+        )
     }
 
     /// Logits `(batch, num_labels)`, f32.
@@ -111,7 +116,10 @@ impl SequenceClassifier {
         attention_mask: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
-        let hidden = self.encode(input_ids, attention_mask, mode)?;
+        let rows = self.head.reads();
+        let hidden = self
+            .encoder
+            .forward(input_ids, attention_mask, rows, mode, self.kernels)?;
         self.head
             .forward(&hidden, attention_mask, mode, self.kernels)
     }
