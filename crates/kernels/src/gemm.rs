@@ -1,7 +1,7 @@
 //! A checked, strided f32 matrix product over slices, for kernels that need products on
-//! sub-matrices without copies: on our AVX-512 kernel on Intel CPUs that have it, on the
-//! `gemm` crate (what candle's CPU matmul runs on) elsewhere; or, where the process asks for
-//! bf16 products, with bf16 operands and f32 sums on AMX tiles or AVX-512 BF16.
+//! sub-matrices without copies: on our AVX-512 kernel where 512-bit FMAs run at full width,
+//! on the `gemm` crate (what candle's CPU matmul runs on) elsewhere; or, where the process
+//! asks for bf16 products, with bf16 operands and f32 sums on AMX tiles or AVX-512 BF16.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,7 +76,7 @@ pub fn matmul_precision() -> MatmulPrecision {
 pub fn bf16_fallback_reason() -> Option<&'static str> {
     if bf16_supported() {
         None
-    } else if F32Kernel::current() == F32Kernel::Avx512 && features::cpu().avx512_bf16 {
+    } else if features::cpu().avx512_bf16 {
         Some(
             "this CPU has no AMX, and its AVX-512 BF16 products are slower than f32 ones on its 512-bit FMAs",
         )
@@ -101,9 +101,10 @@ pub fn bf16_supported() -> bool {
 pub enum F32Kernel {
     /// The `gemm` crate's kernels (AVX2 and FMA on x86-64, NEON on aarch64).
     Gemm,
-    /// Our 512-bit FMA kernel: the default on Intel CPUs with AVX-512 F. AMD's Zen 4 splits
-    /// each 512-bit FMA in two, so the `gemm` crate's AVX2 kernels already reach the same
-    /// rate there and stay its default.
+    /// Our 512-bit FMA kernel: the default where 512-bit FMAs run at full width (Intel's
+    /// AVX-512 CPUs, AMD's Zen 5; see [`features::Cpu::wide_fma`]). AMD's Zen 4 splits each
+    /// in two, so the `gemm` crate's AVX2 kernels already reach the same rate there and stay
+    /// its default.
     Avx512,
 }
 
@@ -139,7 +140,7 @@ impl F32Kernel {
                 tracing::warn!("{F32_KERNEL_ENV}=`{asked}` is neither gemm nor avx512: ignored");
                 F32Kernel::choose(None)
             }
-            None if avx512 && features::cpu().intel => F32Kernel::Avx512,
+            None if features::cpu().wide_fma => F32Kernel::Avx512,
             None => F32Kernel::Gemm,
         }
     }
@@ -250,7 +251,7 @@ pub fn matmul(dst: ViewMut, a: View, b: View, accumulate: bool, scale: f32, thre
 }
 
 /// The packed copy of a right operand that never changes (a served model's weights), made
-/// by the first product that packs it and kept for every later one: on Intel's AVX-512
+/// by the first product that packs it and kept for every later one: on the AVX-512 f32
 /// kernel, re-packing the weights was 5% of a batch-32 pass. It costs a second copy of
 /// the weights (about 170 MB for DistilBERT-base), so it is made only where it is used;
 /// elsewhere (bf16 products, the `gemm` crate, another CPU) it stays empty.
@@ -390,9 +391,9 @@ mod bf16 {
 
     use rayon::prelude::*;
 
-    use super::{BF16_KERNEL_ENV, F32Kernel, PARALLEL_MIN_WORK, View, ViewMut};
+    use super::{BF16_KERNEL_ENV, PARALLEL_MIN_WORK, View, ViewMut};
     use crate::amx::{self, BLOCK, Rows, Side, TILE_PAIRS, Tiles};
-    use crate::avx512_bf16;
+    use crate::{avx512_bf16, features};
     use crate::fused::SharedMut;
 
     /// What computes a block of bf16 products; both read the same packed operands.
@@ -406,12 +407,10 @@ mod bf16 {
 
     impl Kernel {
         /// The kernel bf16 products run on here, if any: AMX tiles where the CPU has them;
-        /// AVX-512 BF16 where it beats f32 products. On Intel, `vdpbf16ps` retires at about
-        /// half the rate of a 512-bit FMA (measured on a Xeon with AMX bypassed: 1.6 against
-        /// 2.8 G/s per core), so it does only ~13% more multiply-adds per cycle, less than
-        /// packing and rounding cost: there, with the AVX-512 f32 kernel, bf16 training
-        /// took 1.5x as long as f32 training, and products stay f32. `SENTIMENT_BF16_KERNEL
-        /// =avx512` passes over AMX and that check, to measure what such a CPU would get.
+        /// AVX-512 BF16 where it beats f32 products ([`features::Cpu::bf16_dot_beats_fma`]).
+        /// On Intel without AMX, bf16 training took 1.55x as long as f32 training, ours and
+        /// PyTorch's alike, so products stay f32 there. `SENTIMENT_BF16_KERNEL=avx512`
+        /// passes over AMX and that check, to measure what such a CPU would get.
         pub fn best() -> Option<Kernel> {
             static CHOSEN: OnceLock<Option<Kernel>> = OnceLock::new();
             *CHOSEN.get_or_init(|| {
@@ -419,8 +418,7 @@ mod bf16 {
                 let forced = asked.as_deref() == Some("avx512");
                 if amx::available(amx::Feature::Bf16) && !forced {
                     Some(Kernel::Amx)
-                } else if avx512_bf16::available()
-                    && (forced || F32Kernel::current() != F32Kernel::Avx512)
+                } else if avx512_bf16::available() && (forced || features::cpu().bf16_dot_beats_fma)
                 {
                     Some(Kernel::Avx512)
                 } else {
@@ -645,7 +643,7 @@ mod tests {
         let cpu = features::cpu();
         assert_eq!(avx512 == F32Kernel::Avx512, cpu.avx512f);
         if default == F32Kernel::Avx512 {
-            assert!(cpu.avx512f && cpu.intel, "AVX-512 by default only on Intel");
+            assert!(cpu.wide_fma, "AVX-512 by default only with full-width FMAs");
         }
     }
 
