@@ -124,3 +124,62 @@ impl SequenceClassifier {
             .forward(&hidden, attention_mask, mode, self.kernels)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, IndexOp};
+
+    use super::*;
+    use crate::models::distilbert::Config;
+    use crate::models::{Trainable, random_tensors};
+
+    /// A first-token head gets the first row of the full last layer, and the gradients that
+    /// reach earlier layers through it are those of the full layer's first row.
+    #[test]
+    fn the_first_token_path_matches_the_full_last_layer() {
+        let cfg = ModelConfig::DistilBert(Config {
+            vocab_size: 50,
+            max_position_embeddings: 16,
+            n_layers: 2,
+            n_heads: 2,
+            dim: 16,
+            hidden_dim: 32,
+            ..Config::default()
+        });
+        let tensors: HashMap<_, _> = random_tensors(&cfg, 7).unwrap().into_iter().collect();
+        let t = Trainable::new(&cfg, &tensors).unwrap();
+        let ids = Tensor::new(&[[1u32, 5, 9, 13, 2], [1, 7, 3, 0, 0]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
+        let run = |rows| {
+            let enc = &t.model.encoder;
+            let hidden = enc.forward(&ids, &mask, rows, Mode::Eval, t.model.kernels);
+            let first = hidden.unwrap().i((.., 0)).unwrap();
+            // A loss that weighs every value differently, so no gradient cancels out.
+            let w = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap();
+            let loss = first.broadcast_mul(&w.reshape((1, 16)).unwrap()).unwrap();
+            let grads = loss.sum_all().unwrap().backward().unwrap();
+            let (_, word) = &t.params[0];
+            let grad = grads.get(word.as_tensor()).unwrap().clone();
+            (first, grad)
+        };
+        let ((first, grad_first), (all, grad_all)) = (run(HiddenRows::First), run(HiddenRows::All));
+        let gap = |a: &Tensor, b: &Tensor| {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            d.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap()
+        };
+        assert!(gap(&first, &all) < 1e-5, "{first} vs {all}");
+        assert!(gap(&grad_first, &grad_all) < 1e-5);
+        assert!(
+            grad_all
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
+    }
+}
