@@ -393,8 +393,8 @@ mod bf16 {
 
     use super::{BF16_KERNEL_ENV, PARALLEL_MIN_WORK, View, ViewMut};
     use crate::amx::{self, BLOCK, Rows, Side, TILE_PAIRS, Tiles};
-    use crate::{avx512_bf16, features};
     use crate::fused::SharedMut;
+    use crate::{avx512_bf16, features};
 
     /// What computes a block of bf16 products; both read the same packed operands.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
