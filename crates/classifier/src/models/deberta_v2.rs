@@ -525,6 +525,27 @@ pub struct RelativeContext {
     len: usize,
     /// `(seq, seq)` u32: row of the narrowed table for query i, key j.
     rows: Tensor,
+    /// `rows` and its transpose broadcast to `(batch, heads, seq, seq)`, as `gather` takes
+    /// them: made by the first layer, read by every one.
+    gather_index: std::cell::OnceCell<(Tensor, Tensor)>,
+}
+
+impl RelativeContext {
+    /// The c2p and p2c gather indices for `batch` sequences of `heads` heads.
+    fn gather_index(&self, batch: usize, heads: usize) -> Result<(Tensor, Tensor)> {
+        if let Some(index) = self.gather_index.get() {
+            return Ok(index.clone());
+        }
+        let s = self.rows.dim(0)?;
+        let index = |rows: &Tensor| {
+            rows.unsqueeze(0)?
+                .unsqueeze(0)?
+                .broadcast_as((batch, heads, s, s))?
+                .contiguous()
+        };
+        let both = (index(&self.rows)?, index(&self.rows.t()?)?);
+        Ok(self.gather_index.get_or_init(|| both).clone())
+    }
 }
 
 impl RelativePositions {
@@ -571,6 +592,7 @@ impl RelativePositions {
             first,
             len,
             rows: Tensor::from_vec(rows, (seq, seq), &Device::Cpu)?,
+            gather_index: Default::default(),
         })
     }
 
@@ -657,26 +679,24 @@ impl PositionProjections {
                 .unsqueeze(0)?
                 .contiguous()
         };
-        let index = |rows: &Tensor| {
-            rows.unsqueeze(0)?
-                .unsqueeze(0)?
-                .broadcast_as((b, h, s, s))?
-                .contiguous()
-        };
-        let mut scores = Tensor::zeros((b, h, s, s), q.dtype(), q.device())?;
+        let (by_query, by_key) = ctx.gather_index(b, h)?;
+        let mut terms = Vec::with_capacity(2);
         if self.shape.c2p {
             // Query i against the key projection of distance i - j.
             let all = q.broadcast_matmul(&heads(pos_key)?.t()?)?;
-            scores = (scores + all.gather(&index(&ctx.rows)?, D::Minus1)?)?;
+            terms.push(all.gather(&by_query, D::Minus1)?);
         }
         if self.shape.p2c {
             // Key j against the query projection of distance i - j, read along the keys'
             // rows and turned to (query, key).
             let all = key.broadcast_matmul(&heads(pos_query)?.t()?)?;
-            let by_key = all.gather(&index(&ctx.rows.t()?.contiguous()?)?, D::Minus1)?;
-            scores = (scores + by_key.transpose(2, 3)?)?;
+            terms.push(all.gather(&by_key, D::Minus1)?.transpose(2, 3)?);
         }
-        Ok(scores)
+        match terms.as_slice() {
+            [one] => one.contiguous(),
+            [c2p, p2c] => c2p + p2c,
+            _ => Tensor::zeros((b, h, s, s), q.dtype(), q.device()),
+        }
     }
 }
 
