@@ -2,11 +2,15 @@
 //! best of 15, on the kernel this CPU uses (`SENTIMENT_F32_KERNEL` picks another): which
 //! shapes fall short of the 2048-cube product the bench reports.
 //!
-//! `cargo run --release -p kernels --example gemm_shapes`
+//! `cargo run --release -p kernels --example gemm_shapes [bf16]`: `bf16` times bf16 products.
 use kernels::gemm::{View, ViewMut, matmul};
 use std::time::Instant;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("bf16") {
+        let now = kernels::gemm::set_matmul_precision(kernels::gemm::MatmulPrecision::Bf16);
+        println!("products in {}", now.as_str());
+    }
     let threads = rayon::current_num_threads();
     let t = 1024;
     // (name, m, k, n, a transposed, b transposed)

@@ -662,15 +662,25 @@ impl PositionProjections {
 
     /// `c2p + p2c` `(batch, heads, seq, seq)` for per-head `q` and `key` `(batch, heads, seq,
     /// head_dim)` and the table projected by the query (`pos_query`) and key (`pos_key`)
-    /// projections, `(1, rows, dim)`.
+    /// projections, `(1, rows, dim)`. Where nothing needs gradients, the fused kernels
+    /// compute them head by head ([`kernels::fused::relative_scores`]).
     pub(crate) fn scores(
         &self,
         q: &Tensor,
         key: &Tensor,
-        pos_query: &Tensor,
-        pos_key: &Tensor,
+        (pos_query, pos_key): (&Tensor, &Tensor),
         ctx: &RelativeContext,
+        k: Kernels,
     ) -> Result<Tensor> {
+        let tracked = [q, key, pos_query, pos_key].iter().any(|t| t.track_op());
+        if k == Kernels::Fused && !tracked {
+            let qk = kernels::fused::HeadsQk { q, key };
+            let table = kernels::fused::ProjectedTable {
+                query: self.shape.p2c.then_some(pos_query),
+                key: self.shape.c2p.then_some(pos_key),
+            };
+            return kernels::fused::relative_scores(qk, table, &ctx.rows);
+        }
         let (b, h, s, dh) = q.dims4()?;
         let heads = |t: &Tensor| -> Result<Tensor> {
             let rows = t.dim(1)?;

@@ -426,7 +426,7 @@ impl SelfAttention {
         let mut terms = 1;
         if let (Some(pos), Some(rel)) = (&self.positions, &ctx.relative) {
             let (pos_query, pos_key) = self.projected_positions(pos, rel, ctx.layer, mode, k)?;
-            scores = (scores + pos.scores(&q, &key, &pos_query, &pos_key, rel)?)?;
+            scores = (scores + pos.scores(&q, &key, (&pos_query, &pos_key), rel, k)?)?;
             terms = pos.scale_factor();
         }
         let scale = ((self.head_dim * terms) as f64).powf(-0.5);
@@ -463,7 +463,7 @@ impl SelfAttention {
         };
         let (q, key) = (split_heads(0)?, split_heads(d)?);
         let (pos_query, pos_key) = self.projected_positions(pos, rel, layer, mode, k)?;
-        let scores = pos.scores(&q, &key, &pos_query, &pos_key, rel)?;
+        let scores = pos.scores(&q, &key, (&pos_query, &pos_key), rel, k)?;
         let scale = ((self.head_dim * pos.scale_factor()) as f32).powf(-0.5);
         Ok((scores, scale))
     }

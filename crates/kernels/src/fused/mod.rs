@@ -1,6 +1,7 @@
 //! Fused CPU kernels with hand-written backward passes: linear (GEMM + bias), multi-head
 //! self-attention (scores, mask, softmax, dropout, context in one pass per head), LayerNorm,
-//! GELU, dropout and the embedding lookup.
+//! GELU, dropout and the embedding lookup; and, for inference only, DeBERTa's
+//! relative-position scores.
 //!
 //! Each replaces a chain of candle ops that would allocate a tensor per step and run its
 //! elementwise parts on one thread. Work is split over rayon's pool in fixed partitions, and
@@ -13,12 +14,14 @@ mod elementwise;
 mod embedding;
 mod layer_norm;
 mod linear;
+mod relative;
 
 pub use attention::{attention, attention_with_scores};
 pub use elementwise::{dropout, gelu};
 pub use embedding::embedding;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use relative::{HeadsQk, ProjectedTable, relative_scores};
 
 use candle_core::{CpuStorage, Layout, Result};
 
