@@ -10,7 +10,8 @@ pub struct Cpu {
     /// 512-bit FMAs retire at twice the multiply-adds of 256-bit ones: Intel's AVX-512 cores
     /// and AMD's from Zen 5 on (measured on a Zen 5 EPYC, one core, independent chains:
     /// 8.2 G/s of each width). Zen 4 splits them in two, so 256-bit code already reaches its
-    /// rate there.
+    /// rate there. AMD documents Zen 5's laptop parts as splitting them too; not measured
+    /// here (`SENTIMENT_F32_KERNEL=gemm` picks the other kernel).
     pub wide_fma: bool,
     /// `vdpbf16ps` does more multiply-adds per second than f32 FMAs: on AMD (Zen 4, and Zen 5
     /// at 7.6 G/s beside 8.2 G/s of FMAs, for twice the work each). Intel's retires at a
