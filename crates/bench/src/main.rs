@@ -203,7 +203,7 @@ const fn on(arch: Arch, w: Workload) -> Workload {
     Workload { arch, ..w }
 }
 
-const WORKLOADS: [Workload; 12] = [
+const WORKLOADS: [Workload; 13] = [
     infer("infer-b1-s32", 1, 32, Precision::F32),
     infer("infer-b1-s128", 1, 128, Precision::F32),
     infer("infer-b32-s128", 32, 128, Precision::F32),
@@ -221,6 +221,10 @@ const WORKLOADS: [Workload; 12] = [
     on(
         Arch::DebertaV3,
         infer("deberta-v3-infer-b8-s128", 8, 128, Precision::F32),
+    ),
+    on(
+        Arch::DebertaV3,
+        train("deberta-v3-train-b8-s128", MatmulPrecision::F32),
     ),
 ];
 

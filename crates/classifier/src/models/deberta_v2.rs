@@ -662,8 +662,8 @@ impl PositionProjections {
 
     /// `c2p + p2c` `(batch, heads, seq, seq)` for per-head `q` and `key` `(batch, heads, seq,
     /// head_dim)` and the table projected by the query (`pos_query`) and key (`pos_key`)
-    /// projections, `(1, rows, dim)`. Where nothing needs gradients, the fused kernels
-    /// compute them head by head ([`kernels::fused::relative_scores`]).
+    /// projections, `(1, rows, dim)`: head by head on the fused kernels
+    /// ([`kernels::fused::relative_scores`]), by tensor operations on the reference ones.
     pub(crate) fn scores(
         &self,
         q: &Tensor,
@@ -672,8 +672,7 @@ impl PositionProjections {
         ctx: &RelativeContext,
         k: Kernels,
     ) -> Result<Tensor> {
-        let tracked = [q, key, pos_query, pos_key].iter().any(|t| t.track_op());
-        if k == Kernels::Fused && !tracked {
+        if k == Kernels::Fused {
             let qk = kernels::fused::HeadsQk { q, key };
             let table = kernels::fused::ProjectedTable {
                 query: self.shape.p2c.then_some(pos_query),
