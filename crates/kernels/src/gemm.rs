@@ -121,7 +121,14 @@ impl F32Kernel {
         *CHOSEN.get_or_init(|| {
             let asked = std::env::var(F32_KERNEL_ENV).ok();
             let chosen = F32Kernel::choose(asked.as_deref());
-            tracing::debug!("f32 products on the {chosen} kernel");
+            // Once per process: which kernel ran is the first question about a speed figure.
+            let why = match (chosen, features::cpu().wide_fma) {
+                (F32Kernel::Avx512, true) => "this CPU's 512-bit FMAs run at full width",
+                (F32Kernel::Gemm, _) if !features::cpu().avx512f => "no AVX-512 F here",
+                (F32Kernel::Gemm, false) => "this CPU splits 512-bit FMAs in two",
+                _ => F32_KERNEL_ENV,
+            };
+            tracing::info!("f32 products on the {chosen} kernel ({why})");
             chosen
         })
     }
