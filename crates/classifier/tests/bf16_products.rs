@@ -9,8 +9,9 @@ use classifier::models::random_tensors;
 use classifier::models::{Mode, ModelConfig, SequenceClassifier};
 use classifier::{MatmulPrecision, set_matmul_precision};
 
-/// Random DistilBERT and RoBERTa models wide enough that their products take the bf16 path
-/// (small ones stay f32), on a vocabulary of 200.
+/// Random DistilBERT, RoBERTa and DeBERTa-v3 models wide enough that their products take
+/// the bf16 path (small ones stay f32), on a vocabulary of 200. DeBERTa adds its relative-
+/// position products, which run head by head.
 fn models() -> Vec<SequenceClassifier> {
     let mut distilbert = Config::default();
     (distilbert.vocab_size, distilbert.dim, distilbert.hidden_dim) = (200, 128, 512);
@@ -21,9 +22,18 @@ fn models() -> Vec<SequenceClassifier> {
         "type_vocab_size": 1, "layer_norm_eps": 1e-5,
     }))
     .unwrap();
+    let deberta = serde_json::from_value(serde_json::json!({
+        "vocab_size": 200, "hidden_size": 128, "intermediate_size": 512,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "relative_attention": true,
+        "position_buckets": 16, "max_relative_positions": 64, "norm_rel_ebd": "layer_norm",
+        "share_att_key": true, "pos_att_type": "p2c|c2p", "position_biased_input": false,
+        "pooler_hidden_size": 128,
+    }))
+    .unwrap();
     [
         ModelConfig::DistilBert(distilbert),
         ModelConfig::Roberta(roberta),
+        ModelConfig::DebertaV2(deberta),
     ]
     .iter()
     .map(|cfg| {
