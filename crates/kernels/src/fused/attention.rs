@@ -116,9 +116,7 @@ fn softmax_backward_rows(dp: &mut [f32], p: &[f32], s: usize, scale: f32) {
 }
 
 fn apply_mask(buf: &mut [f32], mask: &Mask, base: usize) {
-    for (i, x) in buf.iter_mut().enumerate() {
-        *x *= mask.factor(base + i);
-    }
+    mask.apply(base, buf);
 }
 
 impl Attention {
