@@ -1,6 +1,7 @@
 //! f32 matrix products on AVX-512 with 512-bit FMAs, for CPUs whose 512-bit FMA units run
-//! at full width (Intel Xeons from Skylake-SP on, AMD from Zen 5 on) and so do twice the work
-//! per instruction of the `gemm` crate's AVX2 kernels (its own AVX-512 kernels lost on the 32-row products of batch-1 inference).
+//! at full width (Intel Xeons from Skylake-SP on, AMD from Zen 5 on) and so do twice the
+//! work per instruction of the `gemm` crate's AVX2 kernels (its own AVX-512 kernels lost on
+//! the 32-row products of batch-1 inference).
 //!
 //! A blocked product as BLIS lays it out. The work is split along the output's longer side;
 //! the operand that every task reads in full is packed once, up front, and each task packs

@@ -295,24 +295,22 @@ impl AdamW {
             let var = p.var.as_tensor();
             let first = p.first.as_ref();
             with_grad(first, &p.summed, first_weight, |grad, gw| {
+                let u = Update {
+                    gw,
+                    scale,
+                    b1,
+                    b2,
+                    inv_sqrt_bias2,
+                    eps,
+                    keep,
+                    step_size,
+                };
                 update_f32(var, |w| {
                     w.par_chunks_mut(CHUNK)
                         .zip(grad.par_chunks(CHUNK))
                         .zip(m.par_chunks_mut(CHUNK))
                         .zip(v.par_chunks_mut(CHUNK))
-                        .for_each(|(((w, g), m), v)| {
-                            let u = Update {
-                                gw,
-                                scale,
-                                b1,
-                                b2,
-                                inv_sqrt_bias2,
-                                eps,
-                                keep,
-                                step_size,
-                            };
-                            update(&u, w, g, m, v)
-                        })
+                        .for_each(|(((w, g), m), v)| update(&u, w, g, m, v))
                 })
             })??;
             p.first = None;

@@ -15,14 +15,14 @@
 //! LayerNorm when narrower than the hidden size. The head is `ContextPooler` (dropout ->
 //! `pooler.dense` -> GELU on the first token) -> dropout -> `classifier`.
 //!
-//! The c2p and p2c scores are computed by tensor operations (candle's batched products and
-//! gathers) and handed to the fused attention kernel, which adds them to `Q K^T` and does the
-//! rest (mask, softmax, dropout, context, and their backward); a log line says so when a
-//! model loads. The convolution of the 900M+ v2 checkpoints
-//! (`conv_kernel_size`) is not supported.
+//! The c2p and p2c scores are computed head by head by a fused kernel
+//! ([`kernels::fused::relative_scores`]) and handed to the fused attention kernel, which adds
+//! them to `Q K^T` and does the rest (mask, softmax, dropout, context, and their backward);
+//! the reference kernels compute them by tensor operations, which the tests hold the fused
+//! path to. The convolution of the 900M+ v2 checkpoints (`conv_kernel_size`) is not
+//! supported.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Once;
 
 use candle_core::{D, Device, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -377,13 +377,6 @@ fn head_activation(name: &str) -> std::result::Result<HeadActivation, String> {
 /// `classifier.weight`, ...).
 pub fn load(vb: VarBuilder, cfg: &Config) -> Result<(Encoder, ClassificationHead)> {
     cfg.validate().map_err(candle_core::Error::msg)?;
-    static SLOW_PATH: Once = Once::new();
-    SLOW_PATH.call_once(|| {
-        tracing::info!(
-            "DeBERTa's relative-position scores (c2p, p2c) run on tensor operations, not yet \
-             on fused kernels; its attention, linear layers, LayerNorms and GELU run fused"
-        )
-    });
     let e = vb.pp(ENCODER_PREFIX);
     let layers = (0..cfg.num_hidden_layers)
         .map(|i| load_layer(e.pp("encoder").pp("layer").pp(i), cfg))
@@ -525,27 +518,6 @@ pub struct RelativeContext {
     len: usize,
     /// `(seq, seq)` u32: row of the narrowed table for query i, key j.
     rows: Tensor,
-    /// `rows` and its transpose broadcast to `(batch, heads, seq, seq)`, as `gather` takes
-    /// them: made by the first layer, read by every one.
-    gather_index: std::cell::OnceCell<(Tensor, Tensor)>,
-}
-
-impl RelativeContext {
-    /// The c2p and p2c gather indices for `batch` sequences of `heads` heads.
-    fn gather_index(&self, batch: usize, heads: usize) -> Result<(Tensor, Tensor)> {
-        if let Some(index) = self.gather_index.get() {
-            return Ok(index.clone());
-        }
-        let s = self.rows.dim(0)?;
-        let index = |rows: &Tensor| {
-            rows.unsqueeze(0)?
-                .unsqueeze(0)?
-                .broadcast_as((batch, heads, s, s))?
-                .contiguous()
-        };
-        let both = (index(&self.rows)?, index(&self.rows.t()?)?);
-        Ok(self.gather_index.get_or_init(|| both).clone())
-    }
 }
 
 impl RelativePositions {
@@ -592,7 +564,6 @@ impl RelativePositions {
             first,
             len,
             rows: Tensor::from_vec(rows, (seq, seq), &Device::Cpu)?,
-            gather_index: Default::default(),
         })
     }
 
@@ -688,7 +659,13 @@ impl PositionProjections {
                 .unsqueeze(0)?
                 .contiguous()
         };
-        let (by_query, by_key) = ctx.gather_index(b, h)?;
+        let index = |rows: &Tensor| {
+            rows.unsqueeze(0)?
+                .unsqueeze(0)?
+                .broadcast_as((b, h, s, s))?
+                .contiguous()
+        };
+        let (by_query, by_key) = (index(&ctx.rows)?, index(&ctx.rows.t()?)?);
         let mut terms = Vec::with_capacity(2);
         if self.shape.c2p {
             // Query i against the key projection of distance i - j.

@@ -392,8 +392,8 @@ impl SelfAttention {
         mode.dropout(&out, self.output_dropout, site, k)
     }
 
-    /// The attention context by plain tensor operations: for checking the fused kernel, and
-    /// for DeBERTa's relative positions, which it does not take.
+    /// The attention context by plain tensor operations (DeBERTa's position scores included):
+    /// the reference the fused kernels are checked against.
     fn context_by_ops(
         &self,
         x: &Tensor,

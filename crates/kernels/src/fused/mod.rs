@@ -1,7 +1,6 @@
 //! Fused CPU kernels with hand-written backward passes: linear (GEMM + bias), multi-head
 //! self-attention (scores, mask, softmax, dropout, context in one pass per head), LayerNorm,
-//! GELU, dropout and the embedding lookup; and, for inference only, DeBERTa's
-//! relative-position scores.
+//! GELU, dropout, the embedding lookup, and DeBERTa's relative-position scores.
 //!
 //! Each replaces a chain of candle ops that would allocate a tensor per step and run its
 //! elementwise parts on one thread. Work is split over rayon's pool in fixed partitions, and
