@@ -130,14 +130,7 @@ unsafe fn product(
 ) {
     let (m, k, n) = (a.at.rows, a.at.cols, b.at.cols);
     let at = dst.at;
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                (0..n).for_each(|j| dst.data[at.offset + i * at.rs + j * at.cs] = 0.0);
-            }
-        }
-        return;
-    }
+    assert!(k > 0, "empty sums are the caller's (matmul_kept)");
     let tasks = tasks(m, n, threads);
     // The operand that every task reads in full is packed once, in parallel, up front.
     let split_by_rows = tasks.len() > 1 && tasks[0].1.len() == n;
@@ -146,12 +139,10 @@ unsafe fn product(
     let packed_here = (packed.is_none() && split_by_rows).then(|| unsafe { pack_all_right(b) });
     let shared_b = packed.or(packed_here.as_deref());
     let shared_a = split_by_cols.then(|| unsafe { pack_all_left(a) });
-    let out = SharedMut::new(dst.data);
+    let out = dst.shared();
     let run = |(rows, cols): (Range<usize>, Range<usize>)| {
-        // SAFETY: tasks cover disjoint rows x columns of dst, and read nothing of it that
-        // another task writes. Nothing below spawns rayon work, so no other product can run
-        // on this thread while it holds its packing buffers.
-        let dst = unsafe { out.get() };
+        // Nothing below spawns rayon work, so no other product can run on this thread
+        // while it holds its packing buffers.
         PACKED.with_borrow_mut(|(pa, pb)| {
             let task = Task {
                 a,
@@ -162,8 +153,9 @@ unsafe fn product(
             };
             let left = shared_a.as_deref().map_or(Packed::Own(pa), Packed::Shared);
             let right = shared_b.map_or(Packed::Own(pb), Packed::Shared);
-            // SAFETY: the caller's promise: the CPU has AVX-512 F.
-            unsafe { task.run(dst, rows, cols, left, right) }
+            // SAFETY: the caller's promise: the CPU has AVX-512 F. Tasks cover disjoint
+            // rows x columns of dst, and read nothing of it that another task writes.
+            unsafe { task.run(out, rows, cols, left, right) }
         });
     };
     if tasks.len() > 1 {
@@ -278,7 +270,7 @@ impl Task<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn run(
         &self,
-        dst: &mut [f32],
+        dst: SharedMut,
         rows: Range<usize>,
         cols: Range<usize>,
         left: Packed,
@@ -359,7 +351,7 @@ impl Task<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn block(
         &self,
-        dst: &mut [f32],
+        dst: SharedMut,
         blk: Block,
         kc: usize,
         (a, b): (&[f32], &[f32]),
@@ -368,11 +360,11 @@ impl Task<'_> {
         assert!(a.len() >= kc * MR && b.len() >= kc * NR);
         let at = self.at;
         let start = at.offset + blk.row * at.rs + blk.col * at.cs;
+        let last = start + (blk.rows - 1) * at.rs + (blk.cols - 1) * at.cs;
+        assert!(last < dst.len(), "block past the output");
         if at.cs == 1 {
-            let end = start + (blk.rows - 1) * at.rs + blk.cols;
-            assert!(end <= dst.len());
             let c = Out {
-                ptr: dst[start..].as_mut_ptr(),
+                ptr: dst.ptr().wrapping_add(start),
                 rs: at.rs,
                 cols: blk.cols,
                 add,
@@ -394,8 +386,12 @@ impl Task<'_> {
         unsafe { kernel(blk.rows, kc, a.as_ptr(), b.as_ptr(), c) };
         for (i, row) in sums.chunks_exact(NR).take(blk.rows).enumerate() {
             for (j, &s) in row[..blk.cols].iter().enumerate() {
-                let d = &mut dst[start + i * at.rs + j * at.cs];
-                *d = if add { *d + s } else { s };
+                // SAFETY: inside the output (asserted above), and this task's alone; read
+                // only when adding, after a first pass wrote it.
+                unsafe {
+                    let d = dst.ptr().add(start + i * at.rs + j * at.cs);
+                    d.write(if add { d.read() + s } else { s });
+                }
             }
         }
     }

@@ -1,9 +1,11 @@
 //! Elementwise ops in parallel chunks: exact GELU and seeded dropout, each with its backward.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::slice;
+use super::{par_new, slice};
 use crate::dropout::Mask;
 use crate::math;
 
@@ -15,9 +17,10 @@ const CHUNK: usize = 1 << 14;
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
-fn gelu_chunk(x: &[f32], y: &mut [f32]) {
+fn gelu_chunk(x: &[f32], y: &mut [MaybeUninit<f32>]) {
+    assert_eq!(x.len(), y.len());
     for (y, x) in y.iter_mut().zip(x) {
-        *y = math::gelu(*x);
+        y.write(math::gelu(*x));
     }
 }
 
@@ -26,19 +29,11 @@ fn gelu_chunk(x: &[f32], y: &mut [f32]) {
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
-fn gelu_grad_chunk(x: &[f32], g: &[f32], dx: &mut [f32]) {
+fn gelu_grad_chunk(x: &[f32], g: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    assert!(x.len() == dx.len() && g.len() == dx.len());
     for ((dx, x), g) in dx.iter_mut().zip(x).zip(g) {
-        *dx = g * math::gelu_grad(*x);
+        dx.write(g * math::gelu_grad(*x));
     }
-}
-
-fn map2(a: &[f32], b: &[f32], f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK))
-        .zip(b.par_chunks(CHUNK))
-        .for_each(|((o, a), b)| f(a, b, o));
-    out
 }
 
 struct Gelu;
@@ -50,17 +45,27 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "gelu")?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| gelu_chunk(x, y));
+        // SAFETY: gelu_chunk writes every value of its chunk (it asserts the lengths match).
+        let y = unsafe {
+            par_new(x.len(), CHUNK, |c, y| {
+                gelu_chunk(&x[c * CHUNK..][..y.len()], y)
+            })
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dy = dy.contiguous()?;
         let dx = crate::cpu::with_f32(x, |x| {
-            crate::cpu::with_f32(&dy, |g| map2(x, g, gelu_grad_chunk))
+            crate::cpu::with_f32(&dy, |g| {
+                let part = |c: usize, n: usize| c * CHUNK..c * CHUNK + n;
+                // SAFETY: gelu_grad_chunk writes every value of its chunk (lengths asserted).
+                unsafe {
+                    par_new(x.len(), CHUNK, |c, dx| {
+                        gelu_grad_chunk(&x[part(c, dx.len())], &g[part(c, dx.len())], dx)
+                    })
+                }
+            })
         })??;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }

@@ -1,6 +1,7 @@
 //! LayerNorm over the last dimension, rows in parallel, with its backward pass. Training
 //! keeps each row's mean and reciprocal standard deviation for the backward.
 
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -20,13 +21,20 @@ struct LayerNorm {
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
-fn normalize_row(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f32) -> (f32, f32) {
+fn normalize_row(
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    y: &mut [MaybeUninit<f32>],
+    eps: f32,
+) -> (f32, f32) {
+    // Every value of y is written: its buffer is not zeroed first.
+    assert!(y.len() == x.len() && gamma.len() == x.len() && beta.len() == x.len());
     let n = x.len() as f32;
     let mean = math::sum(x) / n;
     let var = math::sum_by(x.len(), |i| (x[i] - mean) * (x[i] - mean)) / n;
     let rstd = 1.0 / (var + eps).sqrt();
     for (((y, x), g), b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-        *y = (x - mean) * rstd * g + b;
+        y.write((x - mean) * rstd * g + b);
     }
     (mean, rstd)
 }
@@ -42,11 +50,13 @@ fn backward_row(
     g: &[f32],
     gamma: &[f32],
     (mean, rstd): (f32, f32),
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
     let len = x.len();
+    // Every value of dx is written: its buffer is not zeroed first.
+    assert_eq!(dx.len(), len);
     let (g, gamma, dgamma, dbeta) = (
         &g[..len],
         &gamma[..len],
@@ -63,7 +73,7 @@ fn backward_row(
     let mean_ggx = math::sum_by(len, |i| g[i] * gamma[i] * (x[i] - mean) * rstd) / n;
     for i in 0..x.len() {
         let xhat = (x[i] - mean) * rstd;
-        dx[i] = rstd * (g[i] * gamma[i] - mean_gg - xhat * mean_ggx);
+        dx[i].write(rstd * (g[i] * gamma[i] - mean_gg - xhat * mean_ggx));
     }
 }
 
@@ -91,16 +101,19 @@ impl CustomOp3 for LayerNorm {
             candle_core::bail!("layer_norm: x {:?} does not fit weights of {d}", xl.shape());
         }
         let rows = x.len() / d;
-        let mut y = vec![0f32; x.len()];
+        let mut y = Vec::with_capacity(x.len());
         let mut stats = vec![(0f32, 0f32); rows];
-        y.par_chunks_mut(ROW_BLOCK * d)
+        y.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(ROW_BLOCK * d)
             .zip(x.par_chunks(ROW_BLOCK * d))
             .zip(stats.par_chunks_mut(ROW_BLOCK))
             .for_each(|((y, x), st)| {
                 for ((y, x), st) in y.chunks_mut(d).zip(x.chunks(d)).zip(st) {
-                    *st = normalize_row(x, gamma, beta, y, self.eps);
+                    *st = normalize_row(x, (gamma, beta), y, self.eps);
                 }
             });
+        // SAFETY: the rows cover all of y, and normalize_row writes every value of its row.
+        unsafe { y.set_len(x.len()) };
         if let Some(keep) = &self.stats {
             *keep.lock().expect("not poisoned") = stats;
         }
@@ -125,12 +138,14 @@ impl CustomOp3 for LayerNorm {
             .expect("not poisoned");
         let d = gamma.elem_count();
         let dy = dy.contiguous()?;
-        let mut dx = vec![0f32; x.elem_count()];
+        let mut dx = Vec::with_capacity(x.elem_count());
         let (dgamma, dbeta) = crate::cpu::with_f32(x, |x| {
             crate::cpu::with_f32(&dy, |g| {
                 crate::cpu::with_f32(gamma, |gamma| {
                     // Fixed blocks, partial sums added in block order: deterministic.
-                    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+                    // Every row of dx is written: the zip below must not stop early.
+                    assert!(g.len() == x.len() && stats.len() * d == x.len());
+                    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx.spare_capacity_mut()[..x.len()]
                         .par_chunks_mut(ROW_BLOCK * d)
                         .zip(x.par_chunks(ROW_BLOCK * d))
                         .zip(g.par_chunks(ROW_BLOCK * d))
@@ -154,6 +169,8 @@ impl CustomOp3 for LayerNorm {
                 })
             })
         })???;
+        // SAFETY: backward_row wrote every value of every row of dx (asserted above).
+        unsafe { dx.set_len(x.elem_count()) };
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),

@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::{column_sums, slice};
 use crate::cpu::with_f32;
-use crate::gemm::{KeptPacking, View, ViewMut, matmul, matmul_kept};
+use crate::gemm::{KeptPacking, View, ViewMut, matmul_kept, product};
 
 /// `kept` holds the packed weights of a layer that is not trained.
 struct Linear {
@@ -66,35 +66,13 @@ impl CustomOp3 for Linear {
         let (dx, dw, db) = with_f32(&dy, |g| -> Result<_> {
             let g = View::rows(g, m, n);
             let dx = if x.track_op() {
-                let dx = with_f32(w, |w| {
-                    let mut dx = vec![0f32; m * k];
-                    matmul(
-                        ViewMut::rows(&mut dx, m, k),
-                        g,
-                        View::rows(w, n, k),
-                        false,
-                        1.0,
-                        threads,
-                    );
-                    dx
-                })?;
+                let dx = with_f32(w, |w| product(g, View::rows(w, n, k), 1.0, threads))?;
                 Some(Tensor::from_vec(dx, (m, k), dev)?)
             } else {
                 None
             };
             let dw = if w.track_op() {
-                let dw = with_f32(x, |x| {
-                    let mut dw = vec![0f32; n * k];
-                    matmul(
-                        ViewMut::rows(&mut dw, n, k),
-                        g.t(),
-                        View::rows(x, m, k),
-                        false,
-                        1.0,
-                        threads,
-                    );
-                    dw
-                })?;
+                let dw = with_f32(x, |x| product(g.t(), View::rows(x, m, k), 1.0, threads))?;
                 Some(Tensor::from_vec(dw, (n, k), dev)?)
             } else {
                 None
