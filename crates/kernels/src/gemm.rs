@@ -264,6 +264,21 @@ impl<'a> ViewMut<'a> {
         }
     }
 
+    /// A view into `buffer`, whose values may be uninitialised, for one of the parallel
+    /// tasks that write it.
+    ///
+    /// # Safety
+    /// No other task reads or writes this view's values while it lives.
+    pub(crate) unsafe fn of_shared(buffer: &'a SharedMut, at: Layout2) -> Self {
+        Self {
+            ptr: buffer.ptr(),
+            len: buffer.len(),
+            init: false,
+            at,
+            _buffer: PhantomData,
+        }
+    }
+
     /// The buffer, for tasks that write disjoint parts of it through its pointer.
     pub(crate) fn shared(&self) -> SharedMut {
         SharedMut::from_raw(self.ptr, self.len)

@@ -163,8 +163,9 @@ impl Attention {
                 self.bias.len()
             );
         }
-        let mut out = vec![0f32; b * s * d];
-        let out_ptr = SharedMut::new(&mut out);
+        // Not zeroed: the tasks' blocks cover it (heads x head_dim = dim, checked by dims).
+        let mut out = Vec::<f32>::with_capacity(b * s * d);
+        let out_ptr = SharedMut::from_raw(out.spare_capacity_mut().as_mut_ptr().cast(), b * s * d);
         let mut probs_guard = self.probs.as_ref().map(|p| p.lock().expect("not poisoned"));
         if let Some(p) = probs_guard.as_mut() {
             p.resize(b * self.heads * s * s, 0.0);
@@ -199,19 +200,15 @@ impl Attention {
                 matmul(qk, q, k.t(), added.is_some(), self.scale, 1);
                 softmax_rows(p, &self.bias[bi * s..(bi + 1) * s]);
                 let weights = self.weights(p, dropped, bi, h, s);
-                // SAFETY: task (bi, h) alone writes the h-th head block of sequence bi.
-                let out = unsafe { out_ptr.get() };
                 let dst = Layout2::strided_rows(bi * s * d + h * dh, s, dh, d);
-                matmul(
-                    ViewMut::new(out, dst),
-                    View::rows(weights, s, s),
-                    v,
-                    false,
-                    1.0,
-                    1,
-                );
+                // SAFETY: task (bi, h) alone writes the h-th head block of sequence bi.
+                let dst = unsafe { ViewMut::of_shared(&out_ptr, dst) };
+                matmul(dst, View::rows(weights, s, s), v, false, 1.0, 1);
             },
         );
+        // SAFETY: the (sequence, head) blocks, each written in full by its product, cover
+        // all b x s x d values.
+        unsafe { out.set_len(b * s * d) };
         Ok(CpuStorage::F32(out))
     }
 
@@ -233,8 +230,10 @@ impl Attention {
             .expect("not poisoned");
         let Dims { b, s, d, dh } = self.dims(qkv.shape())?;
         let d_out = d_out.contiguous()?;
-        let mut dqkv = vec![0f32; b * s * 3 * d];
-        let dqkv_ptr = SharedMut::new(&mut dqkv);
+        // Not zeroed: the tasks' Q, K and V blocks cover it.
+        let mut dqkv = Vec::<f32>::with_capacity(b * s * 3 * d);
+        let dqkv_ptr =
+            SharedMut::from_raw(dqkv.spare_capacity_mut().as_mut_ptr().cast(), b * s * 3 * d);
         let mut dscores = vec![0f32; if with_scores { probs.len() } else { 0 }];
         let dscores_ptr = SharedMut::new(&mut dscores);
         crate::cpu::with_f32(qkv, |qkv| {
@@ -252,12 +251,12 @@ impl Attention {
                         let go = View::new(g, Layout2::strided_rows(bi * s * d + h * dh, s, dh, d));
                         let p = &probs[task * s * s..(task + 1) * s * s];
                         let weights = self.weights(p, dropped, bi, h, s);
-                        // SAFETY: task (bi, h) alone writes the h-th Q, K and V column blocks
-                        // of sequence bi in dqkv.
-                        let dst = unsafe { dqkv_ptr.get() };
+                        // SAFETY (all three): task (bi, h) alone writes the h-th Q, K and V
+                        // column blocks of sequence bi in dqkv.
+                        let dst = |at| unsafe { ViewMut::of_shared(&dqkv_ptr, at) };
                         // dV = W^T dO
                         let w = View::rows(weights, s, s);
-                        matmul(ViewMut::new(dst, block(2 * d)), w.t(), go, false, 1.0, 1);
+                        matmul(dst(block(2 * d)), w.t(), go, false, 1.0, 1);
                         // dW = dO V^T, then back through dropout and softmax into dS.
                         matmul(ViewMut::rows(dp, s, s), go, v.t(), false, 1.0, 1);
                         if let Some(mask) = &self.dropout {
@@ -271,12 +270,15 @@ impl Attention {
                         }
                         // dQ = dS K, dK = dS^T Q
                         let ds = View::rows(dp, s, s);
-                        matmul(ViewMut::new(dst, block(0)), ds, k, false, 1.0, 1);
-                        matmul(ViewMut::new(dst, block(d)), ds.t(), q, false, 1.0, 1);
+                        matmul(dst(block(0)), ds, k, false, 1.0, 1);
+                        matmul(dst(block(d)), ds.t(), q, false, 1.0, 1);
                     },
                 )
             })
         })??;
+        // SAFETY: the (sequence, head) tasks' Q, K and V blocks, each written in full by its
+        // product, cover all b x s x 3d values.
+        unsafe { dqkv.set_len(b * s * 3 * d) };
         let dev = qkv.device();
         let dscores = with_scores
             .then(|| Tensor::from_vec(dscores, (b, self.heads, s, s), dev))
