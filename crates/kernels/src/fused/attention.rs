@@ -165,7 +165,7 @@ impl Attention {
         }
         // Not zeroed: the tasks' blocks cover it (heads x head_dim = dim, checked by dims).
         let mut out = Vec::<f32>::with_capacity(b * s * d);
-        let out_ptr = SharedMut::from_raw(out.spare_capacity_mut().as_mut_ptr().cast(), b * s * d);
+        let out_ptr = SharedMut::spare(&mut out, b * s * d);
         let mut probs_guard = self.probs.as_ref().map(|p| p.lock().expect("not poisoned"));
         if let Some(p) = probs_guard.as_mut() {
             p.resize(b * self.heads * s * s, 0.0);
@@ -232,8 +232,7 @@ impl Attention {
         let d_out = d_out.contiguous()?;
         // Not zeroed: the tasks' Q, K and V blocks cover it.
         let mut dqkv = Vec::<f32>::with_capacity(b * s * 3 * d);
-        let dqkv_ptr =
-            SharedMut::from_raw(dqkv.spare_capacity_mut().as_mut_ptr().cast(), b * s * 3 * d);
+        let dqkv_ptr = SharedMut::spare(&mut dqkv, b * s * 3 * d);
         let mut dscores = vec![0f32; if with_scores { probs.len() } else { 0 }];
         let dscores_ptr = SharedMut::new(&mut dscores);
         crate::cpu::with_f32(qkv, |qkv| {

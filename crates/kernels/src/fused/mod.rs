@@ -59,6 +59,12 @@ impl SharedMut {
         Self(ptr, len)
     }
 
+    /// The first `len` values of `v`'s spare capacity, uninitialised: tasks write every one
+    /// of them through [`Self::ptr`] before `v.set_len(len)`.
+    pub(crate) fn spare(v: &mut Vec<f32>, len: usize) -> Self {
+        Self::from_raw(v.spare_capacity_mut()[..len].as_mut_ptr().cast(), len)
+    }
+
     pub(crate) fn ptr(&self) -> *mut f32 {
         self.0
     }
